@@ -1,0 +1,31 @@
+"""Every default of the package, in one place.
+
+Constructors take these as keyword arguments; the values here are what they get when the caller
+says nothing.
+"""
+
+PREROLL_S = 1.0
+"""Input audio kept from before ``UserStartedSpeakingFrame``: VAD confirms speech only after
+``start_secs`` (0.2 s by default), and Pipecat's own ``AudioBufferProcessor`` keeps 1 s."""
+
+MAX_SEGMENT_S = 300.0
+"""A turn longer than this is split into several segments sharing one ``turn_id``; it bounds the
+memory one open turn can hold (300 s of 24 kHz mono is 14 MB)."""
+
+QUEUE_CAPACITY = 64
+"""Segments waiting for the background writer before new ones are dropped (and reported)."""
+
+WRITE_TIMEOUT_S = 30.0
+"""Longest one segment may take to encode and store before it counts as failed."""
+
+CLOSE_TIMEOUT_S = 30.0
+"""Longest ``SessionAudioCapture.close()`` waits for the queue to drain."""
+
+TURN_MATCH_TOLERANCE_S = 1.0
+"""How far apart a transcript's turn start and an audio turn's start may be and still pair."""
+
+TURN_HISTORY = 256
+"""Turns per speaker that ``TurnIds`` remembers for late transcripts."""
+
+TURN_CLAIM_WAIT_S = 2.0
+"""How long a transcript waits for its audio turn to appear before it gets an id of its own."""

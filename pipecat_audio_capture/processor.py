@@ -1,0 +1,532 @@
+"""The frame processor that cuts a call's audio into one segment per speaking turn."""
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from loguru import logger
+from pipecat.frames.frames import (
+    AudioRawFrame,
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    StopFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from pipecat_audio_capture import defaults
+from pipecat_audio_capture.collector import AudioCaptureCollector
+from pipecat_audio_capture.ids import new_id
+from pipecat_audio_capture.records import SAMPLE_WIDTH_BYTES, PendingAudioSegment, Speaker
+from pipecat_audio_capture.turn_ids import TurnIds
+
+_SIBLING_MEMORY = 8
+
+
+@dataclass
+class ProcessorStats:
+    """Counters of :class:`AudioCaptureProcessor`, for logs and tests.
+
+    Parameters:
+        segments: Segments handed to the collector.
+        refused: Segments the collector refused (it reports them itself).
+        trimmed_bytes: Bytes cut off audio frames that were not whole samples.
+        unplayed_ms: Bot audio generated but cut by interruptions before it played.
+        ignored_bot_audio_ms: Bot audio outside any bot turn (after the output transport:
+            the chunk being written when a barge-in arrives, or mixer output between turns).
+        stops_without_start: ``UserStoppedSpeakingFrame`` with no user turn open.
+    """
+
+    segments: int = 0
+    refused: int = 0
+    trimmed_bytes: int = 0
+    unplayed_ms: float = 0.0
+    ignored_bot_audio_ms: float = 0.0
+    stops_without_start: int = 0
+
+
+@dataclass
+class _OpenSegment:
+    """Audio gathered for one part of one turn, kept as references to the frames' bytes."""
+
+    turn_id: str
+    speaker: Speaker
+    sample_rate: int
+    num_channels: int
+    started_at: datetime
+    play_start: float
+    context_id: str | None = None
+    chunks: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+
+    @property
+    def frame_bytes(self) -> int:
+        return SAMPLE_WIDTH_BYTES * self.num_channels
+
+    @property
+    def byte_rate(self) -> int:
+        return self.sample_rate * self.frame_bytes
+
+    @property
+    def duration_s(self) -> float:
+        return self.nbytes / self.byte_rate
+
+    @property
+    def play_end(self) -> float:
+        return self.play_start + self.duration_s
+
+    def append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.nbytes += len(chunk)
+
+    def truncate(self, keep_bytes: int) -> None:
+        """Keep only the first ``keep_bytes`` bytes (a whole number of sample frames)."""
+        kept: list[bytes] = []
+        total = 0
+        for chunk in self.chunks:
+            if total + len(chunk) >= keep_bytes:
+                kept.append(chunk[: keep_bytes - total])
+                total = keep_bytes
+                break
+            kept.append(chunk)
+            total += len(chunk)
+        self.chunks = kept
+        self.nbytes = total
+
+    def next_part(self, sample_rate: int, num_channels: int, play_start: float) -> "_OpenSegment":
+        """A new segment of the same turn starting where this one ends."""
+        return _OpenSegment(
+            turn_id=self.turn_id,
+            speaker=self.speaker,
+            sample_rate=sample_rate,
+            num_channels=num_channels,
+            started_at=self.started_at + timedelta(seconds=self.duration_s),
+            play_start=play_start,
+            context_id=self.context_id,
+        )
+
+
+class AudioCaptureProcessor(FrameProcessor):
+    """Records each speaking turn of a call as its own segment.
+
+    Put it between the TTS service and ``transport.output()``. It passes every frame on
+    unchanged, in order and in its direction, and does a bounded amount of work per frame: audio
+    is kept by reference, and finished segments go to the collector (normally a
+    :class:`~pipecat_audio_capture.SessionAudioCapture`, which writes them in the background).
+
+    Flush rules:
+
+    - ``UserStoppedSpeakingFrame``: the user segment, not interrupted.
+    - ``BotStoppedSpeakingFrame``: the bot segment, not interrupted.
+    - ``InterruptionFrame``: the bot segment, interrupted, holding only what had played.
+    - ``EndFrame`` / ``StopFrame`` / ``CancelFrame``: whatever is open, interrupted.
+
+    User segments start at ``UserStartedSpeakingFrame`` with ``preroll_s`` of the input audio
+    heard before it (VAD confirms speech only after it began). Between TTS and the output
+    transport, bot audio arrives faster than real time; the processor keeps a play-out clock
+    (audio plays back to back from when it arrives, at its own rate, re-anchored when the
+    transport reports ``BotStartedSpeakingFrame``) so an interrupted segment holds what was
+    played and ``unplayed_ms`` records what was cut. Placed after ``transport.output()``, audio
+    arrives as it is played, so nothing is cut; the processor notices the placement from the
+    direction of the bot speaking frames.
+
+    Each turn gets a new UUID from ``turn_ids`` when it starts; a turn longer than
+    ``max_segment_s``, or whose sample rate or channel count changes, is split into several
+    segments that share the turn id.
+
+    Events:
+
+    - on_segment_captured(processor, segment: PendingAudioSegment): a segment was finished
+      and handed to the collector.
+    """
+
+    def __init__(
+        self,
+        collector: AudioCaptureCollector,
+        turn_ids: TurnIds | None = None,
+        *,
+        preroll_s: float = defaults.PREROLL_S,
+        max_segment_s: float = defaults.MAX_SEGMENT_S,
+        **kwargs,
+    ) -> None:
+        """Initialize the processor.
+
+        Args:
+            collector: Receives finished segments; must not block.
+            turn_ids: Shared turn-id state read by the transcript side; a private one if None.
+            preroll_s: Input audio kept from before the user's turn starts.
+            max_segment_s: Longest segment; longer turns are split (bounds memory).
+            **kwargs: Passed to ``FrameProcessor``.
+        """
+        super().__init__(**kwargs)
+        if preroll_s < 0:
+            raise ValueError("preroll_s must not be negative")
+        if max_segment_s <= 0:
+            raise ValueError("max_segment_s must be positive")
+        self._collector = collector
+        self._turn_ids = turn_ids or TurnIds()
+        self._preroll_s = preroll_s
+        self._max_segment_s = max_segment_s
+        self._stats = ProcessorStats()
+
+        self._preroll: deque[bytes] = deque()
+        self._preroll_bytes = 0
+        self._preroll_format: tuple[int, int] | None = None
+        self._user: _OpenSegment | None = None
+
+        # Bot parts in play-out order; before the output transport more than one turn can be
+        # queued (a greeting and the next answer), each ended by its own BotStoppedSpeakingFrame.
+        self._bot: deque[_OpenSegment] = deque()
+        self._play_cursor = 0.0
+        self._head_anchored = False
+        self._after_output = False
+        self._bot_speaking = False
+        self._handled_ids: deque[int] = deque(maxlen=_SIBLING_MEMORY)
+
+        self._register_event_handler("on_segment_captured")
+
+    @property
+    def turn_ids(self) -> TurnIds:
+        """The turn-id state this processor writes."""
+        return self._turn_ids
+
+    @property
+    def stats(self) -> ProcessorStats:
+        """Counters of what the processor did with odd input."""
+        return self._stats
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Record what the frame means for the open turns, then pass it on.
+
+        Args:
+            frame: The frame to process.
+            direction: The direction of frame flow.
+        """
+        await super().process_frame(frame, direction)
+        finished = self._handle(frame, direction)
+        await self.push_frame(frame, direction)
+        for segment in finished:
+            await self._emit(segment)
+
+    async def cleanup(self) -> None:
+        """Hand over whatever is still open when the pipeline is torn down."""
+        await super().cleanup()
+        for segment in self._close_all(cancelled=False):
+            await self._emit(segment)
+
+    def _handle(self, frame: Frame, direction: FrameDirection) -> list[PendingAudioSegment]:
+        if isinstance(frame, InputAudioRawFrame):
+            self._on_input_audio(frame)
+            return []
+        if isinstance(frame, OutputAudioRawFrame):
+            if direction == FrameDirection.DOWNSTREAM:
+                return self._on_bot_audio(frame)
+            return []
+        if isinstance(frame, (BotStartedSpeakingFrame, BotStoppedSpeakingFrame)):
+            if self._is_sibling_of_handled(frame):
+                return []
+            if direction == FrameDirection.DOWNSTREAM:
+                self._after_output = True
+            if isinstance(frame, BotStartedSpeakingFrame):
+                self._on_bot_started()
+                return []
+            return self._on_bot_stopped()
+        if isinstance(frame, UserStartedSpeakingFrame):
+            if not self._is_sibling_of_handled(frame):
+                self._on_user_started()
+            return []
+        if isinstance(frame, UserStoppedSpeakingFrame):
+            if self._is_sibling_of_handled(frame):
+                return []
+            return self._on_user_stopped()
+        if isinstance(frame, InterruptionFrame):
+            return self._on_interruption()
+        if isinstance(frame, (EndFrame, StopFrame)):
+            return self._close_all(cancelled=False)
+        if isinstance(frame, CancelFrame):
+            return self._close_all(cancelled=True)
+        return []
+
+    def _is_sibling_of_handled(self, frame: Frame) -> bool:
+        # Pipecat broadcasts speaking frames both ways as siblings; a processor that sees both
+        # copies must count the event once.
+        if (
+            frame.broadcast_sibling_id is not None
+            and frame.broadcast_sibling_id in self._handled_ids
+        ):
+            return True
+        self._handled_ids.append(frame.id)
+        return False
+
+    # User side.
+
+    def _on_input_audio(self, frame: InputAudioRawFrame) -> None:
+        audio = self._whole_samples(frame)
+        if not audio:
+            return
+        user = self._user
+        if user is None:
+            self._keep_preroll(audio, frame.sample_rate, frame.num_channels)
+            return
+        if (frame.sample_rate, frame.num_channels) != (user.sample_rate, user.num_channels) or (
+            user.nbytes + len(audio) > self._max_bytes(user)
+        ):
+            self._submit(user, interrupted=False)
+            user = self._user = user.next_part(frame.sample_rate, frame.num_channels, 0.0)
+        user.append(audio)
+
+    def _keep_preroll(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
+        if self._preroll_format != (sample_rate, num_channels):
+            self._preroll.clear()
+            self._preroll_bytes = 0
+            self._preroll_format = (sample_rate, num_channels)
+        frame_bytes = SAMPLE_WIDTH_BYTES * num_channels
+        limit = int(self._preroll_s * sample_rate) * frame_bytes
+        self._preroll.append(audio)
+        self._preroll_bytes += len(audio)
+        while self._preroll_bytes > limit:
+            excess = self._preroll_bytes - limit
+            head = self._preroll[0]
+            if len(head) <= excess:
+                self._preroll.popleft()
+                self._preroll_bytes -= len(head)
+            else:
+                self._preroll[0] = head[excess:]
+                self._preroll_bytes -= excess
+
+    def _on_user_started(self) -> None:
+        if self._user is not None:
+            return
+        now = time.monotonic()
+        sample_rate, num_channels = self._preroll_format or (16000, 1)
+        preroll_s = self._preroll_bytes / (sample_rate * SAMPLE_WIDTH_BYTES * num_channels)
+        self._user = _OpenSegment(
+            turn_id=self._turn_ids.start_turn("user", at=now),
+            speaker="user",
+            sample_rate=sample_rate,
+            num_channels=num_channels,
+            started_at=datetime.now(UTC) - timedelta(seconds=preroll_s),
+            play_start=now - preroll_s,
+            chunks=list(self._preroll),
+            nbytes=self._preroll_bytes,
+        )
+        self._preroll.clear()
+        self._preroll_bytes = 0
+
+    def _on_user_stopped(self) -> list[PendingAudioSegment]:
+        user = self._user
+        if user is None:
+            self._stats.stops_without_start += 1
+            return []
+        self._user = None
+        self._turn_ids.end_turn(user.turn_id)
+        return self._submit(user, interrupted=False)
+
+    # Bot side.
+
+    def _on_bot_audio(self, frame: OutputAudioRawFrame) -> list[PendingAudioSegment]:
+        audio = self._whole_samples(frame)
+        if not audio:
+            return []
+        now = time.monotonic()
+        duration_s = len(audio) / (frame.sample_rate * SAMPLE_WIDTH_BYTES * frame.num_channels)
+        if self._after_output:
+            if not self._bot_speaking:
+                self._stats.ignored_bot_audio_ms += duration_s * 1000.0
+                return []
+            # Audio past the output transport has just been played.
+            start = max(self._play_cursor, now - duration_s)
+        else:
+            start = max(self._play_cursor, now)
+        self._play_cursor = start + duration_s
+
+        context_id = getattr(frame, "context_id", None)
+        finished: list[PendingAudioSegment] = []
+        last = self._bot[-1] if self._bot else None
+        if last is None or (
+            context_id is not None and last.context_id is not None and context_id != last.context_id
+        ):
+            last = self._new_bot_turn(frame, start, context_id)
+        elif (frame.sample_rate, frame.num_channels) != (last.sample_rate, last.num_channels) or (
+            last.nbytes + len(audio) > self._max_bytes(last)
+        ):
+            part = last.next_part(frame.sample_rate, frame.num_channels, start)
+            if self._after_output:
+                # Played audio is final: hand the full part over now rather than holding it.
+                self._bot.pop()
+                finished = self._submit(last, interrupted=False)
+            self._bot.append(part)
+            last = part
+        last.append(audio)
+        return finished
+
+    def _new_bot_turn(
+        self, frame: OutputAudioRawFrame, start: float, context_id: str | None
+    ) -> _OpenSegment:
+        now = time.monotonic()
+        segment = _OpenSegment(
+            turn_id=self._turn_ids.start_turn("bot", at=start),
+            speaker="bot",
+            sample_rate=frame.sample_rate,
+            num_channels=frame.num_channels,
+            started_at=datetime.now(UTC) + timedelta(seconds=start - now),
+            play_start=start,
+            context_id=context_id,
+        )
+        if not self._bot:
+            self._head_anchored = self._after_output
+        self._bot.append(segment)
+        return segment
+
+    def _on_bot_started(self) -> None:
+        self._bot_speaking = True
+        if self._after_output or self._head_anchored or not self._bot:
+            return
+        # The transport reports the moment the first chunk really starts playing; shift the
+        # predicted schedule to it (it only lags, by chunking and scheduling delays).
+        delay = time.monotonic() - self._bot[0].play_start
+        if delay > 0:
+            for part in self._bot:
+                part.play_start += delay
+                part.started_at += timedelta(seconds=delay)
+            self._play_cursor += delay
+        self._head_anchored = True
+
+    def _on_bot_stopped(self) -> list[PendingAudioSegment]:
+        self._bot_speaking = False
+        if not self._bot:
+            return []
+        if not self._after_output and self._bot[0].play_start > time.monotonic():
+            # A stop for audio already closed by an interruption, arriving after the next
+            # turn's audio was queued: that turn has not started playing yet.
+            return []
+        head_turn = self._bot[0].turn_id
+        finished: list[PendingAudioSegment] = []
+        while self._bot and self._bot[0].turn_id == head_turn:
+            part = self._bot.popleft()
+            finished += self._submit(part, interrupted=False)
+        self._turn_ids.end_turn(head_turn)
+        self._head_anchored = False
+        return finished
+
+    def _on_interruption(self) -> list[PendingAudioSegment]:
+        if not self._bot:
+            return []
+        if self._after_output:
+            return self._flush_bot(interrupted=True, unplayed_ms=None)
+        return self._cut_bot_at(time.monotonic())
+
+    def _cut_bot_at(self, now: float) -> list[PendingAudioSegment]:
+        """Flush what has played by ``now``; drop (and count) what has not."""
+        played: list[_OpenSegment] = []
+        unplayed_s = 0.0
+        for part in self._bot:
+            if part.play_start >= now:
+                unplayed_s += part.duration_s
+                if not any(p.turn_id == part.turn_id for p in played):
+                    self._turn_ids.discard_turn(part.turn_id)
+                continue
+            if part.play_end > now:
+                keep = int((now - part.play_start) * part.sample_rate) * part.frame_bytes
+                unplayed_s += (part.nbytes - keep) / part.byte_rate
+                part.truncate(keep)
+            played.append(part)
+        self._bot.clear()
+        self._play_cursor = now
+        self._head_anchored = False
+        unplayed_ms = unplayed_s * 1000.0
+        self._stats.unplayed_ms += unplayed_ms
+        finished: list[PendingAudioSegment] = []
+        for index, part in enumerate(played):
+            self._turn_ids.end_turn(part.turn_id, at=min(now, part.play_end))
+            last = index == len(played) - 1
+            finished += self._submit(
+                part, interrupted=True, unplayed_ms=unplayed_ms if last else 0.0
+            )
+        if unplayed_ms and not played:
+            logger.debug(
+                f"{self}: interruption cut {unplayed_ms:.0f} ms of bot audio before it played"
+            )
+        return finished
+
+    def _flush_bot(
+        self, *, interrupted: bool, unplayed_ms: float | None
+    ) -> list[PendingAudioSegment]:
+        finished: list[PendingAudioSegment] = []
+        while self._bot:
+            part = self._bot.popleft()
+            self._turn_ids.end_turn(part.turn_id)
+            finished += self._submit(part, interrupted=interrupted, unplayed_ms=unplayed_ms)
+        self._head_anchored = False
+        return finished
+
+    # Session end.
+
+    def _close_all(self, *, cancelled: bool) -> list[PendingAudioSegment]:
+        finished: list[PendingAudioSegment] = []
+        if self._user is not None:
+            user, self._user = self._user, None
+            self._turn_ids.end_turn(user.turn_id)
+            finished += self._submit(user, interrupted=True)
+        if self._bot:
+            if cancelled and not self._after_output:
+                # CancelFrame drops the transport's queued audio at once, like a barge-in.
+                finished += self._cut_bot_at(time.monotonic())
+            else:
+                # EndFrame and StopFrame let queued audio play out, so all of it is heard.
+                unplayed = None if self._after_output else 0.0
+                finished += self._flush_bot(interrupted=True, unplayed_ms=unplayed)
+        return finished
+
+    # Helpers.
+
+    def _whole_samples(self, frame: AudioRawFrame) -> bytes:
+        audio = frame.audio
+        if frame.sample_rate <= 0 or frame.num_channels <= 0:
+            self._stats.trimmed_bytes += len(audio)
+            return b""
+        extra = len(audio) % (SAMPLE_WIDTH_BYTES * frame.num_channels)
+        if extra:
+            self._stats.trimmed_bytes += extra
+            return audio[:-extra]
+        return audio
+
+    def _max_bytes(self, segment: _OpenSegment) -> int:
+        return max(
+            segment.frame_bytes,
+            int(self._max_segment_s * segment.sample_rate) * segment.frame_bytes,
+        )
+
+    def _submit(
+        self, part: _OpenSegment, *, interrupted: bool, unplayed_ms: float | None = None
+    ) -> list[PendingAudioSegment]:
+        if part.nbytes == 0:
+            return []
+        segment = PendingAudioSegment(
+            segment_id=new_id(),
+            session_id=self._collector.session_id,
+            turn_id=part.turn_id,
+            speaker=part.speaker,
+            pcm=part.chunks,
+            sample_rate=part.sample_rate,
+            num_channels=part.num_channels,
+            started_at=part.started_at,
+            interrupted=interrupted,
+            unplayed_ms=unplayed_ms if part.speaker == "bot" else None,
+        )
+        if self._collector.record_segment(segment):
+            self._stats.segments += 1
+        else:
+            self._stats.refused += 1
+        return [segment]
+
+    async def _emit(self, segment: PendingAudioSegment) -> None:
+        await self._call_event_handler("on_segment_captured", segment)

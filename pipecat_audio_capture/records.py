@@ -1,0 +1,148 @@
+"""Records that pass between the processor, the writer and the storage backends."""
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+Speaker = Literal["user", "bot"]
+Role = Literal["user", "assistant"]
+
+SAMPLE_WIDTH_BYTES = 2
+"""Pipecat's raw audio is 16-bit signed little-endian PCM."""
+
+
+@dataclass
+class PendingAudioSegment:
+    """One speaker's audio for one turn (or one part of a long turn), not yet stored.
+
+    Parameters:
+        segment_id: UUID of this segment; names the file.
+        session_id: UUID of the call.
+        turn_id: UUID of the speaking turn, shared with the turn's transcript row.
+        speaker: ``"user"`` or ``"bot"``.
+        pcm: The audio as chunks of 16-bit PCM at ``sample_rate``, joined only when encoded so
+            the audio path never copies it.
+        sample_rate: Sample rate in Hz.
+        num_channels: 1 (mono) or 2 (interleaved stereo).
+        started_at: When the first sample was spoken (UTC).
+        interrupted: Whether the turn was cut short (barge-in or session end).
+        unplayed_ms: Bot audio generated for the turn but never played, or None where the
+            processor cannot know (placed after the output transport, or a user turn).
+    """
+
+    segment_id: str
+    session_id: str
+    turn_id: str
+    speaker: Speaker
+    pcm: list[bytes]
+    sample_rate: int
+    num_channels: int
+    started_at: datetime
+    interrupted: bool = False
+    unplayed_ms: float | None = None
+
+    @property
+    def byte_length(self) -> int:
+        """Bytes of PCM held (without the WAV header)."""
+        return sum(len(chunk) for chunk in self.pcm)
+
+    @property
+    def duration_ms(self) -> float:
+        """Duration of the audio in milliseconds."""
+        frame_bytes = SAMPLE_WIDTH_BYTES * self.num_channels
+        return self.byte_length / frame_bytes / self.sample_rate * 1000.0
+
+    @property
+    def ended_at(self) -> datetime:
+        """When the last sample was spoken (UTC)."""
+        return self.started_at + timedelta(milliseconds=self.duration_ms)
+
+
+@dataclass
+class SegmentMetadata:
+    """What is stored about a segment once its audio is written.
+
+    Parameters:
+        segment_id: UUID of the segment.
+        session_id: UUID of the call.
+        turn_id: UUID of the speaking turn.
+        speaker: ``"user"`` or ``"bot"``.
+        audio_url: Where the WAV is (``file://`` path or ``gs://bucket/key``).
+        sample_rate: Sample rate in Hz.
+        num_channels: Number of channels.
+        duration_ms: Duration of the audio in milliseconds.
+        byte_size: Size of the stored WAV file in bytes, header included.
+        interrupted: Whether the turn was cut short.
+        unplayed_ms: Bot audio cut by the interruption, if known.
+        started_at: When the first sample was spoken (UTC).
+        ended_at: When the last sample was spoken (UTC).
+        format: Container format, always ``"wav"``.
+    """
+
+    segment_id: str
+    session_id: str
+    turn_id: str
+    speaker: Speaker
+    audio_url: str
+    sample_rate: int
+    num_channels: int
+    duration_ms: float
+    byte_size: int
+    interrupted: bool
+    unplayed_ms: float | None
+    started_at: datetime
+    ended_at: datetime
+    format: str = "wav"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return the record as a JSON-serialisable dict (timestamps as ISO 8601)."""
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["ended_at"] = self.ended_at.isoformat()
+        return data
+
+
+@dataclass
+class TranscriptRecord:
+    """The transcript of one turn, linked to its audio by ``turn_id``.
+
+    Parameters:
+        session_id: UUID of the call.
+        turn_id: UUID of the speaking turn (the same as the audio segment's).
+        role: ``"user"`` or ``"assistant"``.
+        text: What was said; for an interrupted assistant turn, what was spoken before the cut.
+        interrupted: Whether the turn was cut short.
+        occurred_at: When the turn started (UTC).
+    """
+
+    session_id: str
+    turn_id: str
+    role: Role
+    text: str
+    interrupted: bool
+    occurred_at: datetime
+
+
+@dataclass
+class CaptureStats:
+    """Counters kept by :class:`~pipecat_audio_capture.SessionAudioCapture`.
+
+    Parameters:
+        recorded: Segments handed to the capture.
+        stored: Segments whose audio and metadata were written.
+        dropped: Segments refused because the queue was full or the capture closed.
+        failed: Segments whose write raised or timed out.
+        bytes_stored: WAV bytes written.
+    """
+
+    recorded: int = 0
+    stored: int = 0
+    dropped: int = 0
+    failed: int = 0
+    bytes_stored: int = 0
+    lost_segment_ids: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """Segments recorded but neither stored nor lost yet."""
+        return self.recorded - self.stored - self.dropped - self.failed

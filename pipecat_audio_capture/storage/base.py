@@ -1,0 +1,40 @@
+"""The protocols every storage backend follows."""
+
+from typing import Protocol, runtime_checkable
+
+from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
+
+
+@runtime_checkable
+class AudioStorage(Protocol):
+    """Stores a segment's WAV bytes and its metadata.
+
+    Implementations must not block the event loop: blocking work (file writes, fsync, HTTP calls)
+    runs in worker threads. Both methods must be idempotent for the same ids, so a retried write
+    never stores a segment twice.
+    """
+
+    async def store_segment(
+        self,
+        session_id: str,
+        segment_id: str,
+        speaker: Speaker,
+        data: bytes,
+        *,
+        turn_id: str | None = None,
+    ) -> str:
+        """Store one WAV file and return its URL (``file://...`` or ``gs://...``)."""
+        ...
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Record a stored segment's metadata."""
+        ...
+
+
+@runtime_checkable
+class TranscriptStore(Protocol):
+    """Stores transcript rows; a metadata backend that indexes turns implements it too."""
+
+    async def save_transcript(self, record: TranscriptRecord) -> None:
+        """Record one turn's transcript (idempotent per session, turn and role)."""
+        ...

@@ -1,0 +1,61 @@
+"""Audio to one backend, metadata (and transcripts) to another."""
+
+from pipecat_audio_capture.errors import StorageConfigError
+from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
+from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore
+
+
+class CompositeAudioStorage:
+    """Sends WAV bytes to ``files`` and metadata and transcripts to ``metadata``.
+
+    Typical use: ``CompositeAudioStorage(files=GCSAudioStorage(...),
+    metadata=PostgresAudioMetaStorage(pool))``.
+    """
+
+    def __init__(self, *, files: AudioStorage, metadata: AudioStorage) -> None:
+        """Initialize the composite storage.
+
+        Args:
+            files: Backend that stores the WAV files (its ``save_metadata`` is not called).
+            metadata: Backend that stores the metadata rows (its ``store_segment`` is not called).
+        """
+        self._files = files
+        self._metadata = metadata
+
+    @property
+    def files(self) -> AudioStorage:
+        """The backend that stores the audio."""
+        return self._files
+
+    @property
+    def metadata(self) -> AudioStorage:
+        """The backend that stores the metadata."""
+        return self._metadata
+
+    async def store_segment(
+        self,
+        session_id: str,
+        segment_id: str,
+        speaker: Speaker,
+        data: bytes,
+        *,
+        turn_id: str | None = None,
+    ) -> str:
+        """Store the WAV bytes in the files backend and return its URL."""
+        return await self._files.store_segment(
+            session_id, segment_id, speaker, data, turn_id=turn_id
+        )
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Store the metadata in the metadata backend."""
+        await self._metadata.save_metadata(session_id, meta)
+
+    async def save_transcript(self, record: TranscriptRecord) -> None:
+        """Store a transcript row in the metadata backend.
+
+        Raises:
+            StorageConfigError: If the metadata backend does not store transcripts.
+        """
+        if not isinstance(self._metadata, TranscriptStore):
+            raise StorageConfigError(f"{type(self._metadata).__name__} does not store transcripts")
+        await self._metadata.save_transcript(record)

@@ -1,0 +1,94 @@
+"""WAV encoding: a 44-byte RIFF header built with numpy in front of the PCM bytes."""
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from pipecat_audio_capture.records import SAMPLE_WIDTH_BYTES
+
+_HEADER_DTYPE = np.dtype(
+    [
+        ("riff", "S4"),
+        ("riff_size", "<u4"),
+        ("wave", "S4"),
+        ("fmt", "S4"),
+        ("fmt_size", "<u4"),
+        ("audio_format", "<u2"),
+        ("num_channels", "<u2"),
+        ("sample_rate", "<u4"),
+        ("byte_rate", "<u4"),
+        ("block_align", "<u2"),
+        ("bits_per_sample", "<u2"),
+        ("data", "S4"),
+        ("data_size", "<u4"),
+    ]
+)
+HEADER_BYTES = _HEADER_DTYPE.itemsize
+_PCM_FORMAT = 1
+_MAX_DATA_BYTES = 0xFFFFFFFF - (HEADER_BYTES - 8)
+
+
+def wav_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
+    """Return the 44-byte header of a 16-bit PCM WAV file.
+
+    Args:
+        data_size: Bytes of PCM that follow the header.
+        sample_rate: Sample rate in Hz.
+        num_channels: Number of interleaved channels.
+
+    Raises:
+        ValueError: If the sizes do not fit a WAV file.
+    """
+    block_align = SAMPLE_WIDTH_BYTES * num_channels
+    if sample_rate <= 0 or num_channels <= 0:
+        raise ValueError(f"invalid format: {sample_rate} Hz, {num_channels} channels")
+    if data_size % block_align:
+        raise ValueError(f"{data_size} bytes is not a whole number of {block_align}-byte frames")
+    if data_size > _MAX_DATA_BYTES:
+        raise ValueError(f"{data_size} bytes of PCM exceed the 4 GiB limit of a WAV file")
+    header = np.zeros((), dtype=_HEADER_DTYPE)
+    header["riff"] = b"RIFF"
+    header["riff_size"] = HEADER_BYTES - 8 + data_size
+    header["wave"] = b"WAVE"
+    header["fmt"] = b"fmt "
+    header["fmt_size"] = 16
+    header["audio_format"] = _PCM_FORMAT
+    header["num_channels"] = num_channels
+    header["sample_rate"] = sample_rate
+    header["byte_rate"] = sample_rate * block_align
+    header["block_align"] = block_align
+    header["bits_per_sample"] = SAMPLE_WIDTH_BYTES * 8
+    header["data"] = b"data"
+    header["data_size"] = data_size
+    return header.tobytes()
+
+
+def encode_wav(pcm: Iterable[bytes], sample_rate: int, num_channels: int) -> bytes:
+    """Encode 16-bit little-endian PCM chunks as one WAV file.
+
+    Args:
+        pcm: Chunks of interleaved 16-bit PCM.
+        sample_rate: Sample rate in Hz.
+        num_channels: Number of channels.
+
+    Returns:
+        The WAV file's bytes.
+    """
+    data = b"".join(pcm)
+    return wav_header(len(data), sample_rate, num_channels) + data
+
+
+def pcm_of_wav(wav: bytes) -> np.ndarray:
+    """Return the samples of a WAV file written by :func:`encode_wav` as int16 (frames x channels).
+
+    Raises:
+        ValueError: If ``wav`` does not start with the header this module writes.
+    """
+    if len(wav) < HEADER_BYTES:
+        raise ValueError("too short to be a WAV file")
+    header = np.frombuffer(wav[:HEADER_BYTES], dtype=_HEADER_DTYPE)[0]
+    if header["riff"] != b"RIFF" or header["wave"] != b"WAVE" or header["data"] != b"data":
+        raise ValueError("not a canonical PCM WAV file")
+    channels = int(header["num_channels"])
+    samples = np.frombuffer(wav, dtype="<i2", offset=HEADER_BYTES, count=-1)
+    return samples.reshape(-1, channels)
