@@ -26,6 +26,8 @@ from pipecat_audio_capture.storage import (
     AudioStorage,
     CompositeAudioStorage,
     LocalAudioStorage,
+    MetadataStorage,
+    SQLiteAudioMetaStorage,
     TranscriptStore,
 )
 from pipecat_audio_capture.transcripts import TranscriptRecorder
@@ -40,9 +42,11 @@ __all__ = [
     "CompositeAudioStorage",
     "InvalidIdError",
     "LocalAudioStorage",
+    "MetadataStorage",
     "MigrationError",
     "PendingAudioSegment",
     "ProcessorStats",
+    "SQLiteAudioMetaStorage",
     "SegmentMetadata",
     "SessionAudioCapture",
     "StorageConfigError",

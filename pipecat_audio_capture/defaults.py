@@ -29,3 +29,17 @@ TURN_HISTORY = 256
 
 TURN_CLAIM_WAIT_S = 2.0
 """How long a transcript waits for its audio turn to appear before it gets an id of its own."""
+
+PG_CONNECT_TIMEOUT_S = 5.0
+"""Longest ``PostgresAudioMetaStorage.connect`` waits for the server before giving up."""
+
+MIGRATION_LOCK_TIMEOUT_S = 60.0
+"""Longest ``PostgresAudioMetaStorage.run_migrations`` waits for another worker's run."""
+
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 4
+"""Connections of a pool opened by ``PostgresAudioMetaStorage.connect``: one call writes a few rows
+a minute, so a worker rarely needs more than one at a time."""
+
+SQLITE_BUSY_TIMEOUT_S = 5.0
+"""Longest a SQLite statement waits for another process that holds the write lock."""

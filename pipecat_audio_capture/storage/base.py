@@ -6,7 +6,16 @@ from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRe
 
 
 @runtime_checkable
-class AudioStorage(Protocol):
+class MetadataStorage(Protocol):
+    """Records the metadata of stored segments (a database index, or a log)."""
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Record a stored segment's metadata (idempotent per segment id)."""
+        ...
+
+
+@runtime_checkable
+class AudioStorage(MetadataStorage, Protocol):
     """Stores a segment's WAV bytes and its metadata.
 
     Implementations must not block the event loop: blocking work (file writes, fsync, HTTP calls)
@@ -24,10 +33,6 @@ class AudioStorage(Protocol):
         turn_id: str | None = None,
     ) -> str:
         """Store one WAV file and return its URL (``file://...`` or ``gs://...``)."""
-        ...
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        """Record a stored segment's metadata."""
         ...
 
 

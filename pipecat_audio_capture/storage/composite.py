@@ -2,7 +2,7 @@
 
 from pipecat_audio_capture.errors import StorageConfigError
 from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
-from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore
+from pipecat_audio_capture.storage.base import AudioStorage, MetadataStorage, TranscriptStore
 
 
 class CompositeAudioStorage:
@@ -12,12 +12,12 @@ class CompositeAudioStorage:
     metadata=PostgresAudioMetaStorage(pool))``.
     """
 
-    def __init__(self, *, files: AudioStorage, metadata: AudioStorage) -> None:
+    def __init__(self, *, files: AudioStorage, metadata: MetadataStorage) -> None:
         """Initialize the composite storage.
 
         Args:
             files: Backend that stores the WAV files (its ``save_metadata`` is not called).
-            metadata: Backend that stores the metadata rows (its ``store_segment`` is not called).
+            metadata: Backend that stores the metadata rows (and transcripts, if it can).
         """
         self._files = files
         self._metadata = metadata
@@ -28,7 +28,7 @@ class CompositeAudioStorage:
         return self._files
 
     @property
-    def metadata(self) -> AudioStorage:
+    def metadata(self) -> MetadataStorage:
         """The backend that stores the metadata."""
         return self._metadata
 

@@ -1,0 +1,376 @@
+"""The metadata index on PostgreSQL, through psycopg 3 and an async connection pool.
+
+Needs the ``postgres`` extra. This is the only module of the package that imports psycopg.
+"""
+
+import asyncio
+import math
+from dataclasses import asdict
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID
+
+import psycopg
+from loguru import logger
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from pipecat_audio_capture import defaults
+from pipecat_audio_capture.errors import MigrationError, StorageConfigError, StorageError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
+from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.storage.index import (
+    CALL_LOG_ORDER,
+    CallLogEntry,
+    ResponseGap,
+    SessionSummary,
+    check_page,
+    checked_segment,
+    checked_transcript,
+    column_list,
+)
+
+MIGRATION_LOCK_ID = int.from_bytes(b"audiocap", "big")
+"""Key of the advisory lock that serializes migration runs across the whole database."""
+
+_CREATE_MIGRATIONS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+_INSERT_SEGMENT = """
+INSERT INTO session_audio_segments (
+    segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
+    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at
+) VALUES (
+    %(segment_id)s, %(session_id)s, %(turn_id)s, %(speaker)s, %(audio_url)s, %(format)s,
+    %(sample_rate)s, %(num_channels)s, %(duration_ms)s, %(byte_size)s, %(interrupted)s,
+    %(unplayed_ms)s, %(started_at)s, %(ended_at)s
+)
+ON CONFLICT (segment_id) DO NOTHING
+"""
+
+# The WHERE skips a rewrite, and its dead row, when a retry sends the same transcript again.
+_UPSERT_TRANSCRIPT = """
+INSERT INTO session_transcripts AS t (session_id, turn_id, role, text, interrupted, occurred_at)
+VALUES (
+    %(session_id)s, %(turn_id)s, %(role)s, %(text)s, %(interrupted)s, %(occurred_at)s
+)
+ON CONFLICT (session_id, turn_id, role) DO UPDATE
+SET text = EXCLUDED.text, interrupted = EXCLUDED.interrupted, occurred_at = EXCLUDED.occurred_at
+WHERE (t.text, t.interrupted, t.occurred_at)
+    IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)
+"""
+
+_SELECT_SESSIONS = (
+    f"SELECT {column_list(SessionSummary)} FROM session_summary"
+    " ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s"
+)
+_SELECT_CALL_LOG = (
+    f"SELECT {column_list(CallLogEntry)} FROM session_call_log"
+    f" WHERE session_id = %s ORDER BY {CALL_LOG_ORDER}"
+)
+_SELECT_GAPS = (
+    f"SELECT {column_list(ResponseGap)} FROM session_response_gaps"
+    " WHERE session_id = %s ORDER BY user_started_at, user_turn_id"
+)
+_SELECT_SEGMENT = (
+    f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments WHERE segment_id = %s"
+)
+
+
+class PostgresAudioMetaStorage:
+    """Indexes segments and transcripts in PostgreSQL and reads the call views back.
+
+    It is the metadata side of a
+    :class:`~pipecat_audio_capture.CompositeAudioStorage`: it stores no audio, so it has no
+    ``store_segment``. Tables and views live in the first schema of the connections'
+    ``search_path``; create them with :meth:`run_migrations` at startup.
+
+    Writes are idempotent. A segment is immutable once indexed: saving the same ``segment_id``
+    again is ignored. A transcript is replaced by a later save for the same session, turn and
+    role: the writer may learn the final text after a first save (an interrupted reply cut to
+    what was actually spoken), and the latest save is its best knowledge.
+
+    Every failure is raised as :class:`~pipecat_audio_capture.errors.StorageError` (a CHECK
+    constraint refusing an impossible row included), chained to the psycopg error.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False) -> None:
+        """Initialize the storage on an open pool.
+
+        Args:
+            pool: The pool to take connections from, opened by the caller.
+            owns_pool: Whether :meth:`close` closes the pool; leave False for a pool the
+                application shares.
+        """
+        self._pool = pool
+        self._owns_pool = owns_pool
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = defaults.POOL_MIN_SIZE,
+        max_size: int = defaults.POOL_MAX_SIZE,
+        connect_timeout_s: float = defaults.PG_CONNECT_TIMEOUT_S,
+        migrate: bool = True,
+    ) -> Self:
+        """Open a pool of its own on ``dsn`` and return a storage that closes it on :meth:`close`.
+
+        The server is contacted once before the pool opens, so a wrong address fails here,
+        with the server's reason, instead of on the first write.
+
+        Args:
+            dsn: A libpq connection string or ``postgresql://`` URI; pass
+                ``options=-c search_path=...`` in it to use another schema.
+            min_size: Connections the pool keeps open.
+            max_size: Connections the pool may open.
+            connect_timeout_s: Longest wait for the server, for the first connection and for
+                the pool to fill.
+            migrate: Whether to run :meth:`run_migrations` before the pool opens.
+
+        Raises:
+            StorageConfigError: If the DSN is malformed or the server cannot be reached in time.
+            MigrationError: If ``migrate`` and the migrations fail.
+        """
+        where = _describe(dsn)
+        # libpq's own timeout counts whole seconds and at least 2; the outer one is the bound.
+        libpq_timeout = max(2, math.ceil(connect_timeout_s))
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                probe = await AsyncConnection.connect(dsn, connect_timeout=libpq_timeout)
+        except TimeoutError as exc:
+            raise StorageConfigError(
+                f"PostgreSQL at {where} did not answer within {connect_timeout_s} s"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StorageConfigError(
+                f"cannot connect to PostgreSQL at {where}: {str(exc).strip()}"
+            ) from exc
+        async with probe:
+            if migrate:
+                await cls.run_migrations(probe)
+
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"connect_timeout": libpq_timeout},
+            # A server restart leaves dead connections in the pool; checking on checkout
+            # replaces them instead of failing a write.
+            check=AsyncConnectionPool.check_connection,
+            name="pipecat-audio-capture",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout_s)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StorageConfigError(
+                f"cannot open a pool to PostgreSQL at {where}: {str(exc).strip()}"
+            ) from exc
+        logger.info(f"audio index connected to PostgreSQL at {where}")
+        return cls(pool, owns_pool=True)
+
+    @classmethod
+    async def run_migrations(
+        cls,
+        target: AsyncConnection[Any] | AsyncConnectionPool[Any],
+        *,
+        lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S,
+    ) -> list[int]:
+        """Create or upgrade the tables and views; safe to call from every worker at startup.
+
+        Pending migrations run in one transaction that holds an advisory lock, so concurrent
+        callers take turns and all but the first find nothing to do. A migration only adds or
+        replaces tables, indexes and views: no data is dropped. Versions the database has but
+        this package does not know (a newer release migrated it) are logged and left alone.
+
+        Args:
+            target: A pool, or a connection that is not inside a transaction.
+            lock_timeout_s: Longest wait for another caller's run to finish.
+
+        Returns:
+            The versions this call applied, oldest first.
+
+        Raises:
+            MigrationError: If a migration fails (nothing of the run is kept), the lock wait times
+                out, or the connection is inside a transaction.
+        """
+        try:
+            if isinstance(target, AsyncConnectionPool):
+                async with target.connection() as conn:
+                    return await _migrate(conn, lock_timeout_s)
+            return await _migrate(target, lock_timeout_s)
+        except psycopg.Error as exc:
+            raise MigrationError(f"PostgreSQL migrations failed: {exc}") from exc
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Index a stored segment; a second save of the same ``segment_id`` is ignored.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageError: If the row is refused (impossible values, naive timestamps) or the
+                database fails.
+        """
+        row = checked_segment(session_id, meta)
+        inserted = await self._write(_INSERT_SEGMENT, asdict(row), f"segment {row.segment_id}")
+        if not inserted:
+            logger.debug(f"segment {row.segment_id} was already indexed")
+
+    async def save_transcript(self, record: TranscriptRecord) -> None:
+        """Index a turn's transcript, replacing an earlier one for the same session, turn and role.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageError: If the row is refused or the database fails.
+        """
+        row = checked_transcript(record)
+        await self._write(
+            _UPSERT_TRANSCRIPT, asdict(row), f"{row.role} transcript of turn {row.turn_id}"
+        )
+
+    async def list_sessions(self, limit: int = 50, offset: int = 0) -> list[SessionSummary]:
+        """Return a page of calls from ``session_summary``, newest first.
+
+        Raises:
+            ValueError: If ``limit`` or ``offset`` is negative.
+            StorageError: If the query fails.
+        """
+        check_page(limit, offset)
+        rows = await self._read(_SELECT_SESSIONS, (limit, offset))
+        return [SessionSummary(**row) for row in rows]
+
+    async def call_log(self, session_id: str) -> list[CallLogEntry]:
+        """Return a call's turns from ``session_call_log`` in spoken order.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        session = require_uuid(session_id, "session_id")
+        rows = await self._read(_SELECT_CALL_LOG, (session,))
+        return [CallLogEntry(**row) for row in rows]
+
+    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
+        """Return a call's user turns from ``session_response_gaps`` in spoken order.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        session = require_uuid(session_id, "session_id")
+        rows = await self._read(_SELECT_GAPS, (session,))
+        return [ResponseGap(**row) for row in rows]
+
+    async def segment(self, segment_id: str) -> SegmentMetadata | None:
+        """Return a segment's stored metadata, or None if it is not indexed.
+
+        Raises:
+            InvalidIdError: If ``segment_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        segment = require_uuid(segment_id, "segment_id")
+        rows = await self._read(_SELECT_SEGMENT, (segment,))
+        return SegmentMetadata(**rows[0]) if rows else None
+
+    async def close(self) -> None:
+        """Close the pool if this storage owns it (see ``owns_pool``)."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        """Return the storage itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the storage."""
+        await self.close()
+
+    async def _write(self, query: str, params: dict[str, Any], what: str) -> int:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(query, params)
+                return cursor.rowcount
+        except psycopg.Error as exc:
+            raise StorageError(f"could not index {what}: {exc}") from exc
+
+    async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(query, params)
+                rows = await cursor.fetchall()
+        except psycopg.Error as exc:
+            raise StorageError(f"could not read the audio index: {exc}") from exc
+        return [{name: _from_postgres(value) for name, value in row.items()} for row in rows]
+
+
+async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[int]:
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise MigrationError(
+            "run_migrations needs a connection outside any transaction: commit or roll back first"
+        )
+    migrations = load_migrations("postgres")
+    async with conn.transaction():
+        # Under REPEATABLE READ the snapshot would predate the lock wait, hiding the versions a
+        # worker that held the lock just committed; READ COMMITTED sees them.
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        await conn.execute(
+            "SELECT set_config('lock_timeout', %s, true)", (f"{round(lock_timeout_s * 1000)}ms",)
+        )
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        await conn.execute(_CREATE_MIGRATIONS_TABLE)
+        cursor = await conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")
+        applied = {version for (version,) in await cursor.fetchall()}
+        unknown = applied - {migration.version for migration in migrations}
+        if unknown:
+            logger.warning(
+                f"the audio index has migrations {sorted(unknown)} that this version of "
+                "pipecat-audio-capture does not know; a newer release applied them"
+            )
+        done: list[int] = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            logger.info(f"applied audio index migration {migration.version:04d}_{migration.name}")
+            done.append(migration.version)
+    return done
+
+
+def _describe(dsn: str) -> str:
+    """Return ``host:port/dbname`` of a DSN, for messages that must not show its password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise StorageConfigError(f"malformed PostgreSQL DSN: {str(exc).strip()}") from exc
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or '(default database)'}"
+
+
+def _from_postgres(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return value

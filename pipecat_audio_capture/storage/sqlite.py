@@ -1,0 +1,385 @@
+"""The metadata index in an embedded SQLite file, for one machine and no database server."""
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from loguru import logger
+
+from pipecat_audio_capture import defaults
+from pipecat_audio_capture.errors import MigrationError, StorageConfigError, StorageError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
+from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.storage.index import (
+    CALL_LOG_ORDER,
+    CallLogEntry,
+    ResponseGap,
+    SessionSummary,
+    check_page,
+    checked_segment,
+    checked_transcript,
+    column_list,
+)
+
+T = TypeVar("T")
+
+MIN_SQLITE_VERSION = (3, 25, 0)
+"""The views use window functions, which arrived in SQLite 3.25."""
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How timestamps are stored: UTC, fixed width, so text order is time order."""
+
+_TIMESTAMP_COLUMNS = frozenset(
+    {"started_at", "ended_at", "occurred_at", "user_started_at", "user_ended_at", "bot_started_at"}
+)
+_BOOLEAN_COLUMNS = frozenset({"interrupted", "audio_interrupted", "transcript_interrupted"})
+
+_CREATE_MIGRATIONS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)
+"""
+
+_INSERT_SEGMENT = """
+INSERT INTO session_audio_segments (
+    segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
+    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at
+) VALUES (
+    :segment_id, :session_id, :turn_id, :speaker, :audio_url, :format, :sample_rate,
+    :num_channels, :duration_ms, :byte_size, :interrupted, :unplayed_ms, :started_at, :ended_at
+)
+ON CONFLICT (segment_id) DO NOTHING
+"""
+
+# The WHERE skips a rewrite when a retry sends the same transcript again.
+_UPSERT_TRANSCRIPT = """
+INSERT INTO session_transcripts (session_id, turn_id, role, text, interrupted, occurred_at)
+VALUES (:session_id, :turn_id, :role, :text, :interrupted, :occurred_at)
+ON CONFLICT (session_id, turn_id, role) DO UPDATE
+SET text = excluded.text, interrupted = excluded.interrupted, occurred_at = excluded.occurred_at
+WHERE text IS NOT excluded.text
+    OR interrupted IS NOT excluded.interrupted
+    OR occurred_at IS NOT excluded.occurred_at
+"""
+
+_SELECT_SESSIONS = (
+    f"SELECT {column_list(SessionSummary)} FROM session_summary"
+    " ORDER BY started_at DESC, session_id LIMIT ? OFFSET ?"
+)
+_SELECT_CALL_LOG = (
+    f"SELECT {column_list(CallLogEntry)} FROM session_call_log"
+    f" WHERE session_id = ? ORDER BY {CALL_LOG_ORDER}"
+)
+_SELECT_GAPS = (
+    f"SELECT {column_list(ResponseGap)} FROM session_response_gaps"
+    " WHERE session_id = ? ORDER BY user_started_at, user_turn_id"
+)
+_SELECT_SEGMENT = (
+    f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments WHERE segment_id = ?"
+)
+
+
+class SQLiteAudioMetaStorage:
+    """Indexes segments and transcripts in a SQLite file, with the same views as PostgreSQL.
+
+    It is the metadata side of a
+    :class:`~pipecat_audio_capture.CompositeAudioStorage`: it stores no audio, so it has no
+    ``store_segment``. The file is opened, switched to WAL (so a viewer can read while a bot
+    writes) and migrated on first use, or by :meth:`run_migrations` to fail fast at startup.
+    All database work runs in worker threads on one connection, one call at a time.
+
+    Writes are idempotent. A segment is immutable once indexed: saving the same ``segment_id``
+    again is ignored. A transcript is replaced by a later save for the same session, turn and
+    role: the latest save is the writer's best knowledge of the final text.
+
+    Timestamps are stored as UTC text in :data:`TIMESTAMP_FORMAT` and read back as aware UTC
+    datetimes. Every failure is raised as :class:`~pipecat_audio_capture.errors.StorageError`
+    (a CHECK constraint refusing an impossible row included), chained to the sqlite3 error.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = defaults.SQLITE_BUSY_TIMEOUT_S,
+    ) -> None:
+        """Initialize the storage; nothing is opened until first use.
+
+        Args:
+            path: The database file, created with its folder when missing, or ``":memory:"``.
+            busy_timeout_s: Longest a statement waits for another process's write lock.
+        """
+        self._path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
+        self._busy_timeout_s = busy_timeout_s
+        # One connection serves every thread; the lock keeps its calls one at a time.
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._migrated = False
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The database file (or ``":memory:"``)."""
+        return self._path
+
+    async def run_migrations(self) -> list[int]:
+        """Open the database if needed and create or upgrade the tables and views.
+
+        Pending migrations run in one ``BEGIN IMMEDIATE`` transaction, so processes sharing the
+        file take turns and all but the first find nothing to do. No data is dropped.
+
+        Returns:
+            The versions this call applied, oldest first.
+
+        Raises:
+            StorageConfigError: If the file cannot be opened.
+            MigrationError: If a migration fails (nothing of the run is kept).
+        """
+        return await asyncio.to_thread(self._run_migrations)
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Index a stored segment; a second save of the same ``segment_id`` is ignored.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageError: If the row is refused (impossible values, naive timestamps) or the
+                database fails.
+        """
+        row = asdict(checked_segment(session_id, meta))
+        row["started_at"] = _to_text(row["started_at"])
+        row["ended_at"] = _to_text(row["ended_at"])
+        inserted = await self._call(
+            lambda conn: conn.execute(_INSERT_SEGMENT, row).rowcount,
+            f"could not index segment {row['segment_id']}",
+        )
+        if not inserted:
+            logger.debug(f"segment {row['segment_id']} was already indexed")
+
+    async def save_transcript(self, record: TranscriptRecord) -> None:
+        """Index a turn's transcript, replacing an earlier one for the same session, turn and role.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageError: If the row is refused or the database fails.
+        """
+        row = asdict(checked_transcript(record))
+        row["occurred_at"] = _to_text(row["occurred_at"])
+        await self._call(
+            lambda conn: conn.execute(_UPSERT_TRANSCRIPT, row),
+            f"could not index the {row['role']} transcript of turn {row['turn_id']}",
+        )
+
+    async def list_sessions(self, limit: int = 50, offset: int = 0) -> list[SessionSummary]:
+        """Return a page of calls from ``session_summary``, newest first.
+
+        Raises:
+            ValueError: If ``limit`` or ``offset`` is negative.
+            StorageError: If the query fails.
+        """
+        check_page(limit, offset)
+        rows = await self._read(_SELECT_SESSIONS, (limit, offset))
+        return [SessionSummary(**row) for row in rows]
+
+    async def call_log(self, session_id: str) -> list[CallLogEntry]:
+        """Return a call's turns from ``session_call_log`` in spoken order.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(_SELECT_CALL_LOG, (require_uuid(session_id, "session_id"),))
+        return [CallLogEntry(**row) for row in rows]
+
+    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
+        """Return a call's user turns from ``session_response_gaps`` in spoken order.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(_SELECT_GAPS, (require_uuid(session_id, "session_id"),))
+        return [ResponseGap(**row) for row in rows]
+
+    async def segment(self, segment_id: str) -> SegmentMetadata | None:
+        """Return a segment's stored metadata, or None if it is not indexed.
+
+        Raises:
+            InvalidIdError: If ``segment_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(_SELECT_SEGMENT, (require_uuid(segment_id, "segment_id"),))
+        return SegmentMetadata(**rows[0]) if rows else None
+
+    async def close(self) -> None:
+        """Close the database; later calls raise StorageError."""
+        await asyncio.to_thread(self._close)
+
+    async def __aenter__(self) -> Self:
+        """Return the storage itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the storage."""
+        await self.close()
+
+    async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        def fetch(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cursor = conn.cursor()
+            cursor.row_factory = _decoded_row
+            return cursor.execute(query, params).fetchall()
+
+        return await self._call(fetch, "could not read the audio index")
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T], failure: str) -> T:
+        try:
+            return await asyncio.to_thread(self._locked, work)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{failure}: {exc}") from exc
+
+    def _locked(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            conn = self._connection()
+            if not self._migrated:
+                self._apply_migrations(conn)
+            return work(conn)
+
+    def _run_migrations(self) -> list[int]:
+        with self._lock:
+            return self._apply_migrations(self._connection())
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageError(f"the audio index {self._path} is closed")
+        if self._conn is None:
+            self._conn = _open(self._path, self._busy_timeout_s)
+        return self._conn
+
+    def _apply_migrations(self, conn: sqlite3.Connection) -> list[int]:
+        try:
+            applied = _migrate(conn)
+        except sqlite3.Error as exc:
+            raise MigrationError(f"SQLite migrations of {self._path} failed: {exc}") from exc
+        self._migrated = True
+        return applied
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _open(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        raise StorageConfigError(
+            f"SQLite {sqlite3.sqlite_version} is too old for the audio index; 3.25 or newer needed"
+        )
+    try:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None leaves transactions to the SQL: each write commits on its own,
+        # and migrations open theirs explicitly.
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageConfigError(f"cannot open SQLite database {path}: {exc}") from exc
+    try:
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageConfigError(f"cannot open SQLite database {path}: {exc}") from exc
+    if mode != "wal" and path != ":memory:":
+        logger.warning(f"SQLite database {path} runs in {mode} journal mode, not WAL")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> list[int]:
+    migrations = load_migrations("sqlite")
+    # IMMEDIATE takes the write lock before reading the versions, so two processes cannot both
+    # decide to apply the same migration.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_CREATE_MIGRATIONS_TABLE)
+        cursor = conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")
+        applied = {version for (version,) in cursor.fetchall()}
+        unknown = applied - {migration.version for migration in migrations}
+        if unknown:
+            logger.warning(
+                f"the audio index has migrations {sorted(unknown)} that this version of "
+                "pipecat-audio-capture does not know; a newer release applied them"
+            )
+        done: list[int] = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, _to_text(datetime.now(UTC))),
+            )
+            logger.info(f"applied audio index migration {migration.version:04d}_{migration.name}")
+            done.append(migration.version)
+        conn.execute("COMMIT")
+    except BaseException:
+        # Some errors (a full disk) make SQLite roll back by itself.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return done
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements, for ``execute`` (``executescript`` would commit first).
+
+    ``sqlite3.complete_statement`` decides where each ends, so semicolons inside strings,
+    comments and trigger bodies do not split.
+    """
+    statements: list[str] = []
+    start = 0
+    for end, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : end + 1]):
+            statements.append(script[start : end + 1])
+            start = end + 1
+    # What follows the last semicolon is usually a comment or nothing; SQLite runs either.
+    if script[start:].strip():
+        statements.append(script[start:])
+    return statements
+
+
+def _to_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def _decoded_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        column: _from_sqlite(column, value)
+        for (column, *_), value in zip(cursor.description, row, strict=True)
+    }
+
+
+def _from_sqlite(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _TIMESTAMP_COLUMNS:
+        return datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    if column in _BOOLEAN_COLUMNS:
+        return bool(value)
+    return value
