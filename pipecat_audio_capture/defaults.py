@@ -43,3 +43,12 @@ a minute, so a worker rarely needs more than one at a time."""
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
 """Longest a SQLite statement waits for another process that holds the write lock."""
+
+GCS_TIMEOUT_S = 10.0
+"""Per-request timeout of ``GCSAudioStorage``: how long one HTTP request may wait to connect or
+to read."""
+
+GCS_RETRY_DEADLINE_S = 15.0
+"""Time after which ``GCSAudioStorage`` stops retrying. The last attempt may start just before it
+and run for ``GCS_TIMEOUT_S``, so a failing upload gives up after about 25 s, within
+``WRITE_TIMEOUT_S``."""

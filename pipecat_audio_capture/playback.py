@@ -1,0 +1,164 @@
+"""Turn a stored segment's ``audio_url`` into a URL a player can open.
+
+``file://`` URLs are checked to exist (and to lie under a root, when one is given). ``gs://``
+URLs become short-lived V4 signed HTTPS URLs, which needs the ``gcs`` extra. The Google library
+is imported only when a ``gs://`` URL is signed, so local playback never needs it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from pipecat_audio_capture.errors import StorageConfigError, StorageError
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client
+
+SIGNED_URL_EXPIRES_S = 900
+"""Default lifetime of a signed URL: long enough to play a turn, short enough to be worthless
+when leaked."""
+
+MAX_SIGNED_URL_EXPIRES_S = 7 * 24 * 3600
+"""The longest lifetime GCS accepts for a V4 signature."""
+
+
+def parse_gs_url(audio_url: str) -> tuple[str, str]:
+    """Split ``gs://bucket/object/name`` into the bucket and the object name.
+
+    Raises:
+        StorageError: If the URL is not a ``gs://`` URL naming an object.
+    """
+    scheme, _, rest = audio_url.partition("://")
+    bucket, _, name = rest.partition("/")
+    if scheme != "gs" or not bucket or not name:
+        raise StorageError(f"not a gs://bucket/object URL: {audio_url!r}")
+    return bucket, name
+
+
+def local_path(audio_url: str, *, root: str | os.PathLike[str] | None = None) -> Path:
+    """Return the existing file a ``file://`` URL names.
+
+    Args:
+        audio_url: A ``file://`` URL, as returned by ``LocalAudioStorage.store_segment``.
+        root: When given, the file must lie inside this folder once symlinks are resolved, so a
+            URL read from a database cannot point a player at any other file.
+
+    Raises:
+        StorageError: If the URL is not a local ``file://`` URL, lies outside ``root``, or
+            names no file.
+    """
+    parts = urlsplit(audio_url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise StorageError(f"not a local file:// URL: {audio_url!r}")
+    path = Path(url2pathname(parts.path)).resolve()
+    if root is not None:
+        base = Path(root).expanduser().resolve()
+        if not path.is_relative_to(base):
+            raise StorageError(f"{path} is outside the recordings folder {base}")
+    if not path.is_file():
+        raise StorageError(f"no recording at {path}")
+    return path
+
+
+def signed_url(
+    audio_url: str, *, expires_s: int = SIGNED_URL_EXPIRES_S, client: Client | None = None
+) -> str:
+    """Return a V4 signed HTTPS URL that lets anyone holding it GET the object until it expires.
+
+    The credentials of ``client`` sign the URL. A service-account key signs locally. Credentials
+    without a key (Cloud Run, GKE Workload Identity, Compute Engine) sign through the IAM
+    ``signBlob`` API as their own service account, which needs
+    ``iam.serviceAccounts.signBlob`` on that account (role ``Service Account Token Creator``).
+    That path makes HTTP calls, so call this from async code through ``asyncio.to_thread``.
+
+    Args:
+        audio_url: A ``gs://bucket/object`` URL, as returned by ``GCSAudioStorage``.
+        expires_s: Lifetime of the URL in seconds, at most 7 days.
+        client: The ``google.cloud.storage.Client`` whose credentials sign. When omitted, one
+            is built from Application Default Credentials.
+
+    Raises:
+        StorageError: If the URL is not a ``gs://`` URL, or signing through IAM fails.
+        StorageConfigError: If ``expires_s`` is out of range or the credentials cannot sign.
+    """
+    bucket, name = parse_gs_url(audio_url)
+    if not 1 <= expires_s <= MAX_SIGNED_URL_EXPIRES_S:
+        raise StorageConfigError(f"expires_s must be 1..{MAX_SIGNED_URL_EXPIRES_S}: {expires_s}")
+    try:
+        from google.auth import exceptions as auth_exceptions
+        from google.cloud import storage
+    except ImportError as exc:
+        raise StorageConfigError(
+            "signing gs:// URLs needs the gcs extra: pip install 'pipecat-audio-capture[gcs]'"
+        ) from exc
+
+    try:
+        if client is None:
+            client = storage.Client(project=None)
+        blob = client.bucket(bucket).blob(name)
+        return str(
+            blob.generate_signed_url(
+                version="v4",
+                method="GET",
+                expiration=datetime.timedelta(seconds=expires_s),
+                **_keyless_signing(client),
+            )
+        )
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise StorageConfigError(f"no Google Cloud credentials to sign with: {exc}") from exc
+    except auth_exceptions.GoogleAuthError as exc:
+        raise StorageError(
+            f"could not sign {audio_url}: refreshing the credentials or the IAM signBlob call "
+            f"failed (signBlob needs iam.serviceAccounts.signBlob): {exc}"
+        ) from exc
+
+
+def playable_url(
+    audio_url: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    expires_s: int = SIGNED_URL_EXPIRES_S,
+    client: Client | None = None,
+) -> str:
+    """Return a URL a player can open for a stored segment, whichever backend stored it.
+
+    A ``file://`` URL comes back normalised after :func:`local_path` checks it. A ``gs://`` URL
+    comes back signed by :func:`signed_url`.
+
+    Raises:
+        StorageError: For an unknown scheme, or as :func:`local_path` or :func:`signed_url` do.
+        StorageConfigError: As :func:`signed_url` does.
+    """
+    scheme = urlsplit(audio_url).scheme
+    if scheme == "file":
+        return local_path(audio_url, root=root).as_uri()
+    if scheme == "gs":
+        return signed_url(audio_url, expires_s=expires_s, client=client)
+    raise StorageError(f"cannot play {scheme or 'scheme-less'} URL {audio_url!r}")
+
+
+def _keyless_signing(client: Client) -> dict[str, Any]:
+    """Return the extra ``generate_signed_url`` arguments the client's credentials need."""
+    from google.auth.credentials import Signing
+    from google.auth.transport.requests import Request
+
+    # The library has no public accessor; generate_signed_url reads this same attribute.
+    credentials = client._credentials
+    if isinstance(credentials, Signing):
+        return {}
+    email = getattr(credentials, "service_account_email", None)
+    if email is None:
+        raise StorageConfigError(
+            f"{type(credentials).__name__} credentials cannot sign URLs: use a service-account "
+            "key, or run as a service account allowed to call IAM signBlob on itself"
+        )
+    if not credentials.valid:
+        # Compute Engine credentials learn their account's e-mail along with the token.
+        credentials.refresh(Request())
+        email = credentials.service_account_email
+    return {"service_account_email": email, "access_token": credentials.token}

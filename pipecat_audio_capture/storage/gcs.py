@@ -1,0 +1,289 @@
+"""WAV files in a Google Cloud Storage bucket, uploaded create-only through the official client.
+
+Needs the ``gcs`` extra (``google-cloud-storage``). Nothing else in the package imports this
+module, so the package works without that library installed.
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import threading
+import uuid
+
+import google_crc32c
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+from google.cloud.storage.retry import DEFAULT_RETRY
+from loguru import logger
+
+from pipecat_audio_capture import defaults
+from pipecat_audio_capture.errors import StorageConfigError, StorageError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.records import SegmentMetadata, Speaker
+
+CONTENT_TYPE = "audio/wav"
+
+CHECK_PREFIX = "_startup_check/"
+"""Folder under the prefix where :meth:`GCSAudioStorage.check` writes its probe objects. The name
+is not a UUID, so it can never collide with a session folder."""
+
+_CHECK_PAYLOAD = b"pipecat-audio-capture startup check\n"
+
+_CLIENT_ERRORS = (
+    api_exceptions.GoogleAPIError,
+    auth_exceptions.GoogleAuthError,
+    OSError,
+    DataCorruption,
+    InvalidResponse,
+)
+"""What the client raises for a failed call. ``GoogleAPIError`` covers both HTTP errors and the
+``RetryError`` raised when the retry deadline passes. ``OSError`` covers ``requests`` errors."""
+
+
+class GCSAudioStorage:
+    """Stores each segment as ``gs://{bucket}/{prefix}{session_id}/{segment_id}.wav``.
+
+    Uploads are create-only (``if_generation_match=0``): an object is never overwritten, so
+    retrying a write cannot add a second version or replace the audio. If an upload is refused
+    because the object already exists, for example when a retry follows an attempt whose reply
+    was lost, the stored object's size and checksum are compared with the bytes. The write counts
+    as done when they match. It raises :class:`StorageError` when they differ.
+
+    Every client call runs in a worker thread with an explicit timeout. Uploads are retried on
+    transient errors (429, 5xx, dropped connections, timeouts) until ``retry_deadline_s``.
+    Metadata is logged as JSON at INFO. Pair this class with a database backend through
+    :class:`~pipecat_audio_capture.CompositeAudioStorage` to index it.
+
+    Required permissions on the bucket: ``storage.objects.create`` and ``storage.objects.get``.
+    :meth:`check` also tries ``storage.objects.delete`` to remove its probe object, but does not
+    require it.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "",
+        client: storage.Client | None = None,
+        project: str | None = None,
+        timeout_s: float = defaults.GCS_TIMEOUT_S,
+        retry_deadline_s: float = defaults.GCS_RETRY_DEADLINE_S,
+    ) -> None:
+        """Initialize the storage. Makes no network call. Call :meth:`check` at startup.
+
+        Args:
+            bucket: Name of an existing bucket (not a URL).
+            prefix: Folder for the recordings inside the bucket. A trailing ``/`` is added
+                when missing.
+            client: A ready ``google.cloud.storage.Client``. When omitted, one is built on first
+                use from Application Default Credentials (or ``STORAGE_EMULATOR_HOST``).
+            project: Project for the client built when ``client`` is omitted. Object uploads do
+                not need one.
+            timeout_s: Timeout of each HTTP request, in seconds.
+            retry_deadline_s: How long the client keeps retrying transient failures, in seconds.
+
+        Raises:
+            StorageConfigError: If an option is invalid.
+        """
+        if not bucket or "/" in bucket or ":" in bucket:
+            raise StorageConfigError(
+                f"bucket must be a bucket name such as 'my-recordings': {bucket!r}"
+            )
+        if client is not None and project is not None:
+            raise StorageConfigError("pass either client or project, not both")
+        if timeout_s <= 0 or retry_deadline_s <= 0:
+            raise StorageConfigError("timeout_s and retry_deadline_s must be positive")
+        stripped = prefix.strip("/")
+        self._bucket_name = bucket
+        self._prefix = f"{stripped}/" if stripped else ""
+        self._client = client
+        self._project = project
+        self._timeout_s = timeout_s
+        # Passed to every call instead of the library's per-method defaults, which changed for
+        # uploads between releases (2.x: a conditional policy keyed on if_generation_match;
+        # 3.x: DEFAULT_RETRY, which would retry even non-idempotent uploads). Ours are
+        # create-only, so a retry can never write a second version and is always safe. The
+        # deadline bounds how long one segment can take.
+        self._retry: Retry = DEFAULT_RETRY.with_timeout(retry_deadline_s)
+        self._client_lock = threading.Lock()
+
+    @property
+    def bucket_name(self) -> str:
+        """The bucket's name."""
+        return self._bucket_name
+
+    @property
+    def prefix(self) -> str:
+        """The folder inside the bucket: empty or ending with ``/``."""
+        return self._prefix
+
+    def object_name(self, session_id: str, segment_id: str) -> str:
+        """Return the object name of a segment's WAV file.
+
+        Raises:
+            InvalidIdError: If either id is not a UUID.
+        """
+        session = require_uuid(session_id, "session_id")
+        segment = require_uuid(segment_id, "segment_id")
+        return f"{self._prefix}{session}/{segment}.wav"
+
+    def url_for(self, object_name: str) -> str:
+        """Return the ``gs://`` URL of an object in the bucket."""
+        return f"gs://{self._bucket_name}/{object_name}"
+
+    async def check(self) -> None:
+        """Write, read back and delete a probe object, so bad settings fail at startup.
+
+        Write a probe (not ``test_iam_permissions``) because it exercises everything an upload
+        does: credentials, bucket, IAM with its conditions, organisation policies, and the
+        network path. The probe goes to ``{prefix}_startup_check/{uuid}``. The delete is best
+        effort: a worker without ``storage.objects.delete``, or a bucket with a retention
+        policy, keeps the probe and logs a warning. A lifecycle rule on that folder can clear
+        these probes.
+
+        Raises:
+            StorageConfigError: If there are no usable credentials, the bucket does not exist,
+                the credentials may not create or read objects, or the service cannot be reached
+                before the retry deadline.
+        """
+        await asyncio.to_thread(self._check)
+        logger.info(f"GCS audio storage ready at {self.url_for(self._prefix)}")
+
+    async def store_segment(
+        self,
+        session_id: str,
+        segment_id: str,
+        speaker: Speaker,
+        data: bytes,
+        *,
+        turn_id: str | None = None,
+    ) -> str:
+        """Upload the WAV bytes create-only and return their ``gs://`` URL.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageConfigError: If no credentials can be found.
+            StorageError: If the upload fails, or the object already exists with other bytes.
+        """
+        name = self.object_name(session_id, segment_id)
+        metadata = {"session_id": require_uuid(session_id, "session_id"), "speaker": speaker}
+        if turn_id is not None:
+            metadata["turn_id"] = require_uuid(turn_id, "turn_id")
+        await asyncio.to_thread(self._upload, name, data, metadata)
+        return self.url_for(name)
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Log the segment's metadata as one JSON line at INFO."""
+        logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")
+
+    def _get_client(self) -> storage.Client:
+        # Finding default credentials can query the metadata server, so the client is built in
+        # a worker thread, once, and not in __init__ on the event loop.
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = storage.Client(project=self._project)
+                except auth_exceptions.DefaultCredentialsError as exc:
+                    raise StorageConfigError(
+                        "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS, "
+                        "run `gcloud auth application-default login`, run on Google Cloud with "
+                        f"a service account, or pass client=: {exc}"
+                    ) from exc
+            return self._client
+
+    def _upload(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
+        blob = self._get_client().bucket(self._bucket_name).blob(name)
+        blob.metadata = metadata
+        try:
+            blob.upload_from_string(
+                data,
+                content_type=CONTENT_TYPE,
+                if_generation_match=0,
+                timeout=self._timeout_s,
+                retry=self._retry,
+            )
+        except api_exceptions.PreconditionFailed:
+            self._confirm_stored(name, data)
+            return
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"could not upload {self.url_for(name)}: {exc}") from exc
+        logger.debug(f"uploaded {self.url_for(name)} (generation {blob.generation})")
+
+    def _confirm_stored(self, name: str, data: bytes) -> None:
+        url = self.url_for(name)
+        try:
+            stored = (
+                self._get_client()
+                .bucket(self._bucket_name)
+                .get_blob(name, timeout=self._timeout_s, retry=self._retry)
+            )
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"{url} already exists and could not be read back: {exc}") from exc
+        if stored is None:
+            raise StorageError(f"{url} was refused as existing but is gone")
+        mismatch = _content_mismatch(stored, data)
+        if mismatch is not None:
+            raise StorageError(
+                f"{url} already holds different audio for the same segment id: {mismatch}"
+            )
+        logger.info(f"{url} was already stored with the same bytes (a retried upload)")
+
+    def _check(self) -> None:
+        client = self._get_client()
+        probe = client.bucket(self._bucket_name).blob(f"{self._prefix}{CHECK_PREFIX}{uuid.uuid4()}")
+        url = self.url_for(probe.name)
+        try:
+            probe.upload_from_string(
+                _CHECK_PAYLOAD,
+                content_type="text/plain",
+                if_generation_match=0,
+                timeout=self._timeout_s,
+                retry=self._retry,
+            )
+        except _CLIENT_ERRORS as exc:
+            reason = _explain(exc, "storage.objects.create")
+            raise StorageConfigError(f"cannot write to gs://{self._bucket_name}: {reason}") from exc
+        try:
+            probe.reload(timeout=self._timeout_s, retry=self._retry)
+        except _CLIENT_ERRORS as exc:
+            # Without objects.get a retried upload that already landed cannot be confirmed.
+            reason = _explain(exc, "storage.objects.get")
+            raise StorageConfigError(f"cannot read back {url}: {reason}") from exc
+        try:
+            # After reload() the blob carries its generation, which delete() targets: the probe
+            # leaves no noncurrent version behind in a versioned bucket.
+            probe.delete(timeout=self._timeout_s, retry=self._retry)
+        except _CLIENT_ERRORS as exc:
+            logger.warning(f"startup check left its probe {url} in place: {exc}")
+
+
+def _explain(exc: BaseException, permission: str) -> str:
+    if isinstance(exc, api_exceptions.NotFound):
+        return "the bucket does not exist"
+    if isinstance(exc, api_exceptions.Forbidden):
+        return f"the credentials lack {permission} on the bucket ({exc.message})"
+    if isinstance(exc, api_exceptions.Unauthorized | auth_exceptions.GoogleAuthError):
+        return f"the credentials were rejected ({exc})"
+    return f"the storage service did not answer in time or failed ({exc})"
+
+
+def _content_mismatch(stored: storage.Blob, data: bytes) -> str | None:
+    """Return how the stored object differs from ``data``, or None when it holds the same bytes."""
+    if stored.size != len(data):
+        return f"{stored.size} bytes stored, {len(data)} to store"
+    # GCS reports crc32c for every object but md5 only for non-composite ones.
+    if stored.crc32c is not None:
+        crc32c = _b64(google_crc32c.value(data).to_bytes(4, "big"))
+        return None if stored.crc32c == crc32c else "crc32c differs"
+    if stored.md5_hash is not None:
+        md5 = _b64(hashlib.md5(data, usedforsecurity=False).digest())
+        return None if stored.md5_hash == md5 else "md5 differs"
+    return "the stored object reports no checksum to compare"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
