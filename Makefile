@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck clean
+.PHONY: test lint typecheck demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipecat_audio_capture tests
-	$(BIN)/ruff format --check pipecat_audio_capture tests
+	$(BIN)/ruff check pipecat_audio_capture tests examples
+	$(BIN)/ruff format --check pipecat_audio_capture tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
 	$(BIN)/pytest -q
+
+# The main job: a simulated call recorded end to end, offline, on the embedded SQLite index.
+demo: $(STAMP)
+	$(BIN)/pipecat-audio-capture demo --out recordings
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -52,3 +52,7 @@ GCS_RETRY_DEADLINE_S = 15.0
 """Time after which ``GCSAudioStorage`` stops retrying. The last attempt may start just before it
 and run for ``GCS_TIMEOUT_S``, so a failing upload gives up after about 25 s, within
 ``WRITE_TIMEOUT_S``."""
+
+CLI_DB = "recordings/index.sqlite3"
+"""The SQLite index the command-line tool reads when given neither ``--db`` nor ``--dsn`` nor an
+environment variable: where the offline demo writes."""

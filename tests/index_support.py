@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,9 +112,9 @@ def pg_dsn() -> str:
     return os.environ.get(DSN_ENV, DEFAULT_DSN)
 
 
-@pytest_asyncio.fixture
-async def pg_schema() -> AsyncIterator[PgSchema]:
-    """Create a fresh schema on the test server and drop it, with everything in it, after."""
+@asynccontextmanager
+async def fresh_pg_schema() -> AsyncIterator[PgSchema]:
+    """Create a fresh schema on the test server, and drop it with everything in it on exit."""
     dsn = pg_dsn()
     admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=2)
     name = f"audio_test_{uuid.uuid4().hex[:12]}"
@@ -124,6 +124,13 @@ async def pg_schema() -> AsyncIterator[PgSchema]:
             yield PgSchema(name=name, dsn=make_conninfo(dsn, options=f"-c search_path={name}"))
         finally:
             await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest_asyncio.fixture
+async def pg_schema() -> AsyncIterator[PgSchema]:
+    """A fresh schema for one test."""
+    async with fresh_pg_schema() as schema:
+        yield schema
 
 
 @pytest_asyncio.fixture

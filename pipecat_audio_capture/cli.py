@@ -1,0 +1,274 @@
+"""The ``pipecat-audio-capture`` command: run the demo, list calls, read one, export it, migrate,
+review calls in a browser.
+
+Run ``pipecat-audio-capture --help`` (or ``python -m pipecat_audio_capture --help``).
+Expected failures (a bad id, an unknown call, no index, no server) print one line on stderr and
+exit with 2; argparse usage errors exit with 2 as well.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from pipecat_audio_capture.cli_export import export_call
+from pipecat_audio_capture.cli_format import (
+    call_log_records,
+    format_call_log,
+    format_sessions,
+    session_records,
+    to_json,
+)
+from pipecat_audio_capture.cli_index import (
+    DB_ENV,
+    DEFAULT_DB,
+    DSN_ENV,
+    CommandError,
+    IndexTarget,
+    migrate_index,
+    open_index,
+    resolve_target,
+)
+from pipecat_audio_capture.errors import AudioCaptureError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
+
+PROG = "pipecat-audio-capture"
+EXIT_OK = 0
+EXIT_ERROR = 2
+"""Expected failures share argparse's usage-error code."""
+
+_INDEX_HELP = f"""\
+the index:
+  Give --db PATH (a SQLite file) or --dsn URL (PostgreSQL) after the command.
+  Without either: ${DSN_ENV}, else ${DB_ENV},
+  else ./{DEFAULT_DB} (where the offline demo writes). A flag beats
+  both variables; when both variables are set, the DSN wins. Read commands never
+  create an index: run `migrate` first.
+"""
+
+Command = Callable[[argparse.Namespace, IndexTarget], Coroutine[Any, Any, int]]
+StandaloneCommand = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit code.
+
+    As a console script it owns the process, so it routes the package's log to stderr at
+    WARNING and above (migrations and connections log at INFO).
+
+    Args:
+        argv: The arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        0 on success, 2 on a usage error or an expected failure (reported on stderr).
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # --help and usage errors: argparse has printed what it had to say.
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    logger.remove()
+    logger.add(_to_stderr, level="WARNING", format="{message}")
+    try:
+        if args.standalone:
+            standalone: StandaloneCommand = args.command
+            return asyncio.run(standalone(args))
+        command: Command = args.command
+        target = resolve_target(args.db, args.dsn, os.environ)
+        return asyncio.run(command(args, target))
+    except AudioCaptureError as exc:
+        # Driver messages span lines (hints, SQL context); the CLI promises one.
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _to_stderr(message: str) -> None:
+    # Looks sys.stderr up on each message (a sink given the stream would keep the one of the
+    # first call, which tests replace).
+    sys.stderr.write(message)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo pulls in the Silero VAD model and the simulated call, which the
+    # index commands never need.
+    from pipecat_audio_capture.demo.recorded_call import record_demo_call
+
+    result = await record_demo_call(args.out, speed=args.speed)
+    print(f"\ncall log of session {result.session_id} (from session_call_log):\n")
+    print(format_call_log(result.call_log, result.gaps))
+    stats = result.stats
+    print(
+        f"\n{stats.stored} of {stats.recorded} segments stored "
+        f"({stats.bytes_stored / 1000:.1f} kB) under {result.recordings.resolve()}/"
+        f"{result.session_id}/, index {result.index_path.resolve()}"
+    )
+    print(f"read it again with: {PROG} show {result.session_id} --db {result.index_path}")
+    return EXIT_OK if stats.stored == stats.recorded else EXIT_ERROR
+
+
+async def _sessions(args: argparse.Namespace, target: IndexTarget) -> int:
+    async with open_index(target) as index:
+        summaries = await index.list_sessions(limit=args.limit, offset=args.offset)
+    if args.json:
+        print(to_json(session_records(summaries)))
+    elif summaries:
+        print(format_sessions(summaries))
+    else:
+        skipped = f" after the first {args.offset}" if args.offset else ""
+        print(f"no sessions{skipped} in {target}")
+    return EXIT_OK
+
+
+async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
+    session_id, entries, gaps = await _read_call(args.session_id, target)
+    if args.json:
+        print(to_json(call_log_records(entries, gaps)))
+    else:
+        started = entries[0].occurred_at
+        print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
+        print(format_call_log(entries, gaps))
+    return EXIT_OK
+
+
+async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
+    _, entries, gaps = await _read_call(args.session_id, target)
+    result = export_call(entries, gaps, args.out)
+    for copy in result.partial:
+        print(
+            f"{PROG}: warning: turn {copy.turn} is split into {copy.entry.segment_count} "
+            f"segments; only the first was exported ({copy.name})",
+            file=sys.stderr,
+        )
+    print(f"exported {len(result.files)} files to {result.out_dir}: {', '.join(result.files)}")
+    return EXIT_OK
+
+
+async def _migrate(args: argparse.Namespace, target: IndexTarget) -> int:
+    applied = await migrate_index(target)
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        print(f"{target} is up to date")
+    return EXIT_OK
+
+
+async def _read_call(
+    session_arg: str, target: IndexTarget
+) -> tuple[str, list[CallLogEntry], list[ResponseGap]]:
+    """Return a call's canonical id, call log and response gaps.
+
+    Raises:
+        InvalidIdError: If ``session_arg`` is not a UUID (checked before the index is opened).
+        CommandError: If the index holds no turn of the call.
+    """
+    session_id = require_uuid(session_arg, "session id")
+    async with open_index(target) as index:
+        entries = await index.call_log(session_id)
+        if not entries:
+            raise CommandError(f"session {session_id} not found in {target}")
+        gaps = await index.response_gaps(session_id)
+    return session_id, entries, gaps
+
+
+def _non_negative(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Record a demo call, and read the calls recorded by pipecat-audio-capture\n"
+        "from their index.",
+        epilog=f"{_INDEX_HELP}\nRun `{PROG} COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    index_options = argparse.ArgumentParser(add_help=False)
+    choice = index_options.add_mutually_exclusive_group()
+    choice.add_argument("--db", metavar="PATH", help=f"SQLite index file (${DB_ENV})")
+    choice.add_argument("--dsn", metavar="URL", help=f"PostgreSQL DSN or URI (${DSN_ENV})")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def add(name: str, run: Command, summary: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            parents=[index_options],
+            help=summary,
+            description=description,
+            epilog=_INDEX_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(command=run, standalone=False)
+        return sub
+
+    demo = commands.add_parser(
+        "demo",
+        help="record a simulated call offline (no keys, no network, no server)",
+        description="Run a simulated voice-bot call through a real Pipecat pipeline (Silero VAD,\n"
+        "Pipecat's aggregators, scripted STT/LLM/TTS, real-time playback) with the recorder\n"
+        "between TTS and output, and print its call log. WAVs go to OUT/SESSION_ID/, the index\n"
+        "to OUT/index.sqlite3.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.set_defaults(command=_demo, standalone=True)
+    demo.add_argument(
+        "--out", metavar="DIR", type=Path, default=Path(DEFAULT_DB).parent, help="(./recordings)"
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="times faster than real time (1.0); barge-in cuts are exact only at 1.0",
+    )
+
+    sessions = add(
+        "sessions",
+        _sessions,
+        "list the calls, newest first",
+        "List the calls, newest first: start (UTC), length, turns, user and bot talk time,\n"
+        "interruptions and the size of their WAV files.",
+    )
+    sessions.add_argument("--limit", type=_non_negative, default=50, help="calls to list (50)")
+    sessions.add_argument("--offset", type=_non_negative, default=0, help="calls to skip (0)")
+    sessions.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    show = add(
+        "show",
+        _show,
+        "print one call's turns in spoken order",
+        "Print a call's turns in spoken order: time since the call started, role, duration,\n"
+        "response gap of bot turns, which side flagged the turn as cut short, text and audio.",
+    )
+    show.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    export = add(
+        "export",
+        _export,
+        "copy one call's WAV files and transcript into a folder",
+        "Copy a call's WAV files into a folder, named by turn and role (001-user.wav,\n"
+        "002-assistant.wav), with transcript.json and transcript.csv (one row per turn, every\n"
+        "call-log field). Files of the same names are replaced. Only file:// audio can be\n"
+        "exported. A turn split into several segments exports its first part only\n"
+        "(NNN-ROLE-part1.wav), with a warning.",
+    )
+    export.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
+    export.add_argument("--out", metavar="DIR", type=Path, required=True, help="folder to fill")
+
+    add(
+        "migrate",
+        _migrate,
+        "create or upgrade the index",
+        "Create or upgrade the index and print the migrations applied: a SQLite file is\n"
+        "created with its folder; on PostgreSQL the tables go to the DSN's search_path schema.",
+    )
+
+    return parser

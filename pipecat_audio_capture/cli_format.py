@@ -1,0 +1,210 @@
+"""Text tables and JSON-ready records of the index's read-side views.
+
+:func:`format_call_log` is what ``pipecat-audio-capture show`` prints, and what the offline
+demo prints at the end of its call.
+"""
+
+import json
+import textwrap
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap, SessionSummary
+
+TEXT_WIDTH = 60
+"""Transcripts wider than this wrap onto more lines, so the audio column stays in view."""
+
+_SEPARATOR = "  "
+_SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
+
+
+def format_sessions(summaries: Sequence[SessionSummary]) -> str:
+    """Return one aligned row per call: start, length, turns, talk times, interruptions, size."""
+    headers = [
+        "SESSION",
+        "STARTED (UTC)",
+        "LENGTH",
+        "TURNS",
+        "USER TALK",
+        "BOT TALK",
+        "INTERRUPTIONS",
+        "SIZE",
+    ]
+    rows = [
+        [
+            summary.session_id,
+            f"{summary.started_at:%Y-%m-%d %H:%M:%S}",
+            format_clock((summary.ended_at - summary.started_at).total_seconds()),
+            str(summary.turns),
+            f"{summary.user_talk_ms / 1000:.1f} s",
+            f"{summary.bot_talk_ms / 1000:.1f} s",
+            str(summary.interruptions),
+            format_size(summary.bytes),
+        ]
+        for summary in summaries
+    ]
+    return render_table(headers, rows, right=range(2, len(headers)))
+
+
+def format_call_log(entries: list[CallLogEntry], gaps: list[ResponseGap] | None = None) -> str:
+    """Return a call's turns as an aligned table, in the order they were spoken.
+
+    Columns: turn number, time since the first turn started, role, duration of the audio,
+    the bot's response gap (only when ``gaps`` is given), which side flagged the turn as cut
+    short (and how much bot audio went unplayed), the transcript (wrapped at
+    :data:`TEXT_WIDTH`) and the audio URL.
+
+    Args:
+        entries: The call log, as ``MetadataIndex.call_log`` returns it.
+        gaps: The call's response gaps, as ``MetadataIndex.response_gaps`` returns them.
+    """
+    headers = ["#", "AT", "ROLE", "DURATION"]
+    right = {0, 1, 3}
+    if gaps is not None:
+        right.add(len(headers))
+        headers.append("GAP")
+    headers += ["INTERRUPTED", "TEXT", "AUDIO"]
+    gap_of = response_gap_by_turn(gaps or [])
+    rows = []
+    for number, entry in enumerate(entries, start=1):
+        row = [
+            str(number),
+            format_clock((entry.occurred_at - entries[0].occurred_at).total_seconds()),
+            entry.role,
+            _seconds(entry.duration_ms),
+        ]
+        if gaps is not None:
+            row.append(_seconds(gap_of.get(entry.turn_id)) if entry.role == "assistant" else "")
+        row += [
+            _interruption(entry),
+            "(no transcript)" if entry.text is None else entry.text,
+            entry.audio_url or "(no audio)",
+        ]
+        rows.append(row)
+    text_column = len(headers) - 2
+    return render_table(headers, rows, right=right, wrap={text_column: TEXT_WIDTH})
+
+
+def session_records(summaries: Sequence[SessionSummary]) -> list[dict[str, Any]]:
+    """Return the calls as JSON-ready dicts (timestamps in ISO 8601)."""
+    return [_json_ready(asdict(summary)) for summary in summaries]
+
+
+def call_log_records(
+    entries: Sequence[CallLogEntry], gaps: Sequence[ResponseGap]
+) -> list[dict[str, Any]]:
+    """Return a call's turns as JSON-ready dicts.
+
+    Each holds ``turn`` (its 1-based number in spoken order), every call-log field (timestamps in
+    ISO 8601), and ``response_gap_ms``: for a bot turn, how long the caller waited for it.
+    """
+    gap_of = response_gap_by_turn(gaps)
+    return [
+        {
+            "turn": number,
+            **_json_ready(asdict(entry)),
+            "response_gap_ms": gap_of.get(entry.turn_id) if entry.role == "assistant" else None,
+        }
+        for number, entry in enumerate(entries, start=1)
+    ]
+
+
+def response_gap_by_turn(gaps: Sequence[ResponseGap]) -> dict[str | None, float | None]:
+    """Map each bot turn that answered a user turn to its response gap in milliseconds."""
+    return {gap.bot_turn_id: gap.gap_ms for gap in gaps if gap.bot_turn_id is not None}
+
+
+def to_json(records: list[dict[str, Any]]) -> str:
+    """Return records as indented JSON, non-ASCII text kept readable."""
+    return json.dumps(records, indent=2, ensure_ascii=False)
+
+
+def render_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Collection[int] = (),
+    wrap: Mapping[int, int] | None = None,
+) -> str:
+    """Return rows as columns two spaces apart under upper-case headers.
+
+    Args:
+        headers: The column titles.
+        rows: The cells, one list per row, as many as ``headers``.
+        right: Columns aligned right (numbers).
+        wrap: Columns whose cells wrap at a width, by column; a wrapped row takes more lines,
+            blank in the other columns.
+    """
+    wrap = wrap or {}
+    lines_of_rows = [
+        [
+            (textwrap.wrap(cell, wrap[column]) or [""]) if column in wrap else [cell]
+            for column, cell in enumerate(row)
+        ]
+        for row in rows
+    ]
+    widths = [len(header) for header in headers]
+    for row in lines_of_rows:
+        for column, lines in enumerate(row):
+            widths[column] = max(widths[column], *(len(line) for line in lines))
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            cell.rjust(widths[column]) if column in right else cell.ljust(widths[column])
+            for column, cell in enumerate(cells)
+        )
+        return _SEPARATOR.join(padded).rstrip()
+
+    out = [line(headers)]
+    for row in lines_of_rows:
+        height = max(len(lines) for lines in row)
+        for index in range(height):
+            out.append(line([lines[index] if index < len(lines) else "" for lines in row]))
+    return "\n".join(out)
+
+
+def format_clock(seconds: float) -> str:
+    """Return a time span as ``m:ss.ss``, or ``h:mm:ss.ss`` from one hour."""
+    hundredths = round(seconds * 100)
+    minutes, hundredths = divmod(hundredths, 6000)
+    hours, minutes = divmod(minutes, 60)
+    secs = f"{hundredths // 100:02d}.{hundredths % 100:02d}"
+    return f"{hours}:{minutes:02d}:{secs}" if hours else f"{minutes}:{secs}"
+
+
+def format_size(size: int) -> str:
+    """Return a byte count in decimal units: ``512 B``, ``161.8 kB``, ``2.0 MB``."""
+    value, unit = float(size), _SIZE_UNITS[0]
+    for larger in _SIZE_UNITS[1:]:
+        if value < 1000:
+            break
+        value, unit = value / 1000, larger
+    return f"{size} B" if unit == _SIZE_UNITS[0] else f"{value:.1f} {unit}"
+
+
+def _seconds(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def _interruption(entry: CallLogEntry) -> str:
+    sides = [
+        side
+        for side, flagged in (
+            ("audio", entry.audio_interrupted),
+            ("transcript", entry.transcript_interrupted),
+        )
+        if flagged
+    ]
+    mark = "+".join(sides)
+    if entry.unplayed_ms:
+        mark += f" ({entry.unplayed_ms / 1000:.2f} s unplayed)"
+    return mark
+
+
+def _json_ready(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in record.items()
+    }

@@ -1,0 +1,103 @@
+"""The offline demo: a simulated call recorded end to end on the embedded default.
+
+This is the wiring a bot author writes, top to bottom: one ``TurnIds`` shared by the audio and the
+transcripts, WAV files on local disk, the index in a SQLite file, the processor between the TTS
+and the output transport, and the transcript recorder on Pipecat's context aggregators.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
+    LLMUserAggregator,
+)
+
+from pipecat_audio_capture.capture import SessionAudioCapture
+from pipecat_audio_capture.demo.call import run_simulated_call
+from pipecat_audio_capture.processor import AudioCaptureProcessor
+from pipecat_audio_capture.records import CaptureStats, SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.storage.composite import CompositeAudioStorage
+from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
+from pipecat_audio_capture.storage.local import LocalAudioStorage
+from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
+from pipecat_audio_capture.transcripts import TranscriptRecorder
+from pipecat_audio_capture.turn_ids import TurnIds
+
+INDEX_FILE = "index.sqlite3"
+
+
+@dataclass
+class DemoResult:
+    """What the demo recorded.
+
+    Parameters:
+        session_id: UUID of the recorded call.
+        recordings: Folder holding ``{session_id}/*.wav`` and the index.
+        index_path: The SQLite index.
+        stats: The writer's counters.
+        call_log: The call's turns from ``session_call_log``, in spoken order.
+        gaps: The call's rows of ``session_response_gaps``.
+    """
+
+    session_id: str
+    recordings: Path
+    index_path: Path
+    stats: CaptureStats
+    call_log: list[CallLogEntry]
+    gaps: list[ResponseGap]
+
+
+async def record_demo_call(
+    recordings: Path, *, speed: float = 1.0, say: Callable[[str], None] = print
+) -> DemoResult:
+    """Run the simulated call and record every turn under ``recordings``.
+
+    Args:
+        recordings: Where the WAV files and ``index.sqlite3`` go (created if missing).
+        speed: How many times faster than real time the call runs. At other speeds than 1 the
+            play-out clock (which assumes real-time playback) cuts barge-ins at the wrong place.
+        say: Receives one line per stored turn as the call goes.
+    """
+    recordings.mkdir(parents=True, exist_ok=True)
+    session_id = str(uuid.uuid4())
+    index = SQLiteAudioMetaStorage(recordings / INDEX_FILE)
+    try:
+        turn_ids = TurnIds()
+        storage = CompositeAudioStorage(files=LocalAudioStorage(recordings), metadata=index)
+        capture = SessionAudioCapture(session_id, storage)
+        processor = AudioCaptureProcessor(capture, turn_ids)
+        transcripts = TranscriptRecorder(session_id, turn_ids, store=index)
+
+        @capture.event_handler("on_segment_stored")
+        async def on_segment_stored(_: SessionAudioCapture, meta: SegmentMetadata) -> None:
+            cut = " (interrupted)" if meta.interrupted else ""
+            say(
+                f"  {meta.speaker:<4} audio {meta.duration_ms / 1000:5.2f} s{cut}  {meta.audio_url}"
+            )
+
+        @transcripts.event_handler("on_transcript_stored")
+        async def on_transcript_stored(_: TranscriptRecorder, record: TranscriptRecord) -> None:
+            say(f"  {record.role:<9} said: {record.text}")
+
+        def attach(user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
+            transcripts.attach(user, assistant)
+
+        say(f"recording session {session_id} into {recordings}/")
+        await run_simulated_call(
+            speed=speed, recorder_processors=[processor], on_aggregators=attach
+        )
+        stats = await capture.close()
+        await transcripts.close()
+        return DemoResult(
+            session_id=session_id,
+            recordings=recordings,
+            index_path=recordings / INDEX_FILE,
+            stats=stats,
+            call_log=await index.call_log(session_id),
+            gaps=await index.response_gaps(session_id),
+        )
+    finally:
+        await index.close()

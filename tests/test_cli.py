@@ -1,0 +1,714 @@
+"""The pipecat-audio-capture command line, on recorded calls in SQLite and PostgreSQL."""
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import index_support
+import numpy as np
+import pytest
+import pytest_asyncio
+from index_support import T0, IndexBackend, PgSchema, make_segment, new_id
+
+from pipecat_audio_capture import (
+    CompositeAudioStorage,
+    LocalAudioStorage,
+    PendingAudioSegment,
+    SessionAudioCapture,
+    TranscriptRecord,
+)
+from pipecat_audio_capture.cli import main
+from pipecat_audio_capture.cli_format import format_call_log
+from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
+from pipecat_audio_capture.records import Role, Speaker
+from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
+from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
+
+# The fixtures live in index_support; a module attribute is what makes pytest see them here.
+index = index_support.index
+sqlite_index = index_support.sqlite_index
+postgres_index = index_support.postgres_index
+pg_pool = index_support.pg_pool
+pg_schema = index_support.pg_schema
+
+UNREACHABLE_DSN = "postgresql://postgres@127.0.0.1:1/test"
+MALFORMED_DSN = "host=127.0.0.1 port"
+
+
+class RecordedCall:
+    """A call written through SessionAudioCapture into real WAV files and an index.
+
+    Times are milliseconds after ``start``; user audio is 16 kHz, bot audio 24 kHz.
+
+    ====  =======  ==========================================  ===================================
+    turn  speaker  audio                                       transcript
+    ====  =======  ==========================================  ===================================
+    1     user     0 - 1000                                    "Hi, where is my order?"
+    2     bot      1500 - 2500, 2500 - 3000 (2 segments; the   "It shipped yesterday and it",
+                   second interrupted, 400 unplayed)           interrupted
+    3     user     2900 - 3500 (barge-in)                      'Can I change the address, "please"?'
+    4     bot      4250 - 5050                                 none
+    5     user     none                                        "Thanks, bye." at 5500
+    ====  =======  ==========================================  ===================================
+    """
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.session_id = new_id()
+        self.start = start
+        self.turns = [new_id() for _ in range(5)]
+        turn = self.turns
+        self.segments = [
+            self._segment(turn[0], "user", 0, 1000),
+            self._segment(turn[1], "bot", 1500, 1000),
+            self._segment(turn[1], "bot", 2500, 500, interrupted=True, unplayed_ms=400.0),
+            self._segment(turn[2], "user", 2900, 600),
+            self._segment(turn[3], "bot", 4250, 800),
+        ]
+        self.texts = ["Hi, where is my order?", "It shipped yesterday and it"]
+        self.texts += ['Can I change the address, "please"?', None, "Thanks, bye."]
+        self.transcripts = [
+            self._transcript(turn[0], "user", self.texts[0], 0),
+            self._transcript(turn[1], "assistant", self.texts[1], 1500, interrupted=True),
+            self._transcript(turn[2], "user", self.texts[2], 2900),
+            self._transcript(turn[4], "user", self.texts[4], 5500),
+        ]
+
+    async def record(self, files: LocalAudioStorage, metadata: MetadataIndex) -> None:
+        storage = CompositeAudioStorage(files=files, metadata=metadata)
+        capture = SessionAudioCapture(self.session_id, storage)
+        for segment in self.segments:
+            assert capture.record_segment(segment)
+        assert (await capture.close()).stored == len(self.segments)
+        for record in self.transcripts:
+            await metadata.save_transcript(record)
+
+    def _segment(
+        self,
+        turn_id: str,
+        speaker: Speaker,
+        start_ms: int,
+        duration_ms: int,
+        *,
+        interrupted: bool = False,
+        unplayed_ms: float | None = None,
+    ) -> PendingAudioSegment:
+        rate = 16_000 if speaker == "user" else 24_000
+        # Every segment gets its own sample value, so a file copied to the wrong name shows.
+        level = 1000 * (len(getattr(self, "segments", [])) + 1)
+        samples = np.full(rate * duration_ms // 1000, level, dtype="<i2")
+        return PendingAudioSegment(
+            segment_id=new_id(),
+            session_id=self.session_id,
+            turn_id=turn_id,
+            speaker=speaker,
+            pcm=[samples.tobytes()],
+            sample_rate=rate,
+            num_channels=1,
+            started_at=self.start + timedelta(milliseconds=start_ms),
+            interrupted=interrupted,
+            unplayed_ms=unplayed_ms,
+        )
+
+    def _transcript(
+        self, turn_id: str, role: Role, text: str, at_ms: int, *, interrupted: bool = False
+    ) -> TranscriptRecord:
+        return TranscriptRecord(
+            session_id=self.session_id,
+            turn_id=turn_id,
+            role=role,
+            text=text,
+            interrupted=interrupted,
+            occurred_at=self.start + timedelta(milliseconds=at_ms),
+        )
+
+
+@dataclass
+class Recorded:
+    """Two calls an hour apart in one index, and how to point the CLI at it."""
+
+    index_args: list[str]
+    files: LocalAudioStorage
+    call: RecordedCall
+    older: RecordedCall
+
+    def wav(self, segment: PendingAudioSegment) -> Path:
+        return self.files.path_for(segment.session_id, segment.segment_id)
+
+
+def index_args_of(backend: IndexBackend, request: pytest.FixtureRequest) -> list[str]:
+    if isinstance(backend, index_support.SQLiteBackend):
+        return ["--db", str(backend.path)]
+    schema: PgSchema = request.getfixturevalue("pg_schema")
+    return ["--dsn", schema.dsn]
+
+
+@pytest.fixture(autouse=True)
+def no_index_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DB_ENV, raising=False)
+    monkeypatch.delenv(DSN_ENV, raising=False)
+
+
+@pytest_asyncio.fixture
+async def recorded(index: IndexBackend, request: pytest.FixtureRequest, tmp_path: Path) -> Recorded:
+    """Each backend in turn, holding a call and an older one."""
+    files = LocalAudioStorage(tmp_path / "recordings")
+    call, older = RecordedCall(), RecordedCall(T0 - timedelta(hours=1))
+    for recorded_call in (older, call):
+        await recorded_call.record(files, index.store)
+    return Recorded(index_args_of(index, request), files, call, older)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def run_in_thread(*argv: str) -> tuple[int, str, str]:
+    """Run the CLI from an async test: main runs its own event loop, which cannot nest."""
+
+    def call_main() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    return await asyncio.to_thread(call_main)
+
+
+def assert_fails(code: int, err: str, message: str) -> None:
+    assert code == 2
+    assert err.startswith("pipecat-audio-capture: error: ")
+    assert message in err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+# --- the entry point --------------------------------------------------------------------------
+
+
+def test_python_m_runs_the_console_entry() -> None:
+    help_run = subprocess.run(
+        [sys.executable, "-m", "pipecat_audio_capture", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    failing = subprocess.run(
+        [sys.executable, "-m", "pipecat_audio_capture", "show", "not-a-uuid"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert help_run.returncode == 0
+    assert help_run.stdout.startswith("usage: pipecat-audio-capture [-h] COMMAND ...")
+    for word in ("sessions", "show", "export", "migrate", DB_ENV, DSN_ENV, "the DSN wins"):
+        assert word in help_run.stdout
+    assert failing.returncode == 2
+    assert "pipecat-audio-capture: error: session id is not a UUID: 'not-a-uuid'" in (
+        failing.stderr
+    )
+    assert "Traceback" not in failing.stderr
+
+
+def test_importing_the_cli_needs_no_psycopg() -> None:
+    code = "import sys, pipecat_audio_capture.cli; sys.exit('psycopg' in sys.modules)"
+
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["sessions", "show", "export", "migrate"])
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+
+    assert code == 0
+    assert out.startswith(f"usage: pipecat-audio-capture {command} [-h] [--db PATH | --dsn URL]")
+    assert "the DSN wins" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([], id="no-command"),
+        pytest.param(["sessions", "--limit", "-1"], id="negative-limit"),
+        pytest.param(["sessions", "--db", "a", "--dsn", "b"], id="db-and-dsn"),
+        pytest.param(["export", new_id()], id="export-without-out"),
+    ],
+)
+def test_usage_errors_exit_with_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, err = run(capsys, *argv)
+
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: pipecat-audio-capture")
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def test_sessions_lists_calls_newest_first(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded
+) -> None:
+    code, out, err = run(capsys, "sessions", *recorded.index_args)
+
+    assert (code, err) == (0, "")
+    header, newest, older = out.splitlines()
+    assert header.split() == [
+        "SESSION",
+        "STARTED",
+        "(UTC)",
+        "LENGTH",
+        "TURNS",
+        "USER",
+        "TALK",
+        "BOT",
+        "TALK",
+        "INTERRUPTIONS",
+        "SIZE",
+    ]
+    # 5 WAV headers plus 2 bytes per sample of 1 s + 0.6 s at 16 kHz and 1.0 + 0.5 + 0.8 s at
+    # 24 kHz: 161,820 bytes. The call ends with the transcript-only turn at 5.5 s.
+    assert newest.split() == [
+        recorded.call.session_id,
+        "2025-03-01",
+        "12:00:00",
+        "0:05.50",
+        "5",
+        "1.6",
+        "s",
+        "2.3",
+        "s",
+        "1",
+        "161.8",
+        "kB",
+    ]
+    assert older.split()[:3] == [recorded.older.session_id, "2025-03-01", "11:00:00"]
+    # Columns line up: every row is as wide as the header row.
+    assert len(newest) == len(older) == len(header)
+
+
+def test_sessions_pages_and_prints_json(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded
+) -> None:
+    code, out, _ = run(capsys, "sessions", "--json", *recorded.index_args)
+    _, page, _ = run(
+        capsys, "sessions", "--json", "--limit", "1", "--offset", "1", *recorded.index_args
+    )
+    _, empty, _ = run(capsys, "sessions", "--offset", "2", *recorded.index_args)
+
+    assert code == 0
+    newest, older = json.loads(out)
+    assert newest == {
+        "session_id": recorded.call.session_id,
+        "started_at": "2025-03-01T12:00:00+00:00",
+        "ended_at": "2025-03-01T12:00:05.500000+00:00",
+        "turns": 5,
+        "segments": 5,
+        "user_talk_ms": 1600.0,
+        "bot_talk_ms": 2300.0,
+        "interruptions": 1,
+        "bytes": 161_820,
+    }
+    assert older["session_id"] == recorded.older.session_id
+    assert [summary["session_id"] for summary in json.loads(page)] == [recorded.older.session_id]
+    assert empty.startswith("no sessions after the first 2 in ")
+
+
+# --- show -------------------------------------------------------------------------------------
+
+
+def test_show_prints_the_call_log_in_spoken_order(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded
+) -> None:
+    call = recorded.call
+    code, out, err = run(capsys, "show", call.session_id, *recorded.index_args)
+
+    assert (code, err) == (0, "")
+    title, blank, header, *rows = out.splitlines()
+    assert title == f"session {call.session_id}, started 2025-03-01 12:00:00 UTC"
+    assert blank == ""
+    assert header.split() == [
+        "#",
+        "AT",
+        "ROLE",
+        "DURATION",
+        "GAP",
+        "INTERRUPTED",
+        "TEXT",
+        "AUDIO",
+    ]
+    segment = call.segments
+    assert [row.split()[:3] for row in rows] == [
+        ["1", "0:00.00", "user"],
+        ["2", "0:01.50", "assistant"],
+        ["3", "0:02.90", "user"],
+        ["4", "0:04.25", "assistant"],
+        ["5", "0:05.50", "user"],
+    ]
+    user1, bot2, user3, bot4, user5 = rows
+    assert "1.00 s" in user1
+    assert re.search(rf"Hi, where is my order\? +{recorded.wav(segment[0]).as_uri()}$", user1)
+    # A turn of two segments: their total duration, the gap after turn 1, both sides' marks.
+    assert "1.50 s  0.50 s  audio+transcript (0.40 s unplayed)  It shipped" in bot2
+    assert bot2.endswith(recorded.wav(segment[1]).as_uri())
+    assert 'Can I change the address, "please"?' in user3
+    assert "0.80 s  0.75 s" in bot4
+    assert "(no transcript)" in bot4
+    assert re.search(r"  -  +Thanks, bye\. +\(no audio\)$", user5)
+    # The audio column starts at the same place on every row.
+    assert len({row.index("file://") for row in rows[:4]}) == 1
+
+
+def test_show_json_has_every_call_log_field(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded
+) -> None:
+    call = recorded.call
+    code, out, _ = run(capsys, "show", call.session_id, "--json", *recorded.index_args)
+
+    assert code == 0
+    turns = json.loads(out)
+    assert [turn["turn"] for turn in turns] == [1, 2, 3, 4, 5]
+    assert [turn["turn_id"] for turn in turns] == call.turns
+    assert [turn["text"] for turn in turns] == call.texts
+    assert [turn["response_gap_ms"] for turn in turns] == [None, 500.0, None, 750.0, None]
+    assert turns[1] == {
+        "turn": 2,
+        "session_id": call.session_id,
+        "turn_id": call.turns[1],
+        "role": "assistant",
+        "text": "It shipped yesterday and it",
+        "audio_url": recorded.wav(call.segments[1]).as_uri(),
+        "segment_id": call.segments[1].segment_id,
+        "segment_count": 2,
+        "duration_ms": 1500.0,
+        "byte_size": 44 * 2 + 2 * 36_000,
+        "unplayed_ms": 400.0,
+        "audio_interrupted": True,
+        "transcript_interrupted": True,
+        "occurred_at": "2025-03-01T12:00:01.500000+00:00",
+        "started_at": "2025-03-01T12:00:01.500000+00:00",
+        "ended_at": "2025-03-01T12:00:03+00:00",
+        "response_gap_ms": 500.0,
+    }
+
+
+async def test_show_reads_both_backends_alike(
+    sqlite_index: IndexBackend, postgres_index: IndexBackend, pg_schema: PgSchema, tmp_path: Path
+) -> None:
+    files = LocalAudioStorage(tmp_path / "recordings")
+    call = RecordedCall()
+    await call.record(files, sqlite_index.store)
+    await call.record(files, postgres_index.store)
+    outputs = [
+        await run_in_thread(*argv, *index_args)
+        for index_args in (["--db", str(sqlite_index.path)], ["--dsn", pg_schema.dsn])
+        for argv in (["show", call.session_id], ["show", call.session_id, "--json"])
+    ]
+
+    assert outputs[:2] == outputs[2:]
+    assert all(code == 0 for code, _, _ in outputs)
+
+
+def test_format_call_log_leaves_out_gaps_it_is_not_given() -> None:
+    session_id = new_id()
+    meta = make_segment(session_id, speaker="bot", duration_ms=2000)
+    long_text = "word " * 30
+    entry = CallLogEntry(
+        session_id=session_id,
+        turn_id=meta.turn_id,
+        role="assistant",
+        text=long_text.strip(),
+        audio_url=meta.audio_url,
+        segment_id=meta.segment_id,
+        segment_count=1,
+        duration_ms=2000.0,
+        byte_size=meta.byte_size,
+        unplayed_ms=None,
+        audio_interrupted=False,
+        transcript_interrupted=False,
+        occurred_at=T0,
+        started_at=T0,
+        ended_at=meta.ended_at,
+    )
+    short = replace(entry, text="ok", occurred_at=T0 + timedelta(minutes=61, seconds=2.5))
+
+    header, first, wrapped, *rest = format_call_log([entry, short]).splitlines()
+
+    assert "GAP" not in header
+    # The 150-character text wraps at 60 under the TEXT column; the audio column stays put.
+    assert first.index(meta.audio_url) == header.index("AUDIO")
+    assert wrapped.strip().startswith("word word")
+    assert wrapped.index("word") == header.index("TEXT")
+    assert rest[-1].split()[:2] == ["2", "1:01:02.50"]
+    assert format_call_log([]).split() == [
+        "#",
+        "AT",
+        "ROLE",
+        "DURATION",
+        "INTERRUPTED",
+        "TEXT",
+        "AUDIO",
+    ]
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def test_export_copies_the_wavs_and_writes_the_transcripts(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
+) -> None:
+    call, out_dir = recorded.call, tmp_path / "export" / "call"
+
+    code, out, err = run(
+        capsys, "export", call.session_id, "--out", str(out_dir), *recorded.index_args
+    )
+
+    assert code == 0
+    wavs = ["001-user.wav", "002-assistant-part1.wav", "003-user.wav", "004-assistant.wav"]
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(
+        [*wavs, "transcript.csv", "transcript.json"]
+    )
+    first_parts = [call.segments[index] for index in (0, 1, 3, 4)]
+    for name, segment in zip(wavs, first_parts, strict=True):
+        assert (out_dir / name).read_bytes() == recorded.wav(segment).read_bytes()
+    assert out.startswith(f"exported 6 files to {out_dir}: 001-user.wav, ")
+    # The second part of turn 2 could not be listed through the read API: said, not hidden.
+    assert err == (
+        "pipecat-audio-capture: warning: turn 2 is split into 2 segments; only the first was "
+        "exported (002-assistant-part1.wav)\n"
+    )
+
+    turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
+    assert [turn["audio_files"] for turn in turns] == [[name] for name in wavs] + [[]]
+    assert [turn["text"] for turn in turns] == call.texts
+    assert turns[0]["occurred_at"] == "2025-03-01T12:00:00+00:00"
+    assert turns[3]["response_gap_ms"] == 750.0
+
+    with (out_dir / "transcript.csv").open(encoding="utf-8", newline="") as csv_file:
+        rows = list(csv.DictReader(csv_file))
+    assert list(rows[0]) == list(turns[0])
+    assert [row["text"] for row in rows] == [text or "" for text in call.texts]
+    assert rows[1]["audio_interrupted"] == "true"
+    assert rows[1]["unplayed_ms"] == "400.0"
+    assert rows[4]["audio_url"] == rows[4]["duration_ms"] == rows[4]["audio_files"] == ""
+    assert rows[0]["audio_files"] == "001-user.wav"
+
+
+def test_export_refuses_a_call_with_a_missing_wav(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
+) -> None:
+    missing = recorded.wav(recorded.call.segments[3])
+    missing.unlink()
+    out_dir = tmp_path / "export"
+
+    code, _, err = run(
+        capsys, "export", recorded.call.session_id, "--out", str(out_dir), *recorded.index_args
+    )
+
+    assert_fails(code, err, f"turn 3: its audio file is missing: {missing}")
+    assert not out_dir.exists()
+
+
+async def test_export_explains_what_to_do_with_gcs_audio(
+    sqlite_index: IndexBackend, tmp_path: Path
+) -> None:
+    meta = make_segment(new_id())
+    meta = replace(meta, audio_url=f"gs://calls/{meta.session_id}/{meta.segment_id}.wav")
+    await sqlite_index.store.save_metadata(meta.session_id, meta)
+    out_dir = tmp_path / "export"
+
+    code, _, err = await run_in_thread(
+        "export", meta.session_id, "--out", str(out_dir), "--db", str(sqlite_index.path)
+    )
+
+    assert_fails(code, err, f"turn 1: cannot export {meta.audio_url}: only file:// audio")
+    assert f"`gcloud storage cp 'gs://calls/{meta.session_id}/*' DIR`" in err
+    assert not out_dir.exists()
+
+
+def test_export_reports_an_unwritable_folder(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+
+    code, _, err = run(
+        capsys, "export", recorded.call.session_id, "--out", str(not_a_folder), *recorded.index_args
+    )
+
+    assert_fails(code, err, f"cannot write the export to {not_a_folder}")
+
+
+# --- migrate ----------------------------------------------------------------------------------
+
+
+def test_migrate_creates_a_sqlite_index_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "new" / "index.sqlite3"
+
+    first = run(capsys, "migrate", "--db", str(path))
+    again = run(capsys, "migrate", "--db", str(path))
+    listed = run(capsys, "sessions", "--db", str(path))
+
+    assert first == (0, "applied 0001_segments_and_transcripts\napplied 0002_call_log_views\n", "")
+    assert again == (0, f"{path} is up to date\n", "")
+    assert listed == (0, f"no sessions in {path}\n", "")
+
+
+def test_migrate_creates_the_postgres_tables_once(
+    capsys: pytest.CaptureFixture[str], pg_schema: PgSchema
+) -> None:
+    unmigrated = run(capsys, "sessions", "--dsn", pg_schema.dsn)
+    first = run(capsys, "migrate", "--dsn", pg_schema.dsn)
+    again = run(capsys, "migrate", "--dsn", pg_schema.dsn)
+    listed = run(capsys, "sessions", "--json", "--dsn", pg_schema.dsn)
+
+    # Reading does not create the tables: it says what to run.
+    assert_fails(unmigrated[0], unmigrated[2], "run `pipecat-audio-capture migrate --dsn ...`")
+    assert first == (0, "applied 0001_segments_and_transcripts\napplied 0002_call_log_views\n", "")
+    assert again == (0, "the PostgreSQL index is up to date\n", "")
+    assert listed == (0, "[]\n", "")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["show", "export"])
+def test_a_session_id_must_be_a_uuid(
+    capsys: pytest.CaptureFixture[str], command: str, tmp_path: Path
+) -> None:
+    extra = ["--out", str(tmp_path)] if command == "export" else []
+
+    # Checked before the index is opened: this one does not exist.
+    code, _, err = run(capsys, command, "../etc", *extra, "--db", str(tmp_path / "x"))
+
+    assert_fails(code, err, "session id is not a UUID: '../etc'")
+
+
+@pytest.mark.parametrize("command", ["show", "export"])
+def test_an_unknown_session_is_reported(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, command: str, tmp_path: Path
+) -> None:
+    unknown = new_id()
+    extra = ["--out", str(tmp_path / "export")] if command == "export" else []
+
+    code, _, err = run(capsys, command, unknown, *extra, *recorded.index_args)
+
+    assert_fails(code, err, f"session {unknown} not found in ")
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["sessions"], ["show", new_id()], ["export", new_id(), "--out", "unused"]],
+    ids=["sessions", "show", "export"],
+)
+def test_a_missing_sqlite_file_is_not_created(
+    capsys: pytest.CaptureFixture[str], argv: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "nowhere" / "index.sqlite3"
+
+    code, _, err = run(capsys, *argv, "--db", str(path))
+
+    assert_fails(code, err, f"no audio index at {path}")
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["sessions"], ["show", new_id()], ["migrate"]], ids=["sessions", "show", "migrate"]
+)
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        pytest.param(UNREACHABLE_DSN, "cannot connect to PostgreSQL", id="unreachable"),
+        pytest.param(MALFORMED_DSN, 'malformed PostgreSQL DSN: missing "="', id="malformed"),
+    ],
+)
+def test_a_bad_postgres_dsn_is_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], dsn: str, message: str
+) -> None:
+    code, _, err = run(capsys, *argv, "--dsn", dsn)
+
+    assert_fails(code, err, message)
+
+
+@pytest.mark.parametrize("command", ["sessions", "migrate"])
+def test_a_dsn_without_the_postgres_extra_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # None in sys.modules makes the import fail as if psycopg were not installed.
+    monkeypatch.setitem(sys.modules, "pipecat_audio_capture.storage.postgres", None)
+
+    code, _, err = run(capsys, command, "--dsn", UNREACHABLE_DSN)
+
+    assert_fails(code, err, "--dsn needs the postgres extra: pip install ")
+
+
+def test_a_file_that_is_not_sqlite_is_reported(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "index.sqlite3"
+    path.write_bytes(b"not a database, but long enough to look like a header" * 4)
+
+    code, _, err = run(capsys, "sessions", "--db", str(path))
+
+    assert_fails(code, err, f"cannot open SQLite database {path}")
+
+
+# --- choosing the index -----------------------------------------------------------------------
+
+
+def test_the_environment_chooses_the_index_and_flags_beat_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "index.sqlite3"
+    assert run(capsys, "migrate", "--db", str(path))[0] == 0
+
+    monkeypatch.setenv(DB_ENV, str(path))
+    from_db_env = run(capsys, "sessions")
+    monkeypatch.setenv(DSN_ENV, UNREACHABLE_DSN)
+    dsn_env_wins = run(capsys, "sessions")
+    db_flag_wins = run(capsys, "sessions", "--db", str(path))
+    monkeypatch.delenv(DSN_ENV)
+    dsn_flag_wins = run(capsys, "sessions", "--dsn", MALFORMED_DSN)
+
+    assert from_db_env == (0, f"no sessions in {path}\n", "")
+    assert_fails(dsn_env_wins[0], dsn_env_wins[2], "cannot connect to PostgreSQL")
+    assert db_flag_wins == from_db_env
+    assert_fails(dsn_flag_wins[0], dsn_flag_wins[2], "malformed PostgreSQL DSN")
+
+
+def test_the_default_index_is_where_the_demo_writes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    missing = run(capsys, "sessions")
+    created = run(capsys, "migrate")
+
+    assert_fails(missing[0], missing[2], "no audio index at recordings/index.sqlite3")
+    assert created[0] == 0
+    assert (tmp_path / "recordings" / "index.sqlite3").is_file()
+
+
+async def test_the_cli_reads_an_index_a_bot_is_writing(tmp_path: Path) -> None:
+    # The SQLite index is in WAL mode: the CLI reads while the writer's connection is open.
+    path = tmp_path / "index.sqlite3"
+    writer = SQLiteAudioMetaStorage(path)
+    call = RecordedCall()
+    await call.record(LocalAudioStorage(tmp_path / "recordings"), writer)
+
+    code, out, _ = await run_in_thread("sessions", "--json", "--db", str(path))
+    await writer.close()
+
+    assert code == 0
+    assert [summary["session_id"] for summary in json.loads(out)] == [call.session_id]
