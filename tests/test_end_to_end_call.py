@@ -2,11 +2,14 @@
 
 One real-time call (Silero VAD, Pipecat's user and assistant aggregators, scripted STT/LLM/TTS,
 an output transport that plays in real time) with a greeting, ordinary exchanges, a barge-in and
-the session end, recorded twice at once: one processor between the TTS and the output transport
-(indexed in PostgreSQL), one after the output transport (indexed in SQLite). The call runs once
-per module; each test checks one promise against it.
+the session end, recorded three times at once: one processor between the TTS and the output
+transport (indexed in PostgreSQL), one after the output transport (indexed in SQLite), and one
+between TTS and output whose transcript recorder gets every user transcript only after the
+caller has started the next turn (indexed in SQLite). The call runs once per module; each test
+checks one promise against it.
 """
 
+import asyncio
 import uuid
 import wave
 from collections.abc import AsyncIterator
@@ -59,6 +62,41 @@ class Call:
     result: CallResult
     before: Recording
     after: Recording
+    late: Recording
+    late_user_transcripts: int
+
+
+class LateUserTranscripts:
+    """Hands an aggregator's events on, but ``on_user_turn_stopped`` only ``delay_s`` later.
+
+    A transcript that becomes final late (a slow STT) reaches the transcript writer after the
+    caller has started the next turn; this makes that happen on every user turn.
+    """
+
+    def __init__(self, aggregator: Any, delay_s: float, user_starts: list[float]) -> None:
+        self._aggregator = aggregator
+        self._delay_s = delay_s
+        self._user_starts = user_starts
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.overtaken = 0
+
+    def add_event_handler(self, name: str, handler: Any) -> None:
+        if name != "on_user_turn_stopped":
+            self._aggregator.add_event_handler(name, handler)
+            return
+
+        async def late(*args: Any) -> None:
+            starts_before = len(self._user_starts)
+            await asyncio.sleep(self._delay_s)
+            if len(self._user_starts) > starts_before:
+                self.overtaken += 1
+            await handler(*args)
+
+        async def schedule(*args: Any) -> None:
+            task = asyncio.create_task(late(*args))
+            self.tasks.add(task)
+
+        self._aggregator.add_event_handler(name, schedule)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -73,18 +111,29 @@ async def call(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Call]:
             chains = {
                 "before": _chain(tmp / "before", pg),
                 "after": _chain(tmp / "after", sqlite),
+                "late": _chain(tmp / "late", sqlite),
             }
+            user_starts: list[float] = []
+            late_events: list[LateUserTranscripts] = []
 
             def attach(user_aggregator, assistant_aggregator) -> None:
-                for chain in chains.values():
-                    chain.transcripts.attach(user_aggregator, assistant_aggregator)
+                @user_aggregator.event_handler("on_user_turn_started")
+                async def count_start(*_: Any) -> None:
+                    user_starts.append(asyncio.get_running_loop().time())
+
+                chains["before"].transcripts.attach(user_aggregator, assistant_aggregator)
+                chains["after"].transcripts.attach(user_aggregator, assistant_aggregator)
+                late_user = LateUserTranscripts(user_aggregator, 6.0, user_starts)
+                late_events.append(late_user)
+                chains["late"].transcripts.attach(late_user, assistant_aggregator)
 
             result = await run_simulated_call(
                 speed=1.0,
-                recorder_processors=[chains["before"].processor],
+                recorder_processors=[chains["before"].processor, chains["late"].processor],
                 after_output_processors=[chains["after"].processor],
                 on_aggregators=attach,
             )
+            await asyncio.gather(*late_events[0].tasks)
             recordings = {}
             for placement, chain in chains.items():
                 stats = await chain.capture.close(timeout_s=10.0)
@@ -98,7 +147,13 @@ async def call(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Call]:
                     processor=chain.processor,
                 )
             await sqlite.close()
-            yield Call(result, recordings["before"], recordings["after"])
+            yield Call(
+                result,
+                recordings["before"],
+                recordings["after"],
+                recordings["late"],
+                late_events[0].overtaken,
+            )
 
 
 @dataclass
@@ -135,9 +190,15 @@ def _turns(recording: Recording, role: str) -> list[CallLogEntry]:
     return [entry for entry in recording.log if entry.role == role]
 
 
-@pytest.fixture(params=["before", "after"])
+@pytest.fixture(params=["before", "after", "late"])
 def recording(request: pytest.FixtureRequest, call: Call) -> Recording:
-    return call.before if request.param == "before" else call.after
+    recording: Recording = getattr(call, request.param)
+    return recording
+
+
+async def test_late_user_transcripts_arrive_after_the_next_turn_started(call: Call) -> None:
+    # Every user turn but the last is followed by another within the 6 s delay.
+    assert call.late_user_transcripts >= len(DEFAULT_SCRIPT.user_lines) - 1
 
 
 async def test_every_turn_is_recorded_and_stored(call: Call, recording: Recording) -> None:
@@ -197,7 +258,7 @@ async def test_bot_segments_match_what_the_caller_heard(call: Call, recording: R
         if entry.audio_interrupted:
             interrupted.append(entry)
             assert full.startswith(pcm), "an interrupted segment is the start of the answer"
-            if recording.placement == "before":
+            if recording.placement != "after":
                 unplayed = (len(full) - len(pcm)) / (2 * rate) * 1000
                 assert entry.unplayed_ms == pytest.approx(unplayed, abs=50.0)
                 assert entry.unplayed_ms > 5000
