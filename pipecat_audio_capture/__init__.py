@@ -6,14 +6,19 @@ user and bot turn becomes its own WAV file, written in the background by
 transcript.
 """
 
-from pipecat_audio_capture.capture import SessionAudioCapture
+from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
 from pipecat_audio_capture.collector import AudioCaptureCollector
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
     InvalidIdError,
     MigrationError,
+    SpoolEntryError,
+    SpoolError,
+    SpoolFullError,
     StorageConfigError,
     StorageError,
+    UnsafePathError,
+    WriteTimeoutError,
 )
 from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
 from pipecat_audio_capture.records import (
@@ -22,6 +27,10 @@ from pipecat_audio_capture.records import (
     SegmentMetadata,
     TranscriptRecord,
 )
+from pipecat_audio_capture.replay import ReplayReport, replay_spool
+from pipecat_audio_capture.retention import DeletionReport, PurgeReport, delete_session, purge
+from pipecat_audio_capture.retry import RetryPolicy
+from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage import (
     AudioStorage,
     CompositeAudioStorage,
@@ -40,15 +49,24 @@ __all__ = [
     "AudioStorage",
     "CaptureStats",
     "CompositeAudioStorage",
+    "DeletionReport",
     "InvalidIdError",
     "LocalAudioStorage",
     "MetadataStorage",
     "MigrationError",
     "PendingAudioSegment",
     "ProcessorStats",
+    "PurgeReport",
+    "ReplayReport",
+    "RetryPolicy",
     "SQLiteAudioMetaStorage",
     "SegmentMetadata",
     "SessionAudioCapture",
+    "SessionCaptureStats",
+    "Spool",
+    "SpoolEntryError",
+    "SpoolError",
+    "SpoolFullError",
     "StorageConfigError",
     "StorageError",
     "TranscriptRecord",
@@ -56,4 +74,9 @@ __all__ = [
     "TranscriptStore",
     "TurnIds",
     "TurnSpan",
+    "UnsafePathError",
+    "WriteTimeoutError",
+    "delete_session",
+    "purge",
+    "replay_spool",
 ]

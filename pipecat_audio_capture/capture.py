@@ -1,16 +1,38 @@
 """The background writer of one call: a bounded queue drained off the audio path."""
 
 import asyncio
+import os
+from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import AudioCaptureError
+from pipecat_audio_capture.errors import AudioCaptureError, SpoolError, SpoolFullError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import CaptureStats, PendingAudioSegment, SegmentMetadata
+from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import AudioStorage
 from pipecat_audio_capture.wav import encode_wav
+
+
+@dataclass
+class SessionCaptureStats(CaptureStats):
+    """:class:`~pipecat_audio_capture.CaptureStats` plus what went to the spool.
+
+    Parameters:
+        spooled: Segments kept in the spool, to be stored by a replay (not lost).
+        spooled_segment_ids: Their ids.
+    """
+
+    spooled: int = 0
+    spooled_segment_ids: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """Segments recorded but neither stored, spooled nor lost yet."""
+        return super().pending - self.spooled
 
 
 class SessionAudioCapture(BaseObject):
@@ -20,22 +42,43 @@ class SessionAudioCapture(BaseObject):
     background task encodes each one to WAV in a worker thread and hands it to the storage
     backend. Segments are written one at a time, in the order they were recorded.
 
-    Loss policy: nothing is dropped silently. When the queue is full the *new* segment is
-    refused (the ones already queued are older and further along); when a write raises or
-    exceeds ``write_timeout_s`` the segment counts as failed. Either way the segment id is added
-    to ``stats.lost_segment_ids``, a warning or error is logged, and an event fires.
+    Each write (the audio, then the metadata) is retried as ``retry`` says, each attempt
+    bounded by ``write_timeout_s``. Backends store a segment once per ``segment_id``, so a retry
+    never duplicates a file or a row.
+
+    Loss policy: nothing is dropped silently. With a ``spool_dir``, a segment that storage
+    cannot take is kept there, durably, for :func:`~pipecat_audio_capture.replay.replay_spool`:
+
+    - its write still fails after the retries (reason ``"write_failed"``);
+    - the queue is full because storage is slower than speech (``"queue_full"``): it waits in a
+      second bounded queue, ``spill_capacity`` segments, for the spool's own writer thread;
+    - ``close()`` timed out before it was written (``"close_timeout"``).
+
+    A segment is lost only when it can be neither stored nor spooled: without a spool, in the
+    cases above; with one, when the spool is at ``spool_max_bytes`` (reason ``"spool_full"``)
+    or cannot be written (``"spool_failed"``), when the spill queue is full too, or when it
+    arrives after ``close()``. Each loss adds the segment id to ``stats.lost_segment_ids``, is
+    logged at WARNING or ERROR and fires an event. Memory is bounded by ``capacity +
+    spill_capacity`` segments.
 
     Events:
 
     - on_segment_stored(capture, meta: SegmentMetadata): audio and metadata were written.
-    - on_segment_dropped(capture, segment: PendingAudioSegment, reason: str): refused before
-      writing (``"queue_full"``, ``"closed"`` or ``"close_timeout"``).
+    - on_segment_spooled(capture, segment: PendingAudioSegment, reason: str): kept in the
+      spool (``"write_failed"``, ``"queue_full"`` or ``"close_timeout"``).
+    - on_segment_dropped(capture, segment: PendingAudioSegment, reason: str): lost without a
+      write failure (``"queue_full"``, ``"closed"``, ``"close_timeout"``, ``"spool_full"`` or
+      ``"spool_failed"``).
     - on_segment_failed(capture, segment: PendingAudioSegment, error: Exception): the write
-      raised or timed out.
+      failed after its retries and the segment could not be spooled; ``error`` is the write's
+      last error, or the :class:`~pipecat_audio_capture.errors.SpoolError` (such as
+      :class:`~pipecat_audio_capture.errors.SpoolFullError`) that refused it.
 
     Example::
 
-        capture = SessionAudioCapture(session_id, LocalAudioStorage("./recordings"))
+        capture = SessionAudioCapture(
+            session_id, storage, spool_dir="/var/spool/recordings"
+        )
         ...  # run the pipeline with AudioCaptureProcessor(capture, turn_ids)
         stats = await capture.close()
     """
@@ -47,6 +90,10 @@ class SessionAudioCapture(BaseObject):
         *,
         capacity: int = defaults.QUEUE_CAPACITY,
         write_timeout_s: float = defaults.WRITE_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = defaults.SPOOL_MAX_BYTES,
+        spill_capacity: int = defaults.SPILL_CAPACITY,
         **kwargs,
     ) -> None:
         """Initialize the capture.
@@ -54,25 +101,39 @@ class SessionAudioCapture(BaseObject):
         Args:
             session_id: UUID of the call.
             storage: Where the WAV files and their metadata go.
-            capacity: Segments that may wait for the writer before new ones are refused.
-            write_timeout_s: Longest one segment may take to encode and store.
+            capacity: Segments that may wait for the writer before new ones spill to the spool
+                (or, without one, are refused).
+            write_timeout_s: Longest one attempt at storing audio or metadata may take.
+            retry: Attempts, backoff and deadline of each write; ``RetryPolicy()`` when omitted.
+            spool_dir: Folder that keeps the segments storage could not take; without it those
+                segments are lost (and reported).
+            spool_max_bytes: Largest size of the spool folder.
+            spill_capacity: Segments that may wait for the spool writer when the queue is full.
             **kwargs: Passed to Pipecat's ``BaseObject`` (e.g. ``name``).
 
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
+            ValueError: If a capacity is below 1.
         """
         super().__init__(**kwargs)
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        if capacity < 1 or spill_capacity < 1:
+            raise ValueError("capacity and spill_capacity must be at least 1")
         self._session_id = require_uuid(session_id, "session_id")
         self._storage = storage
         self._write_timeout_s = write_timeout_s
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir is not None else None
         self._queue: asyncio.Queue[PendingAudioSegment] = asyncio.Queue(maxsize=capacity)
+        self._spill: asyncio.Queue[PendingAudioSegment] = asyncio.Queue(maxsize=spill_capacity)
         self._task: asyncio.Task[None] | None = None
+        self._spill_task: asyncio.Task[None] | None = None
+        self._store_task: asyncio.Task[SegmentMetadata] | None = None
         self._closed = False
-        self._stats = CaptureStats()
+        self._abandoning = False
+        self._stats = SessionCaptureStats()
         self._emitting: set[asyncio.Task[None]] = set()
         self._register_event_handler("on_segment_stored")
+        self._register_event_handler("on_segment_spooled")
         self._register_event_handler("on_segment_dropped")
         self._register_event_handler("on_segment_failed")
 
@@ -87,15 +148,22 @@ class SessionAudioCapture(BaseObject):
         return self._storage
 
     @property
-    def stats(self) -> CaptureStats:
-        """Live counters (recorded, stored, dropped, failed, bytes)."""
+    def spool(self) -> Spool | None:
+        """The spool segments go to when storage cannot take them, if configured."""
+        return self._spool
+
+    @property
+    def stats(self) -> SessionCaptureStats:
+        """Live counters (recorded, stored, spooled, dropped, failed, bytes)."""
         return self._stats
 
     def record_segment(self, segment: PendingAudioSegment) -> bool:
-        """Queue a finished segment for writing; never blocks.
+        """Queue a finished segment for writing (or, if the queue is full, for the spool).
+
+        Never blocks and never does I/O: both queues are in memory.
 
         Returns:
-            True if queued, False if refused (queue full or capture closed; reported).
+            True if taken, False if refused (and reported).
         """
         self._stats.recorded += 1
         if self._closed:
@@ -104,8 +172,7 @@ class SessionAudioCapture(BaseObject):
         try:
             self._queue.put_nowait(segment)
         except asyncio.QueueFull:
-            self._drop(segment, "queue_full")
-            return False
+            return self._spill_over(segment)
         if self._task is None:
             # The writer belongs to the capture, not to a processor: it must outlive the
             # pipeline so close() can drain what the last frames produced.
@@ -114,27 +181,35 @@ class SessionAudioCapture(BaseObject):
             )
         return True
 
-    async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> CaptureStats:
-        """Refuse new segments and wait until every queued one is written or lost.
+    async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> SessionCaptureStats:
+        """Refuse new segments and wait until every queued one is stored, spooled or lost.
 
-        Call it after the pipeline run returns. Segments still queued when ``timeout_s`` runs
-        out are dropped with reason ``"close_timeout"`` (counted, logged, reported).
+        Call it after the pipeline run returns. When ``timeout_s`` runs out with segments
+        unwritten, the write in progress is cancelled and they all go to the spool (reason
+        ``"close_timeout"``), which gets ``timeout_s`` more; without a spool, or past that,
+        they are dropped with that reason (counted, logged, reported).
 
         Returns:
             The final counters.
         """
         self._closed = True
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
-            except TimeoutError:
+            if not await _joined(self._queue, timeout_s):
                 logger.error(f"{self}: close timed out after {timeout_s}s with segments unwritten")
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+                # The writer now hands what is left to the spool (or drops it) without waiting
+                # on storage again.
+                self._abandoning = True
+                if self._store_task is not None:
+                    self._store_task.cancel()
+                await _joined(self._queue, timeout_s)
+            await _stopped(self._task)
             self._task = None
-        while not self._queue.empty():
-            self._drop(self._queue.get_nowait(), "close_timeout")
-            self._queue.task_done()
+            self._drop_all(self._queue, "close_timeout")
+        if self._spill_task is not None:
+            await _joined(self._spill, timeout_s)
+            await _stopped(self._spill_task)
+            self._spill_task = None
+            self._drop_all(self._spill, "close_timeout")
         await self._wait_for_event_handlers()
         return self._stats
 
@@ -146,54 +221,169 @@ class SessionAudioCapture(BaseObject):
         """Drain and close."""
         await self.close()
 
+    def _spill_over(self, segment: PendingAudioSegment) -> bool:
+        if self._spool is None:
+            self._drop(segment, "queue_full")
+            return False
+        try:
+            self._spill.put_nowait(segment)
+        except asyncio.QueueFull:
+            # The spool's writer fell behind too: memory stays bounded.
+            self._drop(segment, "queue_full")
+            return False
+        if self._spill_task is None:
+            self._spill_task = asyncio.get_running_loop().create_task(
+                self._drain_spill(), name=f"{self}::spill"
+            )
+        return True
+
     async def _drain(self) -> None:
         while True:
             segment = await self._queue.get()
             try:
-                meta = await asyncio.wait_for(self._write(segment), timeout=self._write_timeout_s)
+                await self._handle(segment)
             except asyncio.CancelledError:
-                # Cancelled by close() after its timeout: this segment was not written.
+                # close() gave up on the spool too: this segment was neither stored nor spooled.
                 self._drop(segment, "close_timeout")
-                self._queue.task_done()
                 raise
-            except Exception as exc:
-                self._fail(segment, exc)
-            else:
-                self._stats.stored += 1
-                self._stats.bytes_stored += meta.byte_size
-                await self._call_event_handler("on_segment_stored", meta)
-            self._queue.task_done()
+            finally:
+                self._queue.task_done()
 
-    async def _write(self, segment: PendingAudioSegment) -> SegmentMetadata:
-        data = await asyncio.to_thread(
-            encode_wav, segment.pcm, segment.sample_rate, segment.num_channels
+    async def _drain_spill(self) -> None:
+        while True:
+            segment = await self._spill.get()
+            try:
+                await self._divert(segment, None, "queue_full")
+            except asyncio.CancelledError:
+                self._drop(segment, "close_timeout")
+                raise
+            finally:
+                self._spill.task_done()
+
+    async def _handle(self, segment: PendingAudioSegment) -> None:
+        if self._abandoning:
+            await self._divert(segment, None, "close_timeout")
+            return
+        try:
+            wav = await asyncio.to_thread(
+                encode_wav, segment.pcm, segment.sample_rate, segment.num_channels
+            )
+        except ValueError as exc:
+            # An impossible format: no backend and no spool could take it.
+            self._fail(segment, exc)
+            return
+        if self._abandoning:
+            # close() ran out of time while this segment was being encoded.
+            await self._divert(segment, wav, "close_timeout")
+            return
+        self._store_task = asyncio.get_running_loop().create_task(self._store(segment, wav))
+        try:
+            meta = await self._store_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # Only the store was cancelled, by close() running out of time.
+            await self._divert(segment, wav, "close_timeout")
+            return
+        except Exception as exc:
+            await self._divert(segment, wav, "write_failed", error=exc)
+            return
+        finally:
+            self._store_task = None
+        self._stats.stored += 1
+        self._stats.bytes_stored += meta.byte_size
+        await self._call_event_handler("on_segment_stored", meta)
+
+    async def _store(self, segment: PendingAudioSegment, wav: bytes) -> SegmentMetadata:
+        # Audio and metadata share one retry deadline: together they are one segment's write.
+        started = asyncio.get_running_loop().time()
+        url = await retrying(
+            lambda: self._storage.store_segment(
+                self._session_id, segment.segment_id, segment.speaker, wav, turn_id=segment.turn_id
+            ),
+            policy=self._retry,
+            attempt_timeout_s=self._write_timeout_s,
+            what=f"the audio of segment {segment.segment_id}",
+            started_at=started,
         )
-        url = await self._storage.store_segment(
-            self._session_id, segment.segment_id, segment.speaker, data, turn_id=segment.turn_id
+        meta = metadata_for(segment, audio_url=url, byte_size=len(wav))
+        await retrying(
+            lambda: self._storage.save_metadata(self._session_id, meta),
+            policy=self._retry,
+            attempt_timeout_s=self._write_timeout_s,
+            what=f"the metadata of segment {segment.segment_id}",
+            started_at=started,
         )
-        meta = metadata_for(segment, audio_url=url, byte_size=len(data))
-        await self._storage.save_metadata(self._session_id, meta)
         return meta
 
-    def _drop(self, segment: PendingAudioSegment, reason: str) -> None:
+    async def _divert(
+        self,
+        segment: PendingAudioSegment,
+        wav: bytes | None,
+        reason: str,
+        *,
+        error: Exception | None = None,
+    ) -> None:
+        """Spool a segment that storage did not take, or report it lost."""
+        if self._spool is None:
+            if error is not None:
+                self._fail(segment, error)
+            else:
+                self._drop(segment, reason)
+            return
+        try:
+            path = await self._spool.put_segment(segment, reason=reason, wav=wav)
+        except AudioCaptureError as spool_error:
+            if error is None:
+                full = isinstance(spool_error, SpoolFullError)
+                self._drop(segment, "spool_full" if full else "spool_failed", spool_error)
+            else:
+                refused = spool_error if isinstance(spool_error, SpoolError) else error
+                self._fail(segment, refused, spool_error=spool_error, write_error=error)
+            return
+        self._stats.spooled += 1
+        self._stats.spooled_segment_ids.append(segment.segment_id)
+        cause = f": {error}" if error is not None else ""
+        logger.warning(
+            f"{self}: kept {segment.speaker} segment {segment.segment_id} in the spool at {path} "
+            f"({reason}{cause}); replay the spool to store it"
+        )
+        self._emit("on_segment_spooled", segment, reason)
+
+    def _drop_all(self, queue: asyncio.Queue[PendingAudioSegment], reason: str) -> None:
+        while not queue.empty():
+            self._drop(queue.get_nowait(), reason)
+            queue.task_done()
+
+    def _drop(
+        self, segment: PendingAudioSegment, reason: str, cause: Exception | None = None
+    ) -> None:
         self._stats.dropped += 1
         self._stats.lost_segment_ids.append(segment.segment_id)
+        because = f" ({cause})" if cause is not None else ""
         logger.warning(
             f"{self}: dropped {segment.speaker} segment {segment.segment_id} "
-            f"(turn {segment.turn_id}, {segment.duration_ms:.0f} ms): {reason}"
+            f"(turn {segment.turn_id}, {segment.duration_ms:.0f} ms): {reason}{because}"
         )
         self._emit("on_segment_dropped", segment, reason)
 
-    def _fail(self, segment: PendingAudioSegment, exc: Exception) -> None:
+    def _fail(
+        self,
+        segment: PendingAudioSegment,
+        error: Exception,
+        *,
+        spool_error: Exception | None = None,
+        write_error: Exception | None = None,
+    ) -> None:
         self._stats.failed += 1
         self._stats.lost_segment_ids.append(segment.segment_id)
-        if isinstance(exc, TimeoutError):
-            exc = AudioCaptureError(f"write took longer than {self._write_timeout_s}s")
+        detail = f"{write_error}; the spool refused it too: {spool_error}" if spool_error else error
         logger.error(
             f"{self}: failed to store {segment.speaker} segment {segment.segment_id} "
-            f"(turn {segment.turn_id}): {exc}"
+            f"(turn {segment.turn_id}): {detail}"
         )
-        self._emit("on_segment_failed", segment, exc)
+        self._emit("on_segment_failed", segment, error)
 
     def _emit(self, event: str, *args: object) -> None:
         # Handlers of these events run as tasks (not sync), so scheduling them here is cheap
@@ -205,6 +395,20 @@ class SessionAudioCapture(BaseObject):
     async def _wait_for_event_handlers(self) -> None:
         await asyncio.gather(*self._emitting, return_exceptions=True)
         await asyncio.gather(*(task for _, task in self._event_tasks), return_exceptions=True)
+
+
+async def _joined(queue: asyncio.Queue[PendingAudioSegment], timeout_s: float) -> bool:
+    """Wait until every item of ``queue`` is done; False if ``timeout_s`` passed first."""
+    try:
+        await asyncio.wait_for(queue.join(), timeout=timeout_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def metadata_for(

@@ -13,10 +13,12 @@ MAX_SEGMENT_S = 300.0
 memory one open turn can hold (300 s of 24 kHz mono is 14 MB)."""
 
 QUEUE_CAPACITY = 64
-"""Segments waiting for the background writer before new ones are dropped (and reported)."""
+"""Segments waiting for the background writer before new ones go to the spool (or, without one,
+are dropped and reported)."""
 
 WRITE_TIMEOUT_S = 30.0
-"""Longest one segment may take to encode and store before it counts as failed."""
+"""Longest one attempt at storing a segment's audio, its metadata or a transcript row may take
+before it counts as failed (and is retried)."""
 
 CLOSE_TIMEOUT_S = 30.0
 """Longest ``SessionAudioCapture.close()`` waits for the queue to drain."""
@@ -52,6 +54,40 @@ GCS_RETRY_DEADLINE_S = 15.0
 """Time after which ``GCSAudioStorage`` stops retrying. The last attempt may start just before it
 and run for ``GCS_TIMEOUT_S``, so a failing upload gives up after about 25 s, within
 ``WRITE_TIMEOUT_S``."""
+
+RETRY_ATTEMPTS = 4
+"""Attempts at one audio upload or one index write (the first included) before the segment or
+transcript goes to the spool."""
+
+RETRY_INITIAL_BACKOFF_S = 0.5
+"""Upper bound of the first wait between attempts; each later bound doubles. The wait itself is
+drawn uniformly below the bound ("full jitter"), so many workers recovering from the same outage
+do not retry in lockstep."""
+
+RETRY_MAX_BACKOFF_S = 8.0
+"""Largest bound of one wait between attempts."""
+
+RETRY_DEADLINE_S = 60.0
+"""No new attempt starts this long after the first attempt for a segment started. Together with
+``WRITE_TIMEOUT_S`` per attempt, one segment spends at most about 90 s on a failing backend before
+it is spooled, so the queue behind it keeps moving during an outage."""
+
+SPOOL_MAX_BYTES = 1 << 30
+"""Largest size of the spool folder (1 GiB, about 6 hours of 24 kHz mono audio). An entry that
+would go past it is refused and the segment counts as lost, with reason ``"spool_full"``."""
+
+SPILL_CAPACITY = 64
+"""Segments that may wait in memory for the spool writer when the write queue is full. Memory is
+bounded by ``QUEUE_CAPACITY + SPILL_CAPACITY`` segments of at most ``MAX_SEGMENT_S`` each."""
+
+TEMP_FILE_MIN_AGE_S = 60.0
+"""Age from which ``recover()`` removes a leftover temporary file. A local write keeps its temporary
+file for well under a second, so one older than this belongs to a process that died; a younger one
+may belong to another process sharing the folder and is left alone."""
+
+REPLAY_ATTEMPTS = 2
+"""Attempts per spool entry and step during a replay, which runs when the backends are expected to
+be back: a blip is retried, an outage leaves the entry for the next replay."""
 
 CLI_DB = "recordings/index.sqlite3"
 """The SQLite index the command-line tool reads when given neither ``--db`` nor ``--dsn`` nor an

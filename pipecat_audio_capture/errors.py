@@ -27,3 +27,29 @@ class StorageConfigError(StorageError):
 
 class MigrationError(StorageError):
     """Applying the database migrations failed."""
+
+
+class WriteTimeoutError(StorageError):
+    """One attempt at writing audio, metadata or a transcript took longer than its timeout."""
+
+
+class SpoolError(StorageError):
+    """Writing to, reading from or cleaning the local spool failed."""
+
+
+class SpoolFullError(SpoolError):
+    """The spool is at ``spool_max_bytes``: the entry was refused and its segment counts as lost.
+
+    Older entries are never evicted to make room: they hold recordings that were already
+    promised to be kept.
+    """
+
+
+class SpoolEntryError(SpoolError):
+    """A file in the spool is not an entry this package wrote (corrupt, truncated, renamed, or a
+    symlink). It is left in place, untouched, and reported."""
+
+
+class UnsafePathError(StorageError):
+    """A folder or file on the way to a recording is a symlink or otherwise leads outside its
+    root; nothing is read, written or deleted through it."""

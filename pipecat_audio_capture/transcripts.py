@@ -1,6 +1,7 @@
 """Transcript rows from Pipecat 1.x's context aggregators, linked to the audio by turn id."""
 
 import asyncio
+import os
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,8 +10,11 @@ from loguru import logger
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.errors import AudioCaptureError, SpoolError
+from pipecat_audio_capture.ids import new_id, require_uuid
 from pipecat_audio_capture.records import Role, Speaker, TranscriptRecord
+from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import TranscriptStore
 from pipecat_audio_capture.turn_ids import TurnIds
 
@@ -38,10 +42,19 @@ class TranscriptRecorder(BaseObject):
     with its own turn: it is matched by when its turn *started*. An assistant turn with no
     text and no audio (cut before it said anything) is not written.
 
+    Each row is retried as ``retry`` says, each attempt bounded by ``write_timeout_s``; rows are
+    upserted per session, turn and role, so a retry never adds a row. With a ``spool_dir``, a
+    row still failing after the retries, or unwritten when ``close()`` times out, is kept in the
+    spool for :func:`~pipecat_audio_capture.replay.replay_spool`. Without a spool, or when the
+    spool refuses it, the row counts as failed.
+
     Events:
 
     - on_transcript_stored(recorder, record: TranscriptRecord)
-    - on_transcript_failed(recorder, record: TranscriptRecord, error: Exception)
+    - on_transcript_spooled(recorder, record: TranscriptRecord, reason: str): kept in the spool
+      (``"write_failed"`` or ``"close_timeout"``).
+    - on_transcript_failed(recorder, record: TranscriptRecord, error: Exception): lost; ``error``
+      is the write's last error, or the spool's refusal.
     """
 
     def __init__(
@@ -51,6 +64,10 @@ class TranscriptRecorder(BaseObject):
         *,
         store: TranscriptStore,
         claim_wait_s: float = defaults.TURN_CLAIM_WAIT_S,
+        write_timeout_s: float = defaults.WRITE_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = defaults.SPOOL_MAX_BYTES,
         **kwargs,
     ) -> None:
         """Initialize the recorder.
@@ -61,6 +78,11 @@ class TranscriptRecorder(BaseObject):
             store: Where rows go (``PostgresAudioMetaStorage``, ``SQLiteAudioMetaStorage``, a
                 ``CompositeAudioStorage`` over one of them).
             claim_wait_s: How long a transcript waits for its audio turn to appear.
+            write_timeout_s: Longest one attempt at storing a row may take.
+            retry: Attempts, backoff and deadline of each row; ``RetryPolicy()`` when omitted.
+            spool_dir: Folder that keeps the rows the store could not take (the same one as the
+                capture's); without it those rows are lost (and reported).
+            spool_max_bytes: Largest size of the spool folder.
             **kwargs: Passed to Pipecat's ``BaseObject``.
         """
         super().__init__(**kwargs)
@@ -68,13 +90,21 @@ class TranscriptRecorder(BaseObject):
         self._turn_ids = turn_ids
         self._store = store
         self._claim_wait_s = claim_wait_s
+        self._write_timeout_s = write_timeout_s
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir is not None else None
+        self._save_task: asyncio.Task[None] | None = None
+        self._abandoning = False
         self._user_starts: deque[float] = deque(maxlen=defaults.TURN_HISTORY)
         self._assistant_start: float | None = None
         self._jobs: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._emitting: set[asyncio.Task[None]] = set()
         self.stored = 0
+        self.spooled = 0
         self.failed = 0
         self._register_event_handler("on_transcript_stored")
+        self._register_event_handler("on_transcript_spooled")
         self._register_event_handler("on_transcript_failed")
 
     def attach(self, user_aggregator: BaseObject, assistant_aggregator: BaseObject) -> None:
@@ -89,16 +119,28 @@ class TranscriptRecorder(BaseObject):
         )
 
     async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> None:
-        """Wait until every transcript noted so far is written (or ``timeout_s`` passes)."""
+        """Wait until every transcript noted so far is stored, spooled or reported lost.
+
+        When ``timeout_s`` runs out, the write in progress is cancelled and the rows left go to
+        the spool (reason ``"close_timeout"``), which gets ``timeout_s`` more; without a spool,
+        or past that, they count as failed.
+        """
         if self._task is None:
             return
-        try:
-            await asyncio.wait_for(self._jobs.join(), timeout=timeout_s)
-        except TimeoutError:
+        if not await _joined(self._jobs, timeout_s):
             logger.error(f"{self}: {self._jobs.qsize()} transcripts unwritten after {timeout_s}s")
+            # The writer now hands what is left to the spool without waiting on the store.
+            self._abandoning = True
+            if self._save_task is not None:
+                self._save_task.cancel()
+            await _joined(self._jobs, timeout_s)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        while not self._jobs.empty():
+            self._lost(self._jobs.get_nowait())
+            self._jobs.task_done()
+        await asyncio.gather(*self._emitting, return_exceptions=True)
 
     async def _on_user_started(self, _aggregator: object, _strategy: object) -> None:
         self._user_starts.append(self._turn_ids.now())
@@ -145,6 +187,10 @@ class TranscriptRecorder(BaseObject):
             pending = await self._jobs.get()
             try:
                 await self._write(pending)
+            except asyncio.CancelledError:
+                # close() gave up on the spool too.
+                self._lost(pending)
+                raise
             finally:
                 self._jobs.task_done()
 
@@ -156,14 +202,44 @@ class TranscriptRecorder(BaseObject):
         if turn_id is None and not pending.text:
             logger.debug(f"{self}: skipping an empty {pending.role} turn with no audio")
             return
-        if turn_id is None:
+        if turn_id is None and not self._abandoning:
             turn_id = await self._turn_ids.wait_claim(
                 speaker,
                 started_at=pending.started_at,
                 ended_at=pending.ended_at,
                 timeout_s=self._claim_wait_s,
             )
-        record = TranscriptRecord(
+        record = self._record(pending, turn_id or new_id())
+        if self._abandoning:
+            await self._divert(record, "close_timeout")
+            return
+        self._save_task = asyncio.get_running_loop().create_task(
+            retrying(
+                lambda: self._store.save_transcript(record),
+                policy=self._retry,
+                attempt_timeout_s=self._write_timeout_s,
+                what=f"the {record.role} transcript of turn {record.turn_id}",
+            )
+        )
+        try:
+            await self._save_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # Only the save was cancelled, by close() running out of time.
+            await self._divert(record, "close_timeout")
+            return
+        except Exception as exc:
+            await self._divert(record, "write_failed", error=exc)
+            return
+        finally:
+            self._save_task = None
+        self.stored += 1
+        await self._call_event_handler("on_transcript_stored", record)
+
+    def _record(self, pending: _Pending, turn_id: str) -> TranscriptRecord:
+        return TranscriptRecord(
             session_id=self._session_id,
             turn_id=turn_id,
             role=pending.role,
@@ -171,17 +247,60 @@ class TranscriptRecorder(BaseObject):
             interrupted=pending.interrupted,
             occurred_at=pending.occurred_at,
         )
+
+    async def _divert(
+        self, record: TranscriptRecord, reason: str, *, error: Exception | None = None
+    ) -> None:
+        """Spool a row that the store did not take, or report it lost."""
+        if self._spool is None:
+            self._fail(record, error or AudioCaptureError(f"unwritten: {reason}"))
+            return
         try:
-            await self._store.save_transcript(record)
-        except Exception as exc:
-            self.failed += 1
-            logger.error(
-                f"{self}: failed to store the {record.role} transcript of turn {turn_id}: {exc}"
-            )
-            await self._call_event_handler("on_transcript_failed", record, exc)
-        else:
-            self.stored += 1
-            await self._call_event_handler("on_transcript_stored", record)
+            path = await self._spool.put_transcript(record, reason=reason)
+        except AudioCaptureError as spool_error:
+            refused = spool_error if isinstance(spool_error, SpoolError) or error is None else error
+            self._fail(record, refused, detail=f"{error}; the spool refused it too: {spool_error}")
+            return
+        self.spooled += 1
+        cause = f": {error}" if error is not None else ""
+        logger.warning(
+            f"{self}: kept the {record.role} transcript of turn {record.turn_id} in the spool at "
+            f"{path} ({reason}{cause}); replay the spool to store it"
+        )
+        self._emit("on_transcript_spooled", record, reason)
+
+    def _lost(self, pending: _Pending) -> None:
+        speaker: Speaker = "user" if pending.role == "user" else "bot"
+        turn_id = self._turn_ids.claim(
+            speaker, started_at=pending.started_at, ended_at=pending.ended_at
+        )
+        self._fail(
+            self._record(pending, turn_id or new_id()),
+            AudioCaptureError("close timed out before the transcript was written or spooled"),
+        )
+
+    def _fail(self, record: TranscriptRecord, error: Exception, *, detail: str = "") -> None:
+        self.failed += 1
+        logger.error(
+            f"{self}: failed to store the {record.role} transcript of turn {record.turn_id}: "
+            f"{detail or error}"
+        )
+        self._emit("on_transcript_failed", record, error)
+
+    def _emit(self, event: str, *args: object) -> None:
+        # Also called from close(), after the writer task is gone; event handlers run as tasks.
+        task = asyncio.get_running_loop().create_task(self._call_event_handler(event, *args))
+        self._emitting.add(task)
+        task.add_done_callback(self._emitting.discard)
+
+
+async def _joined(queue: asyncio.Queue[_Pending], timeout_s: float) -> bool:
+    """Wait until every item of ``queue`` is done; False if ``timeout_s`` passed first."""
+    try:
+        await asyncio.wait_for(queue.join(), timeout=timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _parse(timestamp: str | None) -> datetime:

@@ -202,6 +202,14 @@ class FaultProxy:
         with self._lock:
             return list(self._seen)
 
+    def set_fault(self, fault: Fault) -> None:
+        """Give ``fault`` to every later request (after any scripted faults still left).
+
+        Requests already hanging keep hanging until the proxy stops.
+        """
+        with self._lock:
+            self._then = fault
+
     def start(self) -> FaultProxy:
         """Start serving in background threads."""
         self._acceptor.start()

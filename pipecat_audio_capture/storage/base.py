@@ -43,3 +43,16 @@ class TranscriptStore(Protocol):
     async def save_transcript(self, record: TranscriptRecord) -> None:
         """Record one turn's transcript (idempotent per session, turn and role)."""
         ...
+
+
+@runtime_checkable
+class SessionAudioDeleter(Protocol):
+    """Deletes every stored recording of a session (local files, bucket objects)."""
+
+    async def delete_session(self, session_id: str) -> int:
+        """Delete the session's audio and return how many files or objects went.
+
+        Finds them by the session's folder or prefix, not through the index, so audio whose
+        metadata was never indexed goes too. Deleting a deleted session does nothing.
+        """
+        ...

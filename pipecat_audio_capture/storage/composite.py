@@ -2,7 +2,12 @@
 
 from pipecat_audio_capture.errors import StorageConfigError
 from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
-from pipecat_audio_capture.storage.base import AudioStorage, MetadataStorage, TranscriptStore
+from pipecat_audio_capture.storage.base import (
+    AudioStorage,
+    MetadataStorage,
+    SessionAudioDeleter,
+    TranscriptStore,
+)
 
 
 class CompositeAudioStorage:
@@ -59,3 +64,13 @@ class CompositeAudioStorage:
         if not isinstance(self._metadata, TranscriptStore):
             raise StorageConfigError(f"{type(self._metadata).__name__} does not store transcripts")
         await self._metadata.save_transcript(record)
+
+    async def delete_session(self, session_id: str) -> int:
+        """Delete the session's audio from the files backend (its rows are the index's).
+
+        Raises:
+            StorageConfigError: If the files backend cannot delete.
+        """
+        if not isinstance(self._files, SessionAudioDeleter):
+            raise StorageConfigError(f"{type(self._files).__name__} cannot delete recordings")
+        return await self._files.delete_session(session_id)

@@ -60,7 +60,8 @@ class GCSAudioStorage:
 
     Required permissions on the bucket: ``storage.objects.create`` and ``storage.objects.get``.
     :meth:`check` also tries ``storage.objects.delete`` to remove its probe object, but does not
-    require it.
+    require it. :meth:`delete_session` (retention) needs ``storage.objects.list`` and
+    ``storage.objects.delete``.
     """
 
     def __init__(
@@ -180,6 +181,27 @@ class GCSAudioStorage:
         """Log the segment's metadata as one JSON line at INFO."""
         logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")
 
+    async def delete_session(self, session_id: str) -> int:
+        """Delete every object under the session's folder, every generation of each.
+
+        In a bucket with object versioning, deleting only the live object would keep the audio
+        as a noncurrent version, so each listed generation is deleted by number. An object
+        already gone is skipped, so a re-run after a partial failure finishes the job. Needs
+        ``storage.objects.list`` and ``storage.objects.delete``.
+
+        Returns:
+            How many object generations were deleted.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageConfigError: If no credentials can be found.
+            StorageError: If listing or deleting fails.
+        """
+        folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
+        removed = await asyncio.to_thread(self._delete_folder, folder)
+        logger.info(f"deleted {removed} objects under {self.url_for(folder)}")
+        return removed
+
     def _get_client(self) -> storage.Client:
         # Finding default credentials can query the metadata server, so the client is built in
         # a worker thread, once, and not in __init__ on the event loop.
@@ -231,6 +253,31 @@ class GCSAudioStorage:
                 f"{url} already holds different audio for the same segment id: {mismatch}"
             )
         logger.info(f"{url} was already stored with the same bytes (a retried upload)")
+
+    def _delete_folder(self, folder: str) -> int:
+        client = self._get_client()
+        bucket = client.bucket(self._bucket_name)
+        removed = 0
+        try:
+            blobs = list(
+                client.list_blobs(
+                    bucket, prefix=folder, versions=True, timeout=self._timeout_s, retry=self._retry
+                )
+            )
+            for blob in blobs:
+                try:
+                    bucket.delete_blob(
+                        blob.name,
+                        generation=blob.generation,
+                        timeout=self._timeout_s,
+                        retry=self._retry,
+                    )
+                except api_exceptions.NotFound:
+                    continue
+                removed += 1
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"could not delete {self.url_for(folder)}: {exc}") from exc
+        return removed
 
     def _check(self) -> None:
         client = self._get_client()

@@ -13,6 +13,19 @@ from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import Role, SegmentMetadata, TranscriptRecord
 
+SESSIONS_LAST_ACTIVITY = """
+SELECT session_id FROM (
+    SELECT session_id, max(ended_at) AS last_at FROM session_audio_segments GROUP BY session_id
+    UNION ALL
+    SELECT session_id, max(occurred_at) FROM session_transcripts GROUP BY session_id
+) AS activity
+GROUP BY session_id
+HAVING max(last_at) < {cutoff}
+ORDER BY max(last_at), session_id
+"""
+"""Sessions whose last audio or transcript is before a cutoff, oldest first. Both tables count:
+a call's last turn may have a transcript and no audio. ``{cutoff}`` is the dialect's placeholder."""
+
 CALL_LOG_ORDER = "occurred_at, role DESC, turn_id"
 """The spoken order of ``session_call_log`` rows, the one ``session_response_gaps`` walks (on a
 tie in ``occurred_at`` the user turn comes first)."""
@@ -112,8 +125,34 @@ class ResponseGap:
     gap_ms: float | None
 
 
+@dataclass(frozen=True)
+class DeletedRows:
+    """Rows one session's deletion removed from the index.
+
+    Parameters:
+        segments: Rows removed from ``session_audio_segments``.
+        transcripts: Rows removed from ``session_transcripts``.
+    """
+
+    segments: int
+    transcripts: int
+
+
 @runtime_checkable
-class MetadataIndex(Protocol):
+class SessionRetention(Protocol):
+    """What retention needs of an index: which sessions are old, and removing one's rows."""
+
+    async def sessions_older_than(self, cutoff: datetime) -> list[str]:
+        """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first."""
+        ...
+
+    async def delete_session(self, session_id: str) -> DeletedRows:
+        """Remove a session's segment and transcript rows (none left is not an error)."""
+        ...
+
+
+@runtime_checkable
+class MetadataIndex(SessionRetention, Protocol):
     """A metadata backend that indexes segments and transcripts and reads them back."""
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:

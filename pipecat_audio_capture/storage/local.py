@@ -3,33 +3,52 @@
 import asyncio
 import json
 import os
-import tempfile
+import re
 from pathlib import Path
 
 from loguru import logger
 
+from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.safe_files import (
+    CANONICAL_UUID,
+    TEMP_SUFFIX,
+    ensure_real_folder,
+    existing_real_folder,
+    fsync_folder,
+    is_temp_name,
+    lstat_regular,
+    read_regular,
+    real_subfolders,
+    remove_stale_temp_files,
+    write_atomically,
+)
 
-TEMP_SUFFIX = ".partial"
-"""Suffix of files being written; a file with it was never completed."""
+__all__ = ["TEMP_SUFFIX", "LocalAudioStorage"]
+
+_SEGMENT_FILE = re.compile(CANONICAL_UUID.pattern + r"\.wav")
 
 
 class LocalAudioStorage:
     """Stores each segment at ``{root}/{session_id}/{segment_id}.wav``.
 
-    A file is written under a temporary name, fsynced, then renamed, so the final name never
-    holds half a file. Ids must be UUIDs, which keeps every path inside ``root``. Metadata is
-    logged as JSON at INFO; pair this class with a database backend through
-    :class:`~pipecat_audio_capture.CompositeAudioStorage` to index it.
+    A file is written under a temporary name (``.{segment_id}.*.partial``), fsynced, then
+    renamed, so the final name never holds half a file, even if the process is killed. Ids must
+    be UUIDs, and a session folder that is a symlink is refused, which keeps every read, write
+    and delete inside ``root``. Metadata is logged as JSON at INFO; pair this class with a
+    database backend through :class:`~pipecat_audio_capture.CompositeAudioStorage` to index it.
+
+    At startup, :meth:`recover` removes the temporary files of writes a crash interrupted.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         """Initialize the storage.
 
         Args:
-            root: Folder that holds one sub-folder per session; created when missing.
+            root: Folder that holds one sub-folder per session; created when missing. It may
+                itself be a symlink (resolved here); nothing below it is followed.
         """
         self._root = Path(root).expanduser().resolve()
 
@@ -57,7 +76,15 @@ class LocalAudioStorage:
         *,
         turn_id: str | None = None,
     ) -> str:
-        """Write the WAV bytes atomically and return a ``file://`` URL."""
+        """Write the WAV bytes atomically and return a ``file://`` URL.
+
+        Storing the same bytes again is a no-op, so a retried write never makes a second file.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            UnsafePathError: If the session folder or the file is a symlink.
+            StorageError: If the write fails, or the file already holds other bytes.
+        """
         path = self.path_for(session_id, segment_id)
         try:
             await asyncio.to_thread(_write_atomically, path, data)
@@ -69,26 +96,86 @@ class LocalAudioStorage:
         """Log the segment's metadata as one JSON line at INFO."""
         logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")
 
+    async def delete_session(self, session_id: str) -> int:
+        """Delete a session's WAV files and its folder; deleting a deleted session does nothing.
+
+        Only files this class writes (``{uuid}.wav`` and its temporary files) are removed; a
+        folder holding anything else is kept, with a warning. A symlink is never followed.
+
+        Returns:
+            How many WAV files were removed.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            UnsafePathError: If the session folder is a symlink.
+            StorageError: If a file cannot be removed.
+        """
+        session = require_uuid(session_id, "session_id")
+        try:
+            removed = await asyncio.to_thread(_delete_session, self._root, session)
+        except OSError as exc:
+            raise StorageError(f"could not delete session {session}'s recordings: {exc}") from exc
+        logger.info(f"deleted {removed} recordings of session {session} under {self._root}")
+        return removed
+
+    async def recover(self, *, min_age_s: float = defaults.TEMP_FILE_MIN_AGE_S) -> int:
+        """Remove the temporary files of writes that never completed (call it at startup).
+
+        A process killed while writing leaves ``.{segment_id}.*.partial`` beside the recordings;
+        its final name was never created, so no recording is incomplete. The segment it held was
+        in that process's memory and is gone with it (unless it was spooled).
+
+        Args:
+            min_age_s: Leave younger temporary files alone: another live process sharing the
+                root may be writing them.
+
+        Returns:
+            How many temporary files were removed.
+
+        Raises:
+            StorageError: If the root cannot be scanned or a file cannot be removed.
+        """
+        try:
+            return await asyncio.to_thread(_recover, self._root, min_age_s)
+        except OSError as exc:
+            raise StorageError(f"could not clean temporary files in {self._root}: {exc}") from exc
+
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    if path.exists():
-        if path.read_bytes() == data:
+    """Write one segment file at ``{root}/{session}/{segment}.wav`` unless it is already there."""
+    ensure_real_folder(path.parent.parent, path.parent.name)
+    if lstat_regular(path) is not None:
+        if read_regular(path) == data:
             return
         raise StorageError(f"{path} already holds different audio for the same segment id")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    # The rename is durable only once the directory entry is on disk.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, data)
+
+
+def _delete_session(root: Path, session: str) -> int:
+    folder = existing_real_folder(root, session)
+    if folder is None:
+        return 0
+    removed = 0
+    foreign: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            ours = _SEGMENT_FILE.fullmatch(entry.name) or is_temp_name(entry.name)
+            if not ours or entry.is_dir(follow_symlinks=False):
+                foreign.append(entry.name)
+                continue
+            # unlink removes a symlink itself, never what it points to.
+            Path(entry.path).unlink(missing_ok=True)
+            removed += entry.name.endswith(".wav")
+    if foreign:
+        logger.warning(f"kept {folder}: it holds files this package did not write: {foreign}")
+        return removed
+    folder.rmdir()
+    fsync_folder(root)
+    return removed
+
+
+def _recover(root: Path, min_age_s: float) -> int:
+    return sum(
+        remove_stale_temp_files(folder, min_age_s=min_age_s)
+        for folder in real_subfolders(root, CANONICAL_UUID)
+    )

@@ -26,9 +26,12 @@ from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.index import (
     CALL_LOG_ORDER,
+    SESSIONS_LAST_ACTIVITY,
     CallLogEntry,
+    DeletedRows,
     ResponseGap,
     SessionSummary,
+    as_utc,
     check_page,
     checked_segment,
     checked_transcript,
@@ -85,6 +88,9 @@ _SELECT_GAPS = (
 _SELECT_SEGMENT = (
     f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments WHERE segment_id = %s"
 )
+_SELECT_OLD_SESSIONS = SESSIONS_LAST_ACTIVITY.format(cutoff="%s")
+_DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = %s"
+_DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
 
 
 class PostgresAudioMetaStorage:
@@ -283,6 +289,34 @@ class PostgresAudioMetaStorage:
         segment = require_uuid(segment_id, "segment_id")
         rows = await self._read(_SELECT_SEGMENT, (segment,))
         return SegmentMetadata(**rows[0]) if rows else None
+
+    async def sessions_older_than(self, cutoff: datetime) -> list[str]:
+        """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
+
+        Raises:
+            StorageError: If ``cutoff`` is naive or the query fails.
+        """
+        rows = await self._read(_SELECT_OLD_SESSIONS, (as_utc(cutoff, "cutoff"),))
+        return [row["session_id"] for row in rows]
+
+    async def delete_session(self, session_id: str) -> DeletedRows:
+        """Remove a session's segment and transcript rows in one transaction.
+
+        Deleting a session that has no rows left does nothing, so a re-run after a partial
+        failure is safe.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the database fails (nothing is removed then).
+        """
+        session = require_uuid(session_id, "session_id")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                segments = await conn.execute(_DELETE_SEGMENTS, (session,))
+                transcripts = await conn.execute(_DELETE_TRANSCRIPTS, (session,))
+        except psycopg.Error as exc:
+            raise StorageError(f"could not delete the rows of session {session}: {exc}") from exc
+        return DeletedRows(segments=segments.rowcount, transcripts=transcripts.rowcount)
 
     async def close(self) -> None:
         """Close the pool if this storage owns it (see ``owns_pool``)."""

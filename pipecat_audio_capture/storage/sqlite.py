@@ -20,9 +20,12 @@ from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.index import (
     CALL_LOG_ORDER,
+    SESSIONS_LAST_ACTIVITY,
     CallLogEntry,
+    DeletedRows,
     ResponseGap,
     SessionSummary,
+    as_utc,
     check_page,
     checked_segment,
     checked_transcript,
@@ -87,6 +90,9 @@ _SELECT_GAPS = (
 _SELECT_SEGMENT = (
     f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments WHERE segment_id = ?"
 )
+_SELECT_OLD_SESSIONS = SESSIONS_LAST_ACTIVITY.format(cutoff="?")
+_DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
+_DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
 
 
 class SQLiteAudioMetaStorage:
@@ -220,6 +226,31 @@ class SQLiteAudioMetaStorage:
         rows = await self._read(_SELECT_SEGMENT, (require_uuid(segment_id, "segment_id"),))
         return SegmentMetadata(**rows[0]) if rows else None
 
+    async def sessions_older_than(self, cutoff: datetime) -> list[str]:
+        """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
+
+        Raises:
+            StorageError: If ``cutoff`` is naive or the query fails.
+        """
+        rows = await self._read(_SELECT_OLD_SESSIONS, (_to_text(as_utc(cutoff, "cutoff")),))
+        return [row["session_id"] for row in rows]
+
+    async def delete_session(self, session_id: str) -> DeletedRows:
+        """Remove a session's segment and transcript rows in one transaction.
+
+        Deleting a session that has no rows left does nothing, so a re-run after a partial
+        failure is safe.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the database fails (nothing is removed then).
+        """
+        session = require_uuid(session_id, "session_id")
+        return await self._call(
+            lambda conn: _delete_session(conn, session),
+            f"could not delete the rows of session {session}",
+        )
+
     async def close(self) -> None:
         """Close the database; later calls raise StorageError."""
         await asyncio.to_thread(self._close)
@@ -344,6 +375,20 @@ def _migrate(conn: sqlite3.Connection) -> list[int]:
             conn.execute("ROLLBACK")
         raise
     return done
+
+
+def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:
+    # IMMEDIATE takes the write lock first, so both deletes see and remove the same session.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        segments = conn.execute(_DELETE_SEGMENTS, (session,)).rowcount
+        transcripts = conn.execute(_DELETE_TRANSCRIPTS, (session,)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return DeletedRows(segments=segments, transcripts=transcripts)
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,191 @@
+"""Delivering the spool: store every spooled segment and transcript row, then remove its entry."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+from pipecat_audio_capture import defaults
+from pipecat_audio_capture.capture import metadata_for
+from pipecat_audio_capture.errors import SpoolEntryError
+from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.spool import Spool
+from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore
+
+DEFAULT_REPLAY_RETRY = RetryPolicy(attempts=defaults.REPLAY_ATTEMPTS)
+"""Retries of each replay step: a blip is retried, an outage leaves the entry for next time."""
+
+
+@dataclass
+class ReplayReport:
+    """What one :func:`replay_spool` run did.
+
+    Parameters:
+        segments_stored: Segments whose audio and metadata are now stored; their entries are
+            gone.
+        transcripts_stored: Transcript rows now stored; their entries are gone.
+        segments_failed: Segments that storage still refused; their entries are kept.
+        transcripts_failed: Transcript rows the store still refused; their entries are kept.
+        transcripts_kept: Transcript entries left in place because no transcript store was given.
+        rejected: Files in the spool that are not valid entries (corrupt, renamed, symlinks);
+            left in place, untouched.
+        temp_files_removed: Temporary files of interrupted spool writes that were removed.
+        errors: One line per failed or rejected entry.
+    """
+
+    segments_stored: int = 0
+    transcripts_stored: int = 0
+    segments_failed: int = 0
+    transcripts_failed: int = 0
+    transcripts_kept: int = 0
+    rejected: int = 0
+    temp_files_removed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        """Entries and files still in the spool after the run."""
+        failed = self.segments_failed + self.transcripts_failed
+        return failed + self.transcripts_kept + self.rejected
+
+    @property
+    def complete(self) -> bool:
+        """Whether everything spooled is now stored and the spool holds nothing else."""
+        return self.remaining == 0
+
+
+async def replay_spool(
+    spool_dir: str | os.PathLike[str],
+    storage: AudioStorage,
+    transcript_store: TranscriptStore | None = None,
+    *,
+    retry: RetryPolicy = DEFAULT_REPLAY_RETRY,
+    write_timeout_s: float = defaults.WRITE_TIMEOUT_S,
+    temp_min_age_s: float = defaults.TEMP_FILE_MIN_AGE_S,
+) -> ReplayReport:
+    """Store what the spool holds and remove each entry once it is stored.
+
+    A segment's entry is removed only after both its audio and its metadata are stored. Both
+    stores are idempotent (one object per ``segment_id``, one row per ``segment_id``; one
+    transcript row per session, turn and role), so a replay interrupted between the two steps,
+    or run twice, or run by two processes at once, never stores anything twice: the next run
+    finds the entry and completes it. An entry that fails stays for the next run; one that is
+    not a valid entry (see :mod:`~pipecat_audio_capture.spool_format`) is never read as data,
+    never followed if it is a symlink, and never removed. Safe to run while bots write to the
+    same spool.
+
+    Args:
+        spool_dir: The spool folder (``spool_dir`` of the captures).
+        storage: Where audio and metadata go, as for the captures (e.g. a
+            ``CompositeAudioStorage``).
+        transcript_store: Where transcript rows go (e.g. the metadata index). Without it,
+            transcript entries stay in the spool (``transcripts_kept``).
+        retry: Attempts and backoff of each step of each entry.
+        write_timeout_s: Longest one attempt may take.
+        temp_min_age_s: Temporary files of spool writes older than this are removed first;
+            younger ones may belong to a live writer.
+
+    Returns:
+        The counts; ``report.complete`` is true when the spool is empty.
+
+    Raises:
+        SpoolError: If the spool folder cannot be listed or cleaned.
+    """
+    spool = Spool(spool_dir)
+    report = ReplayReport(temp_files_removed=await spool.recover(min_age_s=temp_min_age_s))
+    scan = await spool.scan()
+    for path in scan.rejected:
+        _reject(report, path, "not a spool entry")
+    for path in scan.segments:
+        await _replay_segment(spool, path, storage, report, retry, write_timeout_s)
+    for path in scan.transcripts:
+        if transcript_store is None:
+            report.transcripts_kept += 1
+            continue
+        await _replay_transcript(spool, path, transcript_store, report, retry, write_timeout_s)
+    log = logger.info if report.complete else logger.warning
+    log(
+        f"replayed spool {spool.root}: {report.segments_stored} segments and "
+        f"{report.transcripts_stored} transcripts stored, {report.remaining} entries remain"
+    )
+    return report
+
+
+async def _replay_segment(
+    spool: Spool,
+    path: Path,
+    storage: AudioStorage,
+    report: ReplayReport,
+    retry: RetryPolicy,
+    write_timeout_s: float,
+) -> None:
+    try:
+        entry = await spool.read_segment(path)
+    except SpoolEntryError as exc:
+        _reject(report, path, str(exc))
+        return
+    segment = entry.segment
+    try:
+        url = await retrying(
+            lambda: storage.store_segment(
+                segment.session_id,
+                segment.segment_id,
+                segment.speaker,
+                entry.wav,
+                turn_id=segment.turn_id,
+            ),
+            policy=retry,
+            attempt_timeout_s=write_timeout_s,
+            what=f"the audio of spooled segment {segment.segment_id}",
+        )
+        meta = metadata_for(segment, audio_url=url, byte_size=len(entry.wav))
+        await retrying(
+            lambda: storage.save_metadata(segment.session_id, meta),
+            policy=retry,
+            attempt_timeout_s=write_timeout_s,
+            what=f"the metadata of spooled segment {segment.segment_id}",
+        )
+        await spool.remove(path)
+    except Exception as exc:
+        # Whatever a backend raises, one entry must not stop the others.
+        report.segments_failed += 1
+        report.errors.append(f"{path}: {exc}")
+        logger.error(f"could not replay spooled segment {path}; it stays in the spool: {exc}")
+        return
+    report.segments_stored += 1
+
+
+async def _replay_transcript(
+    spool: Spool,
+    path: Path,
+    store: TranscriptStore,
+    report: ReplayReport,
+    retry: RetryPolicy,
+    write_timeout_s: float,
+) -> None:
+    try:
+        entry = await spool.read_transcript(path)
+    except SpoolEntryError as exc:
+        _reject(report, path, str(exc))
+        return
+    try:
+        await retrying(
+            lambda: store.save_transcript(entry.record),
+            policy=retry,
+            attempt_timeout_s=write_timeout_s,
+            what=f"the spooled {entry.record.role} transcript of turn {entry.record.turn_id}",
+        )
+        await spool.remove(path)
+    except Exception as exc:
+        report.transcripts_failed += 1
+        report.errors.append(f"{path}: {exc}")
+        logger.error(f"could not replay spooled transcript {path}; it stays in the spool: {exc}")
+        return
+    report.transcripts_stored += 1
+
+
+def _reject(report: ReplayReport, path: Path, why: str) -> None:
+    report.rejected += 1
+    report.errors.append(f"{path}: {why}")
+    logger.error(f"left {path} in the spool untouched: {why}")

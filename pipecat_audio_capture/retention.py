@@ -1,0 +1,151 @@
+"""Deleting recordings: one session everywhere, or every session past a retention period.
+
+Order of deletion, for each session: its spool entries, then its audio, then its index rows.
+The index is the list :func:`purge` works from, so its rows go last: if anything before fails,
+the session is still listed and a re-run finds it and finishes. Every step is idempotent
+(deleting what is already gone does nothing), so re-running after a partial failure is safe.
+Audio is found by the session's folder or prefix, not through the index, so audio whose metadata
+was never indexed is deleted too; spool entries go first so a later replay cannot bring the
+session back.
+"""
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from loguru import logger
+
+from pipecat_audio_capture.errors import AudioCaptureError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.spool import Spool
+from pipecat_audio_capture.storage.base import SessionAudioDeleter
+from pipecat_audio_capture.storage.index import DeletedRows, SessionRetention, as_utc
+
+
+@dataclass(frozen=True)
+class DeletionReport:
+    """What deleting one session removed.
+
+    Parameters:
+        session_id: UUID of the session.
+        spool_entries: Spooled segments and transcript rows removed.
+        audio_objects: WAV files, or bucket object generations, removed.
+        segment_rows: Index rows of segments removed.
+        transcript_rows: Index rows of transcripts removed.
+    """
+
+    session_id: str
+    spool_entries: int
+    audio_objects: int
+    segment_rows: int
+    transcript_rows: int
+
+
+@dataclass
+class PurgeReport:
+    """What one :func:`purge` run did.
+
+    Parameters:
+        cutoff: Sessions whose last audio or transcript was before this were deleted (UTC).
+        deleted: One report per session deleted.
+        failed: Sessions whose deletion failed, with the error; a re-run retries them.
+    """
+
+    cutoff: datetime
+    deleted: list[DeletionReport] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+async def delete_session(
+    session_id: str,
+    *,
+    audio: SessionAudioDeleter,
+    index: SessionRetention | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+) -> DeletionReport:
+    """Delete a session's spool entries, audio and index rows, in that order.
+
+    Call it once the call has ended: a capture still running could store more afterwards.
+
+    Args:
+        session_id: UUID of the session.
+        audio: Where its audio is (``LocalAudioStorage``, ``GCSAudioStorage``, or a
+            ``CompositeAudioStorage`` over one of them).
+        index: Where its rows are (``PostgresAudioMetaStorage``, ``SQLiteAudioMetaStorage``);
+            None when nothing is indexed.
+        spool_dir: The spool folder, if captures use one.
+
+    Returns:
+        What was removed; all zeros when the session was already gone.
+
+    Raises:
+        InvalidIdError: If ``session_id`` is not a UUID (before anything is touched).
+        AudioCaptureError: If a step fails; the steps before it are done, the ones after are
+            not, and a re-run completes them.
+    """
+    session = require_uuid(session_id, "session_id")
+    spooled = await Spool(spool_dir).delete_session(session) if spool_dir is not None else 0
+    objects = await audio.delete_session(session)
+    rows = await index.delete_session(session) if index is not None else DeletedRows(0, 0)
+    report = DeletionReport(
+        session_id=session,
+        spool_entries=spooled,
+        audio_objects=objects,
+        segment_rows=rows.segments,
+        transcript_rows=rows.transcripts,
+    )
+    logger.info(f"deleted session {session}: {report}")
+    return report
+
+
+async def purge(
+    *,
+    older_than: timedelta | datetime,
+    audio: SessionAudioDeleter,
+    index: SessionRetention,
+    spool_dir: str | os.PathLike[str] | None = None,
+    now: datetime | None = None,
+) -> PurgeReport:
+    """Delete every session whose last audio or transcript is older than the retention period.
+
+    Sessions are found through the index, oldest first, and deleted one by one as by
+    :func:`delete_session`; one that fails is reported in ``failed`` and the others go on.
+    A session that exists only in the spool (nothing of it was ever indexed) is not found here:
+    it waits for a replay, after which the next purge finds it.
+
+    Args:
+        older_than: The retention period (``timedelta(days=30)``), or the cutoff itself (an
+            aware ``datetime``).
+        audio: Where the audio is.
+        index: Where the rows are; it lists the sessions.
+        spool_dir: The spool folder, if captures use one.
+        now: The current time, for a period (defaults to the clock).
+
+    Returns:
+        The cutoff, the sessions deleted and those that failed.
+
+    Raises:
+        ValueError: If the period is negative.
+        StorageError: If the cutoff is naive or the index cannot list the sessions.
+    """
+    if isinstance(older_than, timedelta):
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
+        cutoff = (now or datetime.now(UTC)) - older_than
+    else:
+        cutoff = older_than
+    cutoff = as_utc(cutoff, "cutoff")
+    report = PurgeReport(cutoff=cutoff)
+    for session in await index.sessions_older_than(cutoff):
+        try:
+            deleted = await delete_session(session, audio=audio, index=index, spool_dir=spool_dir)
+        except AudioCaptureError as exc:
+            report.failed[session] = str(exc)
+            logger.error(f"could not delete session {session}; a re-run will retry it: {exc}")
+            continue
+        report.deleted.append(deleted)
+    logger.info(
+        f"purged {len(report.deleted)} sessions older than {cutoff.isoformat()}, "
+        f"{len(report.failed)} failed"
+    )
+    return report

@@ -1,0 +1,178 @@
+"""Crash-safe, symlink-safe file operations under a root folder (blocking; run in a thread).
+
+A file is written under a temporary name in its final folder, fsynced, renamed over the final
+name, and the folder is fsynced: after a crash the final name holds either nothing or the whole
+file. Folders below a root are used only if they are real folders: a symlink there could send a
+write, read or delete outside the root.
+"""
+
+import os
+import re
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from pipecat_audio_capture.errors import UnsafePathError
+
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The canonical UUID form, the only one ids take in file and folder names."""
+
+TEMP_SUFFIX = ".partial"
+"""Suffix of files being written; a file with it was never completed."""
+
+_TEMP_NAME = re.compile(r"^\..+\.[^.]+" + re.escape(TEMP_SUFFIX) + r"$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`write_atomically`."""
+    return _TEMP_NAME.match(name) is not None
+
+
+def ensure_real_folder(root: Path, name: str) -> Path:
+    """Return ``root / name``, creating it (and ``root``) when missing, if it is a real folder.
+
+    ``root`` may be a symlink, as the caller resolved it. A folder created here is made durable
+    by fsyncing ``root``.
+
+    Args:
+        root: An absolute, resolved folder.
+        name: One path component (an id already checked to be a UUID).
+
+    Raises:
+        UnsafePathError: If ``root / name`` is a symlink or not a folder.
+        OSError: If the folder cannot be created or inspected.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / name
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        pass
+    else:
+        fsync_folder(root)
+    if existing_real_folder(root, name) is None:
+        raise FileNotFoundError(f"{folder} vanished right after it was created")
+    return folder
+
+
+def existing_real_folder(root: Path, name: str) -> Path | None:
+    """Return ``root / name`` if it is a real folder, None if it does not exist.
+
+    Raises:
+        UnsafePathError: If ``root / name`` is a symlink or not a folder.
+    """
+    folder = root / name
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(mode):
+        raise UnsafePathError(f"{folder} is a symlink or not a folder; it is not used")
+    return folder
+
+
+def lstat_regular(path: Path) -> os.stat_result | None:
+    """Return ``path``'s own status if it is a regular file, None if it does not exist.
+
+    Raises:
+        UnsafePathError: If ``path`` is a symlink, a folder or any other kind of file.
+    """
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        raise UnsafePathError(f"{path} is a symlink or not a regular file; it is not used")
+    return status
+
+
+def read_regular(path: Path) -> bytes:
+    """Read a regular file without following a symlink in its last component.
+
+    Raises:
+        UnsafePathError: If ``path`` is a symlink or not a regular file.
+        OSError: If it cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnsafePathError(f"{path} is a symlink; it is not read") from exc
+        raise
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise UnsafePathError(f"{path} is not a regular file; it is not read")
+        return file.read()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file and a rename.
+
+    The temporary file, ``.{stem}.{random}.partial`` in the same folder, is removed if the write
+    fails; after a crash it stays behind for :func:`remove_stale_temp_files`.
+
+    Raises:
+        OSError: If the write, the fsync or the rename fails.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    # The rename is durable only once the folder entry is on disk.
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (created, renamed or removed files) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: Path, *, min_age_s: float) -> int:
+    """Remove the temporary files in ``folder`` older than ``min_age_s``.
+
+    Younger ones may belong to a live writer in another process sharing the folder.
+
+    Returns:
+        How many were removed.
+    """
+    cutoff = time.time() - min_age_s
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not is_temp_name(entry.name) or entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            Path(entry.path).unlink(missing_ok=True)
+            logger.warning(f"removed {entry.path}, left by a write that never completed")
+            removed += 1
+    return removed
+
+
+def real_subfolders(root: Path, name: re.Pattern[str]) -> list[Path]:
+    """Return the real folders directly in ``root`` whose names match ``name``, sorted.
+
+    Symlinks are skipped, so nothing outside ``root`` is visited. A missing root has none.
+    """
+    try:
+        with os.scandir(root) as entries:
+            return sorted(
+                Path(entry.path)
+                for entry in entries
+                if name.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []
