@@ -34,6 +34,13 @@ from pipecat_audio_capture.cli_index import (
     open_index,
     resolve_target,
 )
+from pipecat_audio_capture.cli_maintenance import (
+    add_audio_options,
+    retention_period,
+    run_delete,
+    run_purge,
+    run_replay,
+)
 from pipecat_audio_capture.errors import AudioCaptureError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
@@ -271,4 +278,38 @@ def _parser() -> argparse.ArgumentParser:
         "created with its folder; on PostgreSQL the tables go to the DSN's search_path schema.",
     )
 
+    replay = add(
+        "replay",
+        run_replay,
+        "store what the spool kept while storage was down",
+        "Store every segment and transcript row the spool holds (audio to --recordings or\n"
+        "--bucket, rows to the index) and remove each entry once it is stored. Running it twice\n"
+        "stores nothing twice. Exits 2 while entries remain.",
+    )
+    replay.add_argument("--spool", metavar="DIR", type=Path, required=True, help="spool folder")
+    add_audio_options(replay)
+
+    delete = add(
+        "delete",
+        run_delete,
+        "delete one call's audio, spool entries and index rows",
+        "Delete a call everywhere: its spool entries, then its audio (by its folder or prefix,\n"
+        "indexed or not), then its index rows. Safe to run again after a partial failure.",
+    )
+    delete.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
+    delete.add_argument("--spool", metavar="DIR", type=Path, help="spool folder, if used")
+    add_audio_options(delete)
+
+    purge = add(
+        "purge",
+        run_purge,
+        "delete every call older than a retention period",
+        "Delete, as `delete` does, every call whose last audio or transcript is older than\n"
+        "--older-than. Exits 2 if a call could not be deleted (run it again to finish).",
+    )
+    purge.add_argument(
+        "--older-than", type=retention_period, required=True, help="period: 30d, 12h, 90m"
+    )
+    purge.add_argument("--spool", metavar="DIR", type=Path, help="spool folder, if used")
+    add_audio_options(purge)
     return parser
