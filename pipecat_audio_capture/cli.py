@@ -16,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from pipecat_audio_capture import defaults
 from pipecat_audio_capture.cli_export import export_call
 from pipecat_audio_capture.cli_format import (
     call_log_records,
@@ -166,6 +167,16 @@ async def _migrate(args: argparse.Namespace, target: IndexTarget) -> int:
     return EXIT_OK
 
 
+async def _serve(args: argparse.Namespace, target: IndexTarget) -> int:
+    # Imported here: aiohttp and the pages are needed by this command only.
+    from pipecat_audio_capture.web import ServeOptions, serve
+    from pipecat_audio_capture.web.security import TOKEN_ENV
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    await serve(target, ServeOptions(args.host, args.port, args.recordings, token))
+    return EXIT_OK
+
+
 async def _read_call(
     session_arg: str, target: IndexTarget
 ) -> tuple[str, list[CallLogEntry], list[ResponseGap]]:
@@ -278,6 +289,32 @@ def _parser() -> argparse.ArgumentParser:
         "created with its folder; on PostgreSQL the tables go to the DSN's search_path schema.",
     )
 
+    serve = add(
+        "serve",
+        _serve,
+        "review the calls in a browser: who spoke when, and play any turn",
+        "Serve the call review on http://HOST:PORT/ until Ctrl-C: the calls, newest first; per\n"
+        "call a picture of who spoke when and the call log, with a player for every turn.\n"
+        "Audio is served only for indexed segments, local files only from under --recordings.\n"
+        "Listening anywhere but loopback needs an access token, which every request must then\n"
+        "carry (open the page once with ?token=TOKEN, or send Authorization: Bearer TOKEN).",
+    )
+    serve.add_argument(
+        "--host", default=defaults.SERVE_HOST, help=f"address to listen on ({defaults.SERVE_HOST})"
+    )
+    serve.add_argument(
+        "--port", type=_non_negative, default=defaults.SERVE_PORT, help=f"({defaults.SERVE_PORT})"
+    )
+    serve.add_argument(
+        "--recordings",
+        metavar="DIR",
+        type=Path,
+        help="folder file:// audio is served from (the SQLite index's folder)",
+    )
+    serve.add_argument(
+        "--token",
+        help="access token, 16+ characters ($PIPECAT_AUDIO_CAPTURE_TOKEN, which ps does not show)",
+    )
     replay = add(
         "replay",
         run_replay,

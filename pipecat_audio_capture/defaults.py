@@ -92,3 +92,13 @@ be back: a blip is retried, an outage leaves the entry for the next replay."""
 CLI_DB = "recordings/index.sqlite3"
 """The SQLite index the command-line tool reads when given neither ``--db`` nor ``--dsn`` nor an
 environment variable: where the offline demo writes."""
+
+SERVE_HOST = "127.0.0.1"
+"""Address ``pipecat-audio-capture serve`` listens on: loopback, so only this machine can connect.
+Any other address needs an access token."""
+
+SERVE_PORT = 8765
+"""Port ``pipecat-audio-capture serve`` listens on."""
+
+SERVE_PAGE_SIZE = 50
+"""Calls per page of the call review's session list (the ``sessions`` command lists as many)."""

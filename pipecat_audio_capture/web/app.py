@@ -1,0 +1,139 @@
+"""The call review web application: the list of calls, one call, and its audio.
+
+Routes:
+
+- ``GET /?page=N``: the calls, newest first, :data:`~pipecat_audio_capture.defaults.SERVE_PAGE_SIZE`
+  per page.
+- ``GET /sessions/{session_id}``: one call: who spoke when, and the call log with a player per
+  turn.
+- ``GET /audio/{segment_id}``: an indexed segment's audio (see :mod:`.audio`).
+- ``GET /static/...``: the stylesheet and the script; ``GET /favicon.ico``: 204, no icon.
+
+Every request passes the access check of :mod:`.security`, and every response carries its
+security headers. An id that is not a canonical UUID, or that the index does not hold, is a 404;
+a failing index (or GCS signer) is a 503, logged.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from loguru import logger
+
+from pipecat_audio_capture import defaults
+from pipecat_audio_capture.errors import InvalidIdError, StorageError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.storage.index import MetadataIndex
+from pipecat_audio_capture.web.audio import audio_response
+from pipecat_audio_capture.web.render import session_page, sessions_page
+from pipecat_audio_capture.web.security import access_middleware, add_security_headers
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client
+
+STATIC_DIR = Path(__file__).with_name("static")
+MAX_PAGE_DIGITS = 9
+"""Longest page number accepted: the offset it makes must fit a 64-bit integer."""
+
+
+def create_app(
+    index: MetadataIndex,
+    *,
+    recordings: Path | None,
+    token: str | None = None,
+    page_size: int = defaults.SERVE_PAGE_SIZE,
+    gcs_client: "Client | None" = None,
+) -> web.Application:
+    """Return the call review application, reading an index that the caller opened and closes.
+
+    Binding the address is the caller's business; see :func:`.server.serve`, which also
+    refuses to listen beyond loopback without a token.
+
+    Args:
+        index: The index to read.
+        recordings: The folder ``file://`` audio is served from (nothing outside it is read);
+            None serves no local audio.
+        token: The access token every request must carry, or None to answer only requests
+            addressed to localhost.
+        page_size: Calls per page of the list.
+        gcs_client: The client whose credentials sign ``gs://`` audio URLs; None uses
+            Application Default Credentials.
+    """
+    views = _Views(index, recordings, page_size, gcs_client)
+    app = web.Application(middlewares=[access_middleware(token), _storage_errors])
+    app.on_response_prepare.append(add_security_headers)
+    app.router.add_get("/", views.sessions)
+    app.router.add_get("/sessions/{session_id}", views.session)
+    app.router.add_get("/audio/{segment_id}", views.audio)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/favicon.ico", _no_icon)
+    return app
+
+
+@dataclass(frozen=True)
+class _Views:
+    index: MetadataIndex
+    recordings: Path | None
+    page_size: int
+    gcs_client: "Client | None"
+
+    async def sessions(self, request: web.Request) -> web.Response:
+        page = _page_number(request)
+        # One more than a page tells whether a next page exists.
+        rows = await self.index.list_sessions(
+            limit=self.page_size + 1, offset=(page - 1) * self.page_size
+        )
+        if page > 1 and not rows:
+            raise web.HTTPNotFound(text=f"404: there is no page {page} of calls")
+        return _html(sessions_page(rows[: self.page_size], page, len(rows) > self.page_size))
+
+    async def session(self, request: web.Request) -> web.Response:
+        session_id = _uuid_or_404(request.match_info["session_id"])
+        entries = await self.index.call_log(session_id)
+        if not entries:
+            raise web.HTTPNotFound(text="404: no such call in this index")
+        gaps = await self.index.response_gaps(session_id)
+        return _html(session_page(session_id, entries, gaps))
+
+    async def audio(self, request: web.Request) -> web.StreamResponse:
+        meta = await self.index.segment(_uuid_or_404(request.match_info["segment_id"]))
+        if meta is None:
+            raise web.HTTPNotFound(text="404: no such segment in this index")
+        return await audio_response(meta, self.recordings, self.gcs_client)
+
+
+@web.middleware
+async def _storage_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StorageError as exc:
+        logger.error(f"{request.method} {request.path} failed: {exc}")
+        raise web.HTTPServiceUnavailable(
+            text="503: the index or the audio store cannot be reached; the server log says why"
+        ) from exc
+
+
+async def _no_icon(request: web.Request) -> web.Response:
+    # Browsers ask for it on every page; an empty answer keeps their console free of 404s,
+    # where a violation of the Content-Security-Policy would show.
+    return web.Response(status=204)
+
+
+def _page_number(request: web.Request) -> int:
+    text = request.query.get("page", "1")
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_PAGE_DIGITS and int(text)):
+        raise web.HTTPBadRequest(text="400: page must be a whole number from 1")
+    return int(text)
+
+
+def _uuid_or_404(value: str) -> str:
+    try:
+        return require_uuid(value)
+    except InvalidIdError as exc:
+        raise web.HTTPNotFound(text="404: not a known id") from exc
+
+
+def _html(page: str) -> web.Response:
+    return web.Response(text=page, content_type="text/html", charset="utf-8")

@@ -1,0 +1,69 @@
+"""Serving one indexed segment's audio: a local WAV file, or a redirect to a signed GCS URL.
+
+Only segments found in the index are served, and a local file only if it lies under the
+recordings folder once symlinks are resolved and is the segment's own file
+(``{session_id}/{segment_id}.wav``), so neither a request nor a row of the index can make the
+server read anything else (the index file next to the recordings, for one).
+"""
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from loguru import logger
+
+from pipecat_audio_capture.errors import StorageError
+from pipecat_audio_capture.playback import local_path, signed_url
+from pipecat_audio_capture.records import SegmentMetadata
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client
+
+WAV_CONTENT_TYPE = "audio/wav"
+
+
+async def audio_response(
+    meta: SegmentMetadata, recordings: Path | None, gcs_client: "Client | None"
+) -> web.StreamResponse:
+    """Return the response that plays a segment.
+
+    A ``file://`` segment is sent with range support (``206 Partial Content`` for a ``Range``
+    request), which the browser's player needs to seek. A ``gs://`` segment answers
+    ``302 Found`` to a V4 signed URL valid for
+    :data:`~pipecat_audio_capture.playback.SIGNED_URL_EXPIRES_S`; the signing runs in a thread,
+    as it may call the IAM API.
+
+    Args:
+        meta: The segment, as the index holds it.
+        recordings: The folder local audio is served from; None serves no local audio.
+        gcs_client: The client whose credentials sign, or None for Application Default
+            Credentials.
+
+    Raises:
+        HTTPNotFound: If the audio is not servable from here: local audio outside
+            ``recordings`` or not the segment's own file, a missing file, or another scheme.
+        HTTPFound: The redirect to the signed URL of a ``gs://`` segment.
+        StorageError: If signing a ``gs://`` URL fails.
+    """
+    scheme = urlsplit(meta.audio_url).scheme
+    if scheme == "gs":
+        url = await asyncio.to_thread(signed_url, meta.audio_url, client=gcs_client)
+        raise web.HTTPFound(url)
+    if scheme != "file":
+        raise _refused(meta, f"{scheme or 'scheme-less'} audio URLs are not served")
+    if recordings is None:
+        raise _refused(meta, "no recordings folder is configured (serve --recordings DIR)")
+    try:
+        path = await asyncio.to_thread(local_path, meta.audio_url, root=recordings)
+    except StorageError as exc:
+        raise _refused(meta, str(exc)) from exc
+    if (path.parent.name, path.name) != (meta.session_id, f"{meta.segment_id}.wav"):
+        raise _refused(meta, f"{path} is not the segment's own recording")
+    return web.FileResponse(path, headers={"Content-Type": WAV_CONTENT_TYPE})
+
+
+def _refused(meta: SegmentMetadata, reason: str) -> web.HTTPNotFound:
+    logger.warning(f"not serving the audio of segment {meta.segment_id}: {reason}")
+    return web.HTTPNotFound(text="404: no playable audio for this segment")

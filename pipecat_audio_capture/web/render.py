@@ -1,0 +1,209 @@
+"""The call review's pages, rendered on the server from the index's read-side views.
+
+Everything is built with :mod:`pipecat_audio_capture.web.markup`, so every value from the index
+is escaped. Pages load one stylesheet and one script from ``/static/`` and carry no inline
+script or style, as the Content-Security-Policy demands.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+from urllib.parse import quote
+
+from pipecat_audio_capture.cli_format import format_clock, format_size, response_gap_by_turn
+from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap, SessionSummary
+from pipecat_audio_capture.web.markup import Html, element, fragment
+from pipecat_audio_capture.web.timeline import LANE_LABELS, audio_element_id, timeline
+
+TITLE = "Call review"
+
+
+def sessions_page(summaries: Sequence[SessionSummary], page: int, has_next: bool) -> Html:
+    """Return the list of calls, newest first: one page of ``session_summary``.
+
+    Args:
+        summaries: The calls of this page.
+        page: The page number, from 1.
+        has_next: Whether older calls follow on the next page.
+    """
+    if summaries:
+        body = _sessions_table(summaries)
+    else:
+        body = element("p", {"class": "empty"}, "No calls are recorded in this index yet.")
+    pages = []
+    if page > 1:
+        pages.append(element("a", {"href": _page_url(page - 1), "rel": "prev"}, "← newer calls"))
+    pages.append(element("span", {"class": "page"}, f"page {page}"))
+    if has_next:
+        pages.append(element("a", {"href": _page_url(page + 1), "rel": "next"}, "older calls →"))
+    return _layout(
+        TITLE if page == 1 else f"{TITLE}, page {page}",
+        element("h1", None, "Calls"),
+        body,
+        element("nav", {"class": "pages"}, *pages),
+    )
+
+
+def session_page(
+    session_id: str, entries: Sequence[CallLogEntry], gaps: Sequence[ResponseGap]
+) -> Html:
+    """Return one call: a picture of who spoke when, then every turn in spoken order.
+
+    Args:
+        session_id: The call's UUID.
+        entries: Its ``session_call_log`` rows in spoken order (at least one).
+        gaps: Its ``session_response_gaps`` rows.
+    """
+    started = entries[0].occurred_at
+    ends = [entry.ended_at or entry.occurred_at for entry in entries]
+    length_s = (max(ends) - started).total_seconds()
+    interrupted = sum(1 for entry in entries if _interrupted(entry))
+    turns = f"{len(entries)} turn{'' if len(entries) == 1 else 's'}"
+    facts = (
+        f"{turns}, {format_clock(length_s)} long, {interrupted} interrupted; "
+        "times are since the call started"
+    )
+    picture = timeline(entries)
+    figure = (
+        element(
+            "figure",
+            {"class": "call-picture"},
+            picture,
+            element("figcaption", None, _legend()),
+        )
+        if picture
+        else Html("")
+    )
+    return _layout(
+        f"{TITLE}: call of {_utc(started)}",
+        element("p", {"class": "back"}, element("a", {"href": "/"}, "← all calls")),
+        element("h1", None, f"Call of {_utc(started)}"),
+        element("p", {"class": "session-id"}, "session ", element("code", None, session_id)),
+        element("p", {"class": "facts"}, facts),
+        figure,
+        element("h2", None, "Call log"),
+        _call_log_table(entries, gaps),
+    )
+
+
+def _layout(title: str, *content: str) -> Html:
+    head = element(
+        "head",
+        None,
+        element("meta", {"charset": "utf-8"}),
+        element("meta", {"name": "viewport", "content": "width=device-width, initial-scale=1"}),
+        element("title", None, title),
+        element("link", {"rel": "stylesheet", "href": "/static/review.css"}),
+        element("script", {"src": "/static/review.js", "defer": True}),
+    )
+    body = element("body", None, element("main", None, *content))
+    return Html("<!doctype html>\n" + element("html", {"lang": "en"}, head, body))
+
+
+def _sessions_table(summaries: Sequence[SessionSummary]) -> Html:
+    headers = ["Started (UTC)", "Length", "Turns", "User talk", "Bot talk", "Interruptions"]
+    headers += ["Size", "Session"]
+    rows = []
+    for summary in summaries:
+        href = f"/sessions/{quote(summary.session_id, safe='')}"
+        length_s = (summary.ended_at - summary.started_at).total_seconds()
+        cells = [
+            element("a", {"href": href}, _utc(summary.started_at)),
+            format_clock(length_s),
+            str(summary.turns),
+            _seconds(summary.user_talk_ms),
+            _seconds(summary.bot_talk_ms),
+            str(summary.interruptions),
+            format_size(summary.bytes),
+            element("a", {"href": href}, element("code", None, summary.session_id)),
+        ]
+        rows.append(element("tr", None, *(element("td", None, cell) for cell in cells)))
+    return _table("sessions", headers, rows)
+
+
+def _call_log_table(entries: Sequence[CallLogEntry], gaps: Sequence[ResponseGap]) -> Html:
+    headers = ["#", "At", "Role", "Text", "Duration", "Response gap", "Interrupted", "Audio"]
+    gap_of = response_gap_by_turn(gaps)
+    start = entries[0].occurred_at
+    rows = []
+    for number, entry in enumerate(entries, start=1):
+        role = LANE_LABELS[entry.role]
+        gap = gap_of.get(entry.turn_id) if entry.role == "assistant" else None
+        text = (
+            element("em", None, "(no transcript)")
+            if entry.text is None
+            else element("span", {"class": "said"}, entry.text)
+        )
+        cells = [
+            str(number),
+            format_clock((entry.occurred_at - start).total_seconds()),
+            element("span", {"class": f"role {role}"}, role),
+            text,
+            _seconds(entry.duration_ms),
+            _seconds(gap),
+            _interruption(entry),
+            _audio(number, entry),
+        ]
+        attrs = {"id": f"turn-{number}", "class": f"turn-row {role}"}
+        rows.append(element("tr", attrs, *(element("td", None, cell) for cell in cells)))
+    return _table("call-log", headers, rows)
+
+
+def _table(css_class: str, headers: Sequence[str], rows: Sequence[str]) -> Html:
+    head = element("thead", None, element("tr", None, *(element("th", None, h) for h in headers)))
+    return element("table", {"class": css_class}, head, element("tbody", None, *rows))
+
+
+def _audio(number: int, entry: CallLogEntry) -> Html:
+    if entry.segment_id is None:
+        return element("span", {"class": "no-audio"}, "no audio")
+    player = element(
+        "audio",
+        {
+            "id": audio_element_id(number),
+            "controls": True,
+            "preload": "metadata",
+            "src": f"/audio/{quote(entry.segment_id, safe='')}",
+        },
+        "audio of turn ",
+        str(number),
+    )
+    if entry.segment_count < 2:
+        return player
+    note = f"part 1 of {entry.segment_count}; the other parts are not played here"
+    return fragment(player, element("span", {"class": "parts"}, note))
+
+
+def _interruption(entry: CallLogEntry) -> Html:
+    if not _interrupted(entry):
+        return Html("")
+    mark = element("span", {"class": "interrupted"}, "interrupted")
+    if not entry.unplayed_ms:
+        return mark
+    unplayed = f"{entry.unplayed_ms / 1000:.2f} s never played"
+    return fragment(mark, element("span", {"class": "unplayed-note"}, unplayed))
+
+
+def _interrupted(entry: CallLogEntry) -> bool:
+    return bool(entry.audio_interrupted or entry.transcript_interrupted)
+
+
+def _legend() -> Html:
+    keys = [("user", "user"), ("bot", "bot"), ("cut", "cut short"), ("unplayed", "never played")]
+    items = [
+        element("span", {"class": "key"}, element("span", {"class": f"swatch {kind}"}), label)
+        for kind, label in keys
+    ]
+    hint = element("span", {"class": "hint"}, "Select a turn to play it.")
+    return fragment(*items, hint)
+
+
+def _page_url(page: int) -> str:
+    return "/" if page == 1 else f"/?page={page}"
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _seconds(ms: float | None) -> str:
+    return "" if ms is None else f"{ms / 1000:.2f} s"

@@ -1,0 +1,230 @@
+"""A call as a picture: the user's and the bot's turns on one time axis, as inline SVG.
+
+Drawn from the index alone (each turn's ``started_at``, ``ended_at`` and ``unplayed_ms``); no
+audio is read. Each turn with audio is a rectangle in its speaker's lane whose ``data-turn``
+names the turn's ``<audio>`` element, so a click plays it (``static/review.js``). An interrupted
+bot turn ends in a red cut marker, followed by a hatched stretch for the audio that was generated
+but never played, when the recorder knows how much: as long as that audio, or up to the bot's
+next turn (its title tells the whole amount). Turns with a transcript only appear in the call log,
+not here. Colours and fonts come from ``static/review.css``.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from pipecat_audio_capture.cli_format import format_clock
+from pipecat_audio_capture.storage.index import CallLogEntry
+from pipecat_audio_capture.web.markup import Attribute, Html, element, fragment
+
+WIDTH = 1000
+"""Width of the viewBox; the picture scales to the page's width."""
+LEFT = 56
+RIGHT = 16
+TOP = 8
+LANE_HEIGHT = 34
+LANE_GAP = 10
+AXIS_HEIGHT = 30
+HEIGHT = TOP + 2 * LANE_HEIGHT + LANE_GAP + AXIS_HEIGHT
+MIN_TURN_WIDTH = 3.0
+"""Narrowest a turn is drawn, in viewBox units, so that a very short turn can still be clicked."""
+TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+MAX_TICKS = 10
+
+LANE_TOPS = {"user": TOP, "assistant": TOP + LANE_HEIGHT + LANE_GAP}
+LANE_LABELS = {"user": "user", "assistant": "bot"}
+
+
+def audio_element_id(number: int) -> str:
+    """Return the id of the ``<audio>`` element of the call log's turn ``number`` (1-based)."""
+    return f"audio-{number}"
+
+
+def _is_cut_bot_turn(entry: CallLogEntry) -> bool:
+    """Whether a turn is a bot turn that the audio or the transcript side flagged as cut short."""
+    return entry.role == "assistant" and bool(
+        entry.audio_interrupted or entry.transcript_interrupted
+    )
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A turn with audio, in seconds since the call started."""
+
+    number: int
+    entry: CallLogEntry
+    begin_s: float
+    end_s: float
+    cut: bool
+    unplayed_s: float
+    hatch_end_s: float
+    """Where the hatched stretch of unplayed audio ends (``end_s`` when there is none)."""
+
+
+def timeline(entries: Sequence[CallLogEntry]) -> Html:
+    """Return the picture of a call, or nothing when no turn has audio.
+
+    Args:
+        entries: The call log in spoken order; time 0 is the first turn's ``occurred_at``, as in
+            the log's "at" column.
+    """
+    turns = _turns_with_audio(entries)
+    if not turns:
+        return Html("")
+    # The hatched stretch of a cut turn may reach past the call's end; the axis covers it.
+    span_s = max(max(turn.hatch_end_s for turn in turns), 0.001)
+    return element(
+        "svg",
+        {
+            "class": "timeline",
+            "viewBox": f"0 0 {WIDTH} {HEIGHT}",
+            "role": "group",
+            "aria-label": "who spoke when; select a turn to play it",
+        },
+        _definitions(),
+        _lanes(),
+        _ticks(span_s),
+        *(_turn(turn, span_s) for turn in turns),
+    )
+
+
+def _turns_with_audio(entries: Sequence[CallLogEntry]) -> list[_Turn]:
+    if not entries:
+        return []
+    start = entries[0].occurred_at
+    turns = []
+    for number, entry in enumerate(entries, start=1):
+        if entry.started_at is None or entry.ended_at is None:
+            continue
+        cut = _is_cut_bot_turn(entry)
+        end_s = (entry.ended_at - start).total_seconds()
+        unplayed_s = (entry.unplayed_ms or 0.0) / 1000 if cut else 0.0
+        turns.append(
+            _Turn(
+                number=number,
+                entry=entry,
+                begin_s=(entry.started_at - start).total_seconds(),
+                end_s=end_s,
+                cut=cut,
+                unplayed_s=unplayed_s,
+                hatch_end_s=end_s + unplayed_s,
+            )
+        )
+    # Drawn past the bot's next turn, the stretch would read as that turn being cut too.
+    # Turns are in spoken order, so the first bot turn found is the next one.
+    for index, turn in enumerate(turns):
+        next_bot_s = next(
+            (
+                later.begin_s
+                for later in turns[index + 1 :]
+                if later.entry.role == "assistant" and later.begin_s >= turn.end_s
+            ),
+            None,
+        )
+        if turn.unplayed_s and next_bot_s is not None:
+            turns[index] = replace(turn, hatch_end_s=min(turn.hatch_end_s, next_bot_s))
+    return turns
+
+
+def _x(seconds: float, span_s: float) -> float:
+    return LEFT + seconds / span_s * (WIDTH - LEFT - RIGHT)
+
+
+def _definitions() -> Html:
+    stripe = element("rect", {"class": "unplayed-stripe", "width": 3, "height": 6})
+    pattern = element(
+        "pattern",
+        {
+            "id": "unplayed-hatch",
+            "patternUnits": "userSpaceOnUse",
+            "width": 6,
+            "height": 6,
+            "patternTransform": "rotate(45)",
+        },
+        stripe,
+    )
+    return element("defs", None, pattern)
+
+
+def _lanes() -> Html:
+    parts = []
+    for role, top in LANE_TOPS.items():
+        box: dict[str, Attribute] = {
+            "x": LEFT,
+            "y": top,
+            "width": WIDTH - LEFT - RIGHT,
+            "height": LANE_HEIGHT,
+        }
+        parts.append(element("rect", {"class": "lane", **box}))
+        label: dict[str, Attribute] = {
+            "class": "lane-label",
+            "x": LEFT - 8,
+            "y": top + LANE_HEIGHT / 2 + 5,
+        }
+        parts.append(element("text", label, LANE_LABELS[role]))
+    return fragment(*parts)
+
+
+def _ticks(span_s: float) -> Html:
+    step = next((step for step in TICK_STEPS_S if span_s / step <= MAX_TICKS), TICK_STEPS_S[-1])
+    axis_y = TOP + 2 * LANE_HEIGHT + LANE_GAP
+    parts = []
+    for index in range(int(span_s // step) + 1):
+        seconds = index * step
+        x = _fmt(_x(seconds, span_s))
+        parts.append(element("line", {"class": "tick", "x1": x, "x2": x, "y1": TOP, "y2": axis_y}))
+        minutes, secs = divmod(seconds, 60)
+        label: dict[str, Attribute] = {"class": "tick-label", "x": x, "y": axis_y + 18}
+        parts.append(element("text", label, f"{minutes}:{secs:02d}"))
+    return fragment(*parts)
+
+
+def _turn(turn: _Turn, span_s: float) -> Html:
+    entry = turn.entry
+    x0 = _x(turn.begin_s, span_s)
+    width = max(_x(turn.end_s, span_s) - x0, MIN_TURN_WIDTH)
+    x1 = x0 + width
+    top = LANE_TOPS[entry.role] + 3
+    bar: dict[str, Attribute] = {"y": top, "height": LANE_HEIGHT - 6}
+    role = LANE_LABELS[entry.role]
+    said = entry.text if entry.text is not None else "(no transcript)"
+    summary = (
+        f"turn {turn.number}, {role}, {format_clock(turn.begin_s)} to {format_clock(turn.end_s)}"
+        f"{', interrupted' if turn.cut else ''}: {said}"
+    )
+    parts = [
+        element(
+            "rect",
+            {
+                "class": f"turn {role}{' interrupted' if turn.cut else ''}",
+                "x": _fmt(x0),
+                "width": _fmt(width),
+                **bar,
+                "rx": 3,
+                "data-turn": audio_element_id(turn.number),
+                "tabindex": 0,
+                "role": "button",
+                "aria-label": f"play turn {turn.number} ({role})",
+            },
+            element("title", None, summary),
+        )
+    ]
+    if turn.unplayed_s:
+        unplayed_width = max(_x(turn.hatch_end_s, span_s) - x1, 0.0)
+        note = f"turn {turn.number}: {turn.unplayed_s:.2f} s generated but never played"
+        parts.append(
+            element(
+                "rect",
+                {"class": "unplayed", "x": _fmt(x1), "width": _fmt(unplayed_width), **bar},
+                element("title", None, note),
+            )
+        )
+    if turn.cut:
+        cut_x = _fmt(x1)
+        ends = {"y1": top - 3, "y2": top + LANE_HEIGHT - 3}
+        parts.append(element("line", {"class": "cut", "x1": cut_x, "x2": cut_x, **ends}))
+    return fragment(*parts)
+
+
+def _fmt(value: float) -> str:
+    """Return a coordinate with two decimals: enough at this scale, and short to send."""
+    return f"{value:.2f}"
