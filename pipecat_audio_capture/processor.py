@@ -55,7 +55,11 @@ class ProcessorStats:
 
 @dataclass
 class _OpenSegment:
-    """Audio gathered for one part of one turn, kept as references to the frames' bytes."""
+    """Audio gathered for one part of one turn, kept as references to the frames' bytes.
+
+    Bot parts also keep when each chunk is due to play (``starts``): TTS audio can arrive with
+    pauses between chunks, and a barge-in must be cut at the chunk that was playing.
+    """
 
     turn_id: str
     speaker: Speaker
@@ -65,6 +69,7 @@ class _OpenSegment:
     play_start: float
     context_id: str | None = None
     chunks: list[bytes] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
     nbytes: int = 0
 
     @property
@@ -81,11 +86,31 @@ class _OpenSegment:
 
     @property
     def play_end(self) -> float:
+        if self.starts:
+            return self.starts[-1] + len(self.chunks[-1]) / self.byte_rate
         return self.play_start + self.duration_s
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes, start: float | None = None) -> None:
         self.chunks.append(chunk)
+        if start is not None:
+            self.starts.append(start)
         self.nbytes += len(chunk)
+
+    def shift(self, delay_s: float) -> None:
+        """Move the part later on the play-out clock."""
+        self.play_start += delay_s
+        self.started_at += timedelta(seconds=delay_s)
+        self.starts = [start + delay_s for start in self.starts]
+
+    def played_bytes(self, now: float) -> int:
+        """Bytes of the part that had started playing by ``now`` (whole sample frames)."""
+        played = 0
+        for chunk, start in zip(self.chunks, self.starts, strict=True):
+            if start >= now:
+                break
+            elapsed = int((now - start) * self.sample_rate) * self.frame_bytes
+            played += min(len(chunk), elapsed)
+        return played
 
     def truncate(self, keep_bytes: int) -> None:
         """Keep only the first ``keep_bytes`` bytes (a whole number of sample frames)."""
@@ -99,16 +124,17 @@ class _OpenSegment:
             kept.append(chunk)
             total += len(chunk)
         self.chunks = kept
+        self.starts = self.starts[: len(kept)]
         self.nbytes = total
 
     def next_part(self, sample_rate: int, num_channels: int, play_start: float) -> "_OpenSegment":
-        """A new segment of the same turn starting where this one ends."""
+        """A new segment of the same turn starting at ``play_start``."""
         return _OpenSegment(
             turn_id=self.turn_id,
             speaker=self.speaker,
             sample_rate=sample_rate,
             num_channels=num_channels,
-            started_at=self.started_at + timedelta(seconds=self.duration_s),
+            started_at=self.started_at + timedelta(seconds=play_start - self.play_start),
             play_start=play_start,
             context_id=self.context_id,
         )
@@ -176,6 +202,14 @@ class AudioCaptureProcessor(FrameProcessor):
         self._preroll_s = preroll_s
         self._max_segment_s = max_segment_s
         self._stats = ProcessorStats()
+        # One wall-clock anchor: every timestamp is derived from the monotonic clock through it,
+        # so timestamps of one call never step back when the system clock is adjusted.
+        self._wall_anchor = datetime.now(UTC)
+        self._mono_anchor = time.monotonic()
+        # Where the last user segment ended (monotonic); a pre-roll never reaches back before it.
+        self._user_end = float("-inf")
+        self._bot_end = float("-inf")
+        self._last_bot_turn: str | None = None
 
         self._preroll: deque[bytes] = deque()
         self._preroll_bytes = 0
@@ -224,8 +258,7 @@ class AudioCaptureProcessor(FrameProcessor):
 
     def _handle(self, frame: Frame, direction: FrameDirection) -> list[PendingAudioSegment]:
         if isinstance(frame, InputAudioRawFrame):
-            self._on_input_audio(frame)
-            return []
+            return self._on_input_audio(frame)
         if isinstance(frame, OutputAudioRawFrame):
             if direction == FrameDirection.DOWNSTREAM:
                 return self._on_bot_audio(frame)
@@ -268,20 +301,22 @@ class AudioCaptureProcessor(FrameProcessor):
 
     # User side.
 
-    def _on_input_audio(self, frame: InputAudioRawFrame) -> None:
+    def _on_input_audio(self, frame: InputAudioRawFrame) -> list[PendingAudioSegment]:
+        finished: list[PendingAudioSegment] = []
         audio = self._whole_samples(frame)
         if not audio:
-            return
+            return finished
         user = self._user
         if user is None:
             self._keep_preroll(audio, frame.sample_rate, frame.num_channels)
-            return
+            return finished
         if (frame.sample_rate, frame.num_channels) != (user.sample_rate, user.num_channels) or (
             user.nbytes + len(audio) > self._max_bytes(user)
         ):
-            self._submit(user, interrupted=False)
-            user = self._user = user.next_part(frame.sample_rate, frame.num_channels, 0.0)
+            finished += self._submit(user, interrupted=False)
+            user = self._user = user.next_part(frame.sample_rate, frame.num_channels, user.play_end)
         user.append(audio)
+        return finished
 
     def _keep_preroll(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
         if self._preroll_format != (sample_rate, num_channels):
@@ -289,7 +324,7 @@ class AudioCaptureProcessor(FrameProcessor):
             self._preroll_bytes = 0
             self._preroll_format = (sample_rate, num_channels)
         frame_bytes = SAMPLE_WIDTH_BYTES * num_channels
-        limit = int(self._preroll_s * sample_rate) * frame_bytes
+        limit = int(min(self._preroll_s, self._max_segment_s) * sample_rate) * frame_bytes
         self._preroll.append(audio)
         self._preroll_bytes += len(audio)
         while self._preroll_bytes > limit:
@@ -308,13 +343,16 @@ class AudioCaptureProcessor(FrameProcessor):
         now = time.monotonic()
         sample_rate, num_channels = self._preroll_format or (16000, 1)
         preroll_s = self._preroll_bytes / (sample_rate * SAMPLE_WIDTH_BYTES * num_channels)
+        # Audio that arrived in a burst holds more than the wall time it covers; clamping keeps
+        # one speaker's segments from overlapping.
+        start = max(now - preroll_s, self._user_end)
         self._user = _OpenSegment(
             turn_id=self._turn_ids.start_turn("user", at=now),
             speaker="user",
             sample_rate=sample_rate,
             num_channels=num_channels,
-            started_at=datetime.now(UTC) - timedelta(seconds=preroll_s),
-            play_start=now - preroll_s,
+            started_at=self._wall(start),
+            play_start=start,
             chunks=list(self._preroll),
             nbytes=self._preroll_bytes,
         )
@@ -346,6 +384,9 @@ class AudioCaptureProcessor(FrameProcessor):
             start = max(self._play_cursor, now - duration_s)
         else:
             start = max(self._play_cursor, now)
+        # A segment already handed over keeps its place on the time line even if the transport
+        # disagreed with the play-out clock; the next audio starts after it.
+        start = max(start, self._bot_end)
         self._play_cursor = start + duration_s
 
         context_id = getattr(frame, "context_id", None)
@@ -354,30 +395,55 @@ class AudioCaptureProcessor(FrameProcessor):
         if last is None or (
             context_id is not None and last.context_id is not None and context_id != last.context_id
         ):
-            last = self._new_bot_turn(frame, start, context_id)
-        elif (frame.sample_rate, frame.num_channels) != (last.sample_rate, last.num_channels) or (
-            last.nbytes + len(audio) > self._max_bytes(last)
-        ):
-            part = last.next_part(frame.sample_rate, frame.num_channels, start)
             if self._after_output:
-                # Played audio is final: hand the full part over now rather than holding it.
-                self._bot.pop()
-                finished = self._submit(last, interrupted=False)
+                # Played audio is final: the previous turn is complete once another one begins.
+                finished += self._flush_bot(interrupted=False, unplayed_ms=None)
+            self._new_bot_turn(frame, start, context_id)
+        finished += self._extend_bot(audio, frame.sample_rate, frame.num_channels, start)
+        return finished + self._release_played_parts(now)
+
+    def _extend_bot(
+        self, audio: bytes, sample_rate: int, num_channels: int, start: float
+    ) -> list[PendingAudioSegment]:
+        """Add audio to the bot's last part, starting a new part on a format change or the cap."""
+        finished: list[PendingAudioSegment] = []
+        last = self._bot[-1]
+        if last.nbytes and (
+            (sample_rate, num_channels) != (last.sample_rate, last.num_channels)
+            or last.nbytes + len(audio) > self._max_bytes(last)
+        ):
+            part = last.next_part(sample_rate, num_channels, start)
+            if self._after_output:
+                # Played audio is final: hand it over now rather than holding it.
+                finished += self._flush_bot(interrupted=False, unplayed_ms=None)
             self._bot.append(part)
             last = part
-        last.append(audio)
+        last.append(audio, start)
+        return finished
+
+    def _release_played_parts(self, now: float) -> list[PendingAudioSegment]:
+        """Hand over the parts of a long bot turn that have finished playing.
+
+        A turn split at ``max_segment_s`` would otherwise keep every played part in memory until
+        its ``BotStoppedSpeakingFrame``. Only parts followed by another part of the same turn go:
+        a turn's last part waits for its stop, which is what the flush rules key on.
+        """
+        finished: list[PendingAudioSegment] = []
+        bot = self._bot
+        while len(bot) > 1 and bot[0].turn_id == bot[1].turn_id and bot[0].play_end <= now:
+            unplayed = None if self._after_output else 0.0
+            finished += self._submit(bot.popleft(), interrupted=False, unplayed_ms=unplayed)
         return finished
 
     def _new_bot_turn(
         self, frame: OutputAudioRawFrame, start: float, context_id: str | None
     ) -> _OpenSegment:
-        now = time.monotonic()
         segment = _OpenSegment(
             turn_id=self._turn_ids.start_turn("bot", at=start),
             speaker="bot",
             sample_rate=frame.sample_rate,
             num_channels=frame.num_channels,
-            started_at=datetime.now(UTC) + timedelta(seconds=start - now),
+            started_at=self._wall(start),
             play_start=start,
             context_id=context_id,
         )
@@ -395,8 +461,7 @@ class AudioCaptureProcessor(FrameProcessor):
         delay = time.monotonic() - self._bot[0].play_start
         if delay > 0:
             for part in self._bot:
-                part.play_start += delay
-                part.started_at += timedelta(seconds=delay)
+                part.shift(delay)
             self._play_cursor += delay
         self._head_anchored = True
 
@@ -410,9 +475,10 @@ class AudioCaptureProcessor(FrameProcessor):
             return []
         head_turn = self._bot[0].turn_id
         finished: list[PendingAudioSegment] = []
+        unplayed = None if self._after_output else 0.0
         while self._bot and self._bot[0].turn_id == head_turn:
             part = self._bot.popleft()
-            finished += self._submit(part, interrupted=False)
+            finished += self._submit(part, interrupted=False, unplayed_ms=unplayed)
         self._turn_ids.end_turn(head_turn)
         self._head_anchored = False
         return finished
@@ -429,15 +495,16 @@ class AudioCaptureProcessor(FrameProcessor):
         played: list[_OpenSegment] = []
         unplayed_s = 0.0
         for part in self._bot:
-            if part.play_start >= now:
-                unplayed_s += part.duration_s
-                if not any(p.turn_id == part.turn_id for p in played):
+            keep = part.played_bytes(now)
+            unplayed_s += (part.nbytes - keep) / part.byte_rate
+            if keep == 0:
+                heard = self._last_bot_turn == part.turn_id or any(
+                    p.turn_id == part.turn_id for p in played
+                )
+                if not heard:
                     self._turn_ids.discard_turn(part.turn_id)
                 continue
-            if part.play_end > now:
-                keep = int((now - part.play_start) * part.sample_rate) * part.frame_bytes
-                unplayed_s += (part.nbytes - keep) / part.byte_rate
-                part.truncate(keep)
+            part.truncate(keep)
             played.append(part)
         self._bot.clear()
         self._play_cursor = now
@@ -499,6 +566,9 @@ class AudioCaptureProcessor(FrameProcessor):
             return audio[:-extra]
         return audio
 
+    def _wall(self, monotonic_s: float) -> datetime:
+        return self._wall_anchor + timedelta(seconds=monotonic_s - self._mono_anchor)
+
     def _max_bytes(self, segment: _OpenSegment) -> int:
         return max(
             segment.frame_bytes,
@@ -510,6 +580,11 @@ class AudioCaptureProcessor(FrameProcessor):
     ) -> list[PendingAudioSegment]:
         if part.nbytes == 0:
             return []
+        if part.speaker == "user":
+            self._user_end = part.play_end
+        else:
+            self._bot_end = max(self._bot_end, part.play_end)
+            self._last_bot_turn = part.turn_id
         segment = PendingAudioSegment(
             segment_id=new_id(),
             session_id=self._collector.session_id,
