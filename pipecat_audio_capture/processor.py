@@ -2,8 +2,10 @@
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum, auto
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -29,6 +31,48 @@ from pipecat_audio_capture.records import SAMPLE_WIDTH_BYTES, PendingAudioSegmen
 from pipecat_audio_capture.turn_ids import TurnIds
 
 _SIBLING_MEMORY = 8
+
+_NONE: tuple[PendingAudioSegment, ...] = ()
+"""What most frames finish: nothing (shared, so the audio path allocates no list per frame)."""
+
+
+class _Kind(Enum):
+    """What a frame type means to the processor, decided once per type."""
+
+    OTHER = auto()
+    USER_AUDIO = auto()
+    BOT_AUDIO = auto()
+    USER_STARTED = auto()
+    USER_STOPPED = auto()
+    BOT_STARTED = auto()
+    BOT_STOPPED = auto()
+    INTERRUPTION = auto()
+    END = auto()
+    CANCEL = auto()
+
+
+_KIND_ORDER: tuple[tuple[type[Frame] | tuple[type[Frame], ...], _Kind], ...] = (
+    (InputAudioRawFrame, _Kind.USER_AUDIO),
+    (OutputAudioRawFrame, _Kind.BOT_AUDIO),
+    (UserStartedSpeakingFrame, _Kind.USER_STARTED),
+    (UserStoppedSpeakingFrame, _Kind.USER_STOPPED),
+    (BotStartedSpeakingFrame, _Kind.BOT_STARTED),
+    (BotStoppedSpeakingFrame, _Kind.BOT_STOPPED),
+    (InterruptionFrame, _Kind.INTERRUPTION),
+    ((EndFrame, StopFrame), _Kind.END),
+    (CancelFrame, _Kind.CANCEL),
+)
+
+_KINDS: dict[type[Frame], _Kind] = {}
+"""Frame type to kind, filled as types are seen: a dict lookup per frame instead of a chain of
+isinstance checks."""
+
+
+def _kind_of(frame_type: type[Frame]) -> _Kind:
+    for types, kind in _KIND_ORDER:
+        if issubclass(frame_type, types):
+            return kind
+    return _Kind.OTHER
 
 
 @dataclass
@@ -67,10 +111,16 @@ class _OpenSegment:
     num_channels: int
     started_at: datetime
     play_start: float
+    max_s: float
     context_id: str | None = None
     chunks: list[bytes] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
     nbytes: int = 0
+    max_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        frame_bytes = SAMPLE_WIDTH_BYTES * self.num_channels
+        self.max_bytes = max(frame_bytes, int(self.max_s * self.sample_rate) * frame_bytes)
 
     @property
     def frame_bytes(self) -> int:
@@ -90,10 +140,8 @@ class _OpenSegment:
             return self.starts[-1] + len(self.chunks[-1]) / self.byte_rate
         return self.play_start + self.duration_s
 
-    def append(self, chunk: bytes, start: float | None = None) -> None:
+    def append(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
-        if start is not None:
-            self.starts.append(start)
         self.nbytes += len(chunk)
 
     def shift(self, delay_s: float) -> None:
@@ -136,6 +184,7 @@ class _OpenSegment:
             num_channels=num_channels,
             started_at=self.started_at + timedelta(seconds=play_start - self.play_start),
             play_start=play_start,
+            max_s=self.max_s,
             context_id=self.context_id,
         )
 
@@ -214,6 +263,7 @@ class AudioCaptureProcessor(FrameProcessor):
         self._preroll: deque[bytes] = deque()
         self._preroll_bytes = 0
         self._preroll_format: tuple[int, int] | None = None
+        self._preroll_limit = 0
         self._user: _OpenSegment | None = None
 
         # Bot parts in play-out order; before the output transport more than one turn can be
@@ -256,37 +306,37 @@ class AudioCaptureProcessor(FrameProcessor):
         for segment in self._close_all(cancelled=False):
             await self._emit(segment)
 
-    def _handle(self, frame: Frame, direction: FrameDirection) -> list[PendingAudioSegment]:
-        if isinstance(frame, InputAudioRawFrame):
-            return self._on_input_audio(frame)
-        if isinstance(frame, OutputAudioRawFrame):
+    def _handle(self, frame: Frame, direction: FrameDirection) -> Sequence[PendingAudioSegment]:
+        kind = _KINDS.get(type(frame))
+        if kind is None:
+            kind = _KINDS[type(frame)] = _kind_of(type(frame))
+        if kind is _Kind.OTHER:
+            return _NONE
+        if kind is _Kind.USER_AUDIO:
+            return self._on_input_audio(frame)  # type: ignore[arg-type]
+        if kind is _Kind.BOT_AUDIO:
             if direction == FrameDirection.DOWNSTREAM:
-                return self._on_bot_audio(frame)
-            return []
-        if isinstance(frame, (BotStartedSpeakingFrame, BotStoppedSpeakingFrame)):
-            if self._is_sibling_of_handled(frame):
-                return []
-            if direction == FrameDirection.DOWNSTREAM:
-                self._after_output = True
-            if isinstance(frame, BotStartedSpeakingFrame):
-                self._on_bot_started()
-                return []
-            return self._on_bot_stopped()
-        if isinstance(frame, UserStartedSpeakingFrame):
-            if not self._is_sibling_of_handled(frame):
-                self._on_user_started()
-            return []
-        if isinstance(frame, UserStoppedSpeakingFrame):
-            if self._is_sibling_of_handled(frame):
-                return []
-            return self._on_user_stopped()
-        if isinstance(frame, InterruptionFrame):
+                return self._on_bot_audio(frame)  # type: ignore[arg-type]
+            return _NONE
+        if kind is _Kind.INTERRUPTION:
             return self._on_interruption()
-        if isinstance(frame, (EndFrame, StopFrame)):
+        if kind is _Kind.END:
             return self._close_all(cancelled=False)
-        if isinstance(frame, CancelFrame):
+        if kind is _Kind.CANCEL:
             return self._close_all(cancelled=True)
-        return []
+        if self._is_sibling_of_handled(frame):
+            return _NONE
+        if kind is _Kind.USER_STARTED:
+            self._on_user_started()
+            return _NONE
+        if kind is _Kind.USER_STOPPED:
+            return self._on_user_stopped()
+        if direction == FrameDirection.DOWNSTREAM:
+            self._after_output = True
+        if kind is _Kind.BOT_STARTED:
+            self._on_bot_started()
+            return _NONE
+        return self._on_bot_stopped()
 
     def _is_sibling_of_handled(self, frame: Frame) -> bool:
         # Pipecat broadcasts speaking frames both ways as siblings; a processor that sees both
@@ -301,19 +351,21 @@ class AudioCaptureProcessor(FrameProcessor):
 
     # User side.
 
-    def _on_input_audio(self, frame: InputAudioRawFrame) -> list[PendingAudioSegment]:
-        finished: list[PendingAudioSegment] = []
+    def _on_input_audio(self, frame: InputAudioRawFrame) -> Sequence[PendingAudioSegment]:
         audio = self._whole_samples(frame)
         if not audio:
-            return finished
+            return _NONE
         user = self._user
         if user is None:
             self._keep_preroll(audio, frame.sample_rate, frame.num_channels)
-            return finished
-        if (frame.sample_rate, frame.num_channels) != (user.sample_rate, user.num_channels) or (
-            user.nbytes + len(audio) > self._max_bytes(user)
+            return _NONE
+        finished: Sequence[PendingAudioSegment] = _NONE
+        if (
+            frame.sample_rate != user.sample_rate
+            or frame.num_channels != user.num_channels
+            or user.nbytes + len(audio) > user.max_bytes
         ):
-            finished += self._submit(user, interrupted=False)
+            finished = self._submit(user, interrupted=False)
             user = self._user = user.next_part(frame.sample_rate, frame.num_channels, user.play_end)
         user.append(audio)
         return finished
@@ -323,25 +375,26 @@ class AudioCaptureProcessor(FrameProcessor):
             self._preroll.clear()
             self._preroll_bytes = 0
             self._preroll_format = (sample_rate, num_channels)
-        frame_bytes = SAMPLE_WIDTH_BYTES * num_channels
-        limit = int(min(self._preroll_s, self._max_segment_s) * sample_rate) * frame_bytes
-        self._preroll.append(audio)
+            frame_bytes = SAMPLE_WIDTH_BYTES * num_channels
+            seconds = min(self._preroll_s, self._max_segment_s)
+            self._preroll_limit = int(seconds * sample_rate) * frame_bytes
+        preroll = self._preroll
+        preroll.append(audio)
         self._preroll_bytes += len(audio)
-        while self._preroll_bytes > limit:
-            excess = self._preroll_bytes - limit
-            head = self._preroll[0]
-            if len(head) <= excess:
-                self._preroll.popleft()
-                self._preroll_bytes -= len(head)
-            else:
-                self._preroll[0] = head[excess:]
-                self._preroll_bytes -= excess
+        # Whole chunks only, so no audio is copied per frame: the buffer holds between the limit
+        # and one chunk more, and the start of a turn trims it to the limit once.
+        while preroll and self._preroll_bytes - len(preroll[0]) >= self._preroll_limit:
+            self._preroll_bytes -= len(preroll.popleft())
 
     def _on_user_started(self) -> None:
         if self._user is not None:
             return
         now = time.monotonic()
         sample_rate, num_channels = self._preroll_format or (16000, 1)
+        excess = self._preroll_bytes - self._preroll_limit
+        if excess > 0:
+            self._preroll[0] = self._preroll[0][excess:]
+            self._preroll_bytes -= excess
         preroll_s = self._preroll_bytes / (sample_rate * SAMPLE_WIDTH_BYTES * num_channels)
         # Audio that arrived in a burst holds more than the wall time it covers; clamping keeps
         # one speaker's segments from overlapping.
@@ -353,6 +406,7 @@ class AudioCaptureProcessor(FrameProcessor):
             num_channels=num_channels,
             started_at=self._wall(start),
             play_start=start,
+            max_s=self._max_segment_s,
             chunks=list(self._preroll),
             nbytes=self._preroll_bytes,
         )
@@ -370,16 +424,16 @@ class AudioCaptureProcessor(FrameProcessor):
 
     # Bot side.
 
-    def _on_bot_audio(self, frame: OutputAudioRawFrame) -> list[PendingAudioSegment]:
+    def _on_bot_audio(self, frame: OutputAudioRawFrame) -> Sequence[PendingAudioSegment]:
         audio = self._whole_samples(frame)
         if not audio:
-            return []
+            return _NONE
         now = time.monotonic()
         duration_s = len(audio) / (frame.sample_rate * SAMPLE_WIDTH_BYTES * frame.num_channels)
         if self._after_output:
             if not self._bot_speaking:
                 self._stats.ignored_bot_audio_ms += duration_s * 1000.0
-                return []
+                return _NONE
             # Audio past the output transport has just been played.
             start = max(self._play_cursor, now - duration_s)
         else:
@@ -390,35 +444,41 @@ class AudioCaptureProcessor(FrameProcessor):
         self._play_cursor = start + duration_s
 
         context_id = getattr(frame, "context_id", None)
-        finished: list[PendingAudioSegment] = []
+        finished: Sequence[PendingAudioSegment] = _NONE
         last = self._bot[-1] if self._bot else None
         if last is None or (
             context_id is not None and last.context_id is not None and context_id != last.context_id
         ):
             if self._after_output:
                 # Played audio is final: the previous turn is complete once another one begins.
-                finished += self._flush_bot(interrupted=False, unplayed_ms=None)
+                finished = self._flush_bot(interrupted=False, unplayed_ms=None)
             self._new_bot_turn(frame, start, context_id)
-        finished += self._extend_bot(audio, frame.sample_rate, frame.num_channels, start)
-        return finished + self._release_played_parts(now)
+        extended = self._extend_bot(audio, frame.sample_rate, frame.num_channels, start)
+        released = self._release_played_parts(now) if len(self._bot) > 1 else _NONE
+        if extended or released:
+            return [*finished, *extended, *released]
+        return finished
 
     def _extend_bot(
         self, audio: bytes, sample_rate: int, num_channels: int, start: float
-    ) -> list[PendingAudioSegment]:
+    ) -> Sequence[PendingAudioSegment]:
         """Add audio to the bot's last part, starting a new part on a format change or the cap."""
-        finished: list[PendingAudioSegment] = []
+        finished: Sequence[PendingAudioSegment] = _NONE
         last = self._bot[-1]
         if last.nbytes and (
-            (sample_rate, num_channels) != (last.sample_rate, last.num_channels)
-            or last.nbytes + len(audio) > self._max_bytes(last)
+            sample_rate != last.sample_rate
+            or num_channels != last.num_channels
+            or last.nbytes + len(audio) > last.max_bytes
         ):
             part = last.next_part(sample_rate, num_channels, start)
             if self._after_output:
                 # Played audio is final: hand it over now rather than holding it.
-                finished += self._flush_bot(interrupted=False, unplayed_ms=None)
+                finished = self._flush_bot(interrupted=False, unplayed_ms=None)
             self._bot.append(part)
             last = part
-        last.append(audio, start)
+        last.chunks.append(audio)
+        last.starts.append(start)
+        last.nbytes += len(audio)
         return finished
 
     def _release_played_parts(self, now: float) -> list[PendingAudioSegment]:
@@ -445,6 +505,7 @@ class AudioCaptureProcessor(FrameProcessor):
             num_channels=frame.num_channels,
             started_at=self._wall(start),
             play_start=start,
+            max_s=self._max_segment_s,
             context_id=context_id,
         )
         if not self._bot:
@@ -557,6 +618,8 @@ class AudioCaptureProcessor(FrameProcessor):
 
     def _whole_samples(self, frame: AudioRawFrame) -> bytes:
         audio = frame.audio
+        if frame.num_channels == 1 and not len(audio) & 1 and frame.sample_rate > 0:
+            return audio
         if frame.sample_rate <= 0 or frame.num_channels <= 0:
             self._stats.trimmed_bytes += len(audio)
             return b""
@@ -568,12 +631,6 @@ class AudioCaptureProcessor(FrameProcessor):
 
     def _wall(self, monotonic_s: float) -> datetime:
         return self._wall_anchor + timedelta(seconds=monotonic_s - self._mono_anchor)
-
-    def _max_bytes(self, segment: _OpenSegment) -> int:
-        return max(
-            segment.frame_bytes,
-            int(self._max_segment_s * segment.sample_rate) * segment.frame_bytes,
-        )
 
     def _submit(
         self, part: _OpenSegment, *, interrupted: bool, unplayed_ms: float | None = None
