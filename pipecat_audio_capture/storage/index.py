@@ -5,9 +5,10 @@
 :class:`MetadataIndex`, so a CLI or a viewer reads either the same way.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
@@ -248,3 +249,98 @@ def check_page(limit: int, offset: int) -> None:
     """
     if limit < 0 or offset < 0:
         raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+
+
+@dataclass(frozen=True)
+class ViewQueries:
+    """The read queries over the shipped views, in one backend's parameter style."""
+
+    sessions: str
+    call_log: str
+    gaps: str
+    segment: str
+    old_sessions: str
+
+
+def view_queries(placeholder: str) -> ViewQueries:
+    """Build the read queries with ``placeholder`` (``%s`` for psycopg, ``?`` for sqlite3)."""
+    p = placeholder
+    return ViewQueries(
+        sessions=f"SELECT {column_list(SessionSummary)} FROM session_summary"
+        f" ORDER BY started_at DESC, session_id LIMIT {p} OFFSET {p}",
+        call_log=f"SELECT {column_list(CallLogEntry)} FROM session_call_log"
+        f" WHERE session_id = {p} ORDER BY {CALL_LOG_ORDER}",
+        gaps=f"SELECT {column_list(ResponseGap)} FROM session_response_gaps"
+        f" WHERE session_id = {p} ORDER BY user_started_at, user_turn_id",
+        segment=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
+        f" WHERE segment_id = {p}",
+        old_sessions=SESSIONS_LAST_ACTIVITY.format(cutoff=p),
+    )
+
+
+class IndexReader(ABC):
+    """The read side both index backends share: the same views, queried the same way.
+
+    A backend says how a query runs (:meth:`_read`), in which parameter style
+    (``_queries``), and how a timestamp parameter is passed (:meth:`_timestamp`).
+    """
+
+    _queries: ClassVar[ViewQueries]
+
+    @abstractmethod
+    async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """Run a read query and return its rows as dicts of Python values."""
+
+    def _timestamp(self, value: datetime) -> object:
+        return value
+
+    async def list_sessions(self, limit: int = 50, offset: int = 0) -> list[SessionSummary]:
+        """Return a page of calls from ``session_summary``, newest first.
+
+        Raises:
+            ValueError: If ``limit`` or ``offset`` is negative.
+            StorageError: If the query fails.
+        """
+        check_page(limit, offset)
+        rows = await self._read(self._queries.sessions, (limit, offset))
+        return [SessionSummary(**row) for row in rows]
+
+    async def call_log(self, session_id: str) -> list[CallLogEntry]:
+        """Return a call's turns from ``session_call_log`` in spoken order.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(self._queries.call_log, (require_uuid(session_id, "session_id"),))
+        return [CallLogEntry(**row) for row in rows]
+
+    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
+        """Return a call's user turns from ``session_response_gaps`` in spoken order.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(self._queries.gaps, (require_uuid(session_id, "session_id"),))
+        return [ResponseGap(**row) for row in rows]
+
+    async def segment(self, segment_id: str) -> SegmentMetadata | None:
+        """Return a segment's stored metadata, or None if it is not indexed.
+
+        Raises:
+            InvalidIdError: If ``segment_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(self._queries.segment, (require_uuid(segment_id, "segment_id"),))
+        return SegmentMetadata(**rows[0]) if rows else None
+
+    async def sessions_older_than(self, cutoff: datetime) -> list[str]:
+        """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
+
+        Raises:
+            StorageError: If ``cutoff`` is naive or the query fails.
+        """
+        cutoff_param = self._timestamp(as_utc(cutoff, "cutoff"))
+        rows = await self._read(self._queries.old_sessions, (cutoff_param,))
+        return [row["session_id"] for row in rows]

@@ -25,17 +25,11 @@ from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.index import (
-    CALL_LOG_ORDER,
-    SESSIONS_LAST_ACTIVITY,
-    CallLogEntry,
     DeletedRows,
-    ResponseGap,
-    SessionSummary,
-    as_utc,
-    check_page,
+    IndexReader,
     checked_segment,
     checked_transcript,
-    column_list,
+    view_queries,
 )
 
 MIGRATION_LOCK_ID = int.from_bytes(b"audiocap", "big")
@@ -73,27 +67,11 @@ WHERE (t.text, t.interrupted, t.occurred_at)
     IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)
 """
 
-_SELECT_SESSIONS = (
-    f"SELECT {column_list(SessionSummary)} FROM session_summary"
-    " ORDER BY started_at DESC, session_id LIMIT %s OFFSET %s"
-)
-_SELECT_CALL_LOG = (
-    f"SELECT {column_list(CallLogEntry)} FROM session_call_log"
-    f" WHERE session_id = %s ORDER BY {CALL_LOG_ORDER}"
-)
-_SELECT_GAPS = (
-    f"SELECT {column_list(ResponseGap)} FROM session_response_gaps"
-    " WHERE session_id = %s ORDER BY user_started_at, user_turn_id"
-)
-_SELECT_SEGMENT = (
-    f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments WHERE segment_id = %s"
-)
-_SELECT_OLD_SESSIONS = SESSIONS_LAST_ACTIVITY.format(cutoff="%s")
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = %s"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
 
 
-class PostgresAudioMetaStorage:
+class PostgresAudioMetaStorage(IndexReader):
     """Indexes segments and transcripts in PostgreSQL and reads the call views back.
 
     It is the metadata side of a
@@ -109,6 +87,8 @@ class PostgresAudioMetaStorage:
     Every failure is raised as :class:`~pipecat_audio_capture.errors.StorageError` (a CHECK
     constraint refusing an impossible row included), chained to the psycopg error.
     """
+
+    _queries = view_queries("%s")
 
     def __init__(self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False) -> None:
         """Initialize the storage on an open pool.
@@ -245,59 +225,6 @@ class PostgresAudioMetaStorage:
         await self._write(
             _UPSERT_TRANSCRIPT, asdict(row), f"{row.role} transcript of turn {row.turn_id}"
         )
-
-    async def list_sessions(self, limit: int = 50, offset: int = 0) -> list[SessionSummary]:
-        """Return a page of calls from ``session_summary``, newest first.
-
-        Raises:
-            ValueError: If ``limit`` or ``offset`` is negative.
-            StorageError: If the query fails.
-        """
-        check_page(limit, offset)
-        rows = await self._read(_SELECT_SESSIONS, (limit, offset))
-        return [SessionSummary(**row) for row in rows]
-
-    async def call_log(self, session_id: str) -> list[CallLogEntry]:
-        """Return a call's turns from ``session_call_log`` in spoken order.
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageError: If the query fails.
-        """
-        session = require_uuid(session_id, "session_id")
-        rows = await self._read(_SELECT_CALL_LOG, (session,))
-        return [CallLogEntry(**row) for row in rows]
-
-    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
-        """Return a call's user turns from ``session_response_gaps`` in spoken order.
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageError: If the query fails.
-        """
-        session = require_uuid(session_id, "session_id")
-        rows = await self._read(_SELECT_GAPS, (session,))
-        return [ResponseGap(**row) for row in rows]
-
-    async def segment(self, segment_id: str) -> SegmentMetadata | None:
-        """Return a segment's stored metadata, or None if it is not indexed.
-
-        Raises:
-            InvalidIdError: If ``segment_id`` is not a UUID.
-            StorageError: If the query fails.
-        """
-        segment = require_uuid(segment_id, "segment_id")
-        rows = await self._read(_SELECT_SEGMENT, (segment,))
-        return SegmentMetadata(**rows[0]) if rows else None
-
-    async def sessions_older_than(self, cutoff: datetime) -> list[str]:
-        """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
-
-        Raises:
-            StorageError: If ``cutoff`` is naive or the query fails.
-        """
-        rows = await self._read(_SELECT_OLD_SESSIONS, (as_utc(cutoff, "cutoff"),))
-        return [row["session_id"] for row in rows]
 
     async def delete_session(self, session_id: str) -> DeletedRows:
         """Remove a session's segment and transcript rows in one transaction.

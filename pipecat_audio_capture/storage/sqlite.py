@@ -19,17 +19,11 @@ from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.index import (
-    CALL_LOG_ORDER,
-    SESSIONS_LAST_ACTIVITY,
-    CallLogEntry,
     DeletedRows,
-    ResponseGap,
-    SessionSummary,
-    as_utc,
-    check_page,
+    IndexReader,
     checked_segment,
     checked_transcript,
-    column_list,
+    view_queries,
 )
 
 T = TypeVar("T")
@@ -75,27 +69,11 @@ WHERE text IS NOT excluded.text
     OR occurred_at IS NOT excluded.occurred_at
 """
 
-_SELECT_SESSIONS = (
-    f"SELECT {column_list(SessionSummary)} FROM session_summary"
-    " ORDER BY started_at DESC, session_id LIMIT ? OFFSET ?"
-)
-_SELECT_CALL_LOG = (
-    f"SELECT {column_list(CallLogEntry)} FROM session_call_log"
-    f" WHERE session_id = ? ORDER BY {CALL_LOG_ORDER}"
-)
-_SELECT_GAPS = (
-    f"SELECT {column_list(ResponseGap)} FROM session_response_gaps"
-    " WHERE session_id = ? ORDER BY user_started_at, user_turn_id"
-)
-_SELECT_SEGMENT = (
-    f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments WHERE segment_id = ?"
-)
-_SELECT_OLD_SESSIONS = SESSIONS_LAST_ACTIVITY.format(cutoff="?")
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
 
 
-class SQLiteAudioMetaStorage:
+class SQLiteAudioMetaStorage(IndexReader):
     """Indexes segments and transcripts in a SQLite file, with the same views as PostgreSQL.
 
     It is the metadata side of a
@@ -112,6 +90,12 @@ class SQLiteAudioMetaStorage:
     datetimes. Every failure is raised as :class:`~pipecat_audio_capture.errors.StorageError`
     (a CHECK constraint refusing an impossible row included), chained to the sqlite3 error.
     """
+
+    _queries = view_queries("?")
+
+    def _timestamp(self, value: datetime) -> object:
+        # Timestamps are stored as fixed-width UTC text, so a cutoff is compared as that text.
+        return _to_text(value)
 
     def __init__(
         self,
@@ -184,56 +168,6 @@ class SQLiteAudioMetaStorage:
             lambda conn: conn.execute(_UPSERT_TRANSCRIPT, row),
             f"could not index the {row['role']} transcript of turn {row['turn_id']}",
         )
-
-    async def list_sessions(self, limit: int = 50, offset: int = 0) -> list[SessionSummary]:
-        """Return a page of calls from ``session_summary``, newest first.
-
-        Raises:
-            ValueError: If ``limit`` or ``offset`` is negative.
-            StorageError: If the query fails.
-        """
-        check_page(limit, offset)
-        rows = await self._read(_SELECT_SESSIONS, (limit, offset))
-        return [SessionSummary(**row) for row in rows]
-
-    async def call_log(self, session_id: str) -> list[CallLogEntry]:
-        """Return a call's turns from ``session_call_log`` in spoken order.
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageError: If the query fails.
-        """
-        rows = await self._read(_SELECT_CALL_LOG, (require_uuid(session_id, "session_id"),))
-        return [CallLogEntry(**row) for row in rows]
-
-    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
-        """Return a call's user turns from ``session_response_gaps`` in spoken order.
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageError: If the query fails.
-        """
-        rows = await self._read(_SELECT_GAPS, (require_uuid(session_id, "session_id"),))
-        return [ResponseGap(**row) for row in rows]
-
-    async def segment(self, segment_id: str) -> SegmentMetadata | None:
-        """Return a segment's stored metadata, or None if it is not indexed.
-
-        Raises:
-            InvalidIdError: If ``segment_id`` is not a UUID.
-            StorageError: If the query fails.
-        """
-        rows = await self._read(_SELECT_SEGMENT, (require_uuid(segment_id, "segment_id"),))
-        return SegmentMetadata(**rows[0]) if rows else None
-
-    async def sessions_older_than(self, cutoff: datetime) -> list[str]:
-        """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
-
-        Raises:
-            StorageError: If ``cutoff`` is naive or the query fails.
-        """
-        rows = await self._read(_SELECT_OLD_SESSIONS, (_to_text(as_utc(cutoff, "cutoff")),))
-        return [row["session_id"] for row in rows]
 
     async def delete_session(self, session_id: str) -> DeletedRows:
         """Remove a session's segment and transcript rows in one transaction.
