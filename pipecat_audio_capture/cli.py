@@ -118,6 +118,8 @@ async def _demo(args: argparse.Namespace) -> int:
         f"{result.session_id}/, index {result.index_path.resolve()}"
     )
     print(f"read it again with: {PROG} show {result.session_id} --db {result.index_path}")
+    url = f"http://{defaults.SERVE_HOST}:{defaults.SERVE_PORT}/"
+    print(f"review it in a browser: {PROG} serve --db {result.index_path}, then open {url}")
     return EXIT_OK if stats.stored == stats.recorded else EXIT_ERROR
 
 
