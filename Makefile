@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo clean
+.PHONY: test lint typecheck demo clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipecat_audio_capture tests examples
-	$(BIN)/ruff format --check pipecat_audio_capture tests examples
+	$(BIN)/ruff check pipecat_audio_capture tests examples benchmarks
+	$(BIN)/ruff format --check pipecat_audio_capture tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -26,6 +26,10 @@ test: lint typecheck
 # The main job: a simulated call recorded end to end, offline, on the embedded SQLite index.
 demo: $(STAMP)
 	$(BIN)/pipecat-audio-capture demo --out recordings
+
+# Benchmarks (not tests): under 10 minutes; writes benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -46,20 +46,24 @@ def wav_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
         raise ValueError(f"{data_size} bytes is not a whole number of {block_align}-byte frames")
     if data_size > _MAX_DATA_BYTES:
         raise ValueError(f"{data_size} bytes of PCM exceed the 4 GiB limit of a WAV file")
-    header = np.zeros((), dtype=_HEADER_DTYPE)
-    header["riff"] = b"RIFF"
-    header["riff_size"] = HEADER_BYTES - 8 + data_size
-    header["wave"] = b"WAVE"
-    header["fmt"] = b"fmt "
-    header["fmt_size"] = 16
-    header["audio_format"] = _PCM_FORMAT
-    header["num_channels"] = num_channels
-    header["sample_rate"] = sample_rate
-    header["byte_rate"] = sample_rate * block_align
-    header["block_align"] = block_align
-    header["bits_per_sample"] = SAMPLE_WIDTH_BYTES * 8
-    header["data"] = b"data"
-    header["data_size"] = data_size
+    header = np.array(
+        (
+            b"RIFF",
+            HEADER_BYTES - 8 + data_size,
+            b"WAVE",
+            b"fmt ",
+            16,
+            _PCM_FORMAT,
+            num_channels,
+            sample_rate,
+            sample_rate * block_align,
+            block_align,
+            SAMPLE_WIDTH_BYTES * 8,
+            b"data",
+            data_size,
+        ),
+        dtype=_HEADER_DTYPE,
+    )
     return header.tobytes()
 
 
@@ -74,8 +78,10 @@ def encode_wav(pcm: Iterable[bytes], sample_rate: int, num_channels: int) -> byt
     Returns:
         The WAV file's bytes.
     """
-    data = b"".join(pcm)
-    return wav_header(len(data), sample_rate, num_channels) + data
+    chunks = list(pcm)
+    data_size = sum(map(len, chunks))
+    # One join writes header and audio into the file's bytes: the audio is copied once.
+    return b"".join([wav_header(data_size, sample_rate, num_channels), *chunks])
 
 
 def pcm_of_wav(wav: bytes) -> np.ndarray:
