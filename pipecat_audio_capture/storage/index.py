@@ -8,7 +8,8 @@
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
@@ -290,6 +291,23 @@ class IndexReader(ABC):
     @abstractmethod
     async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         """Run a read query and return its rows as dicts of Python values."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the backend's connections."""
+
+    async def __aenter__(self) -> Self:
+        """Return the index itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the index."""
+        await self.close()
 
     def _timestamp(self, value: datetime) -> object:
         return value

@@ -7,7 +7,6 @@ import asyncio
 import math
 from dataclasses import asdict
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
@@ -249,19 +248,6 @@ class PostgresAudioMetaStorage(IndexReader):
         """Close the pool if this storage owns it (see ``owns_pool``)."""
         if self._owns_pool:
             await self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        """Return the storage itself."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close the storage."""
-        await self.close()
 
     async def _write(self, query: str, params: dict[str, Any], what: str) -> int:
         try:

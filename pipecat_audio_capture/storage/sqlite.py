@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -188,19 +187,6 @@ class SQLiteAudioMetaStorage(IndexReader):
     async def close(self) -> None:
         """Close the database; later calls raise StorageError."""
         await asyncio.to_thread(self._close)
-
-    async def __aenter__(self) -> Self:
-        """Return the storage itself."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close the storage."""
-        await self.close()
 
     async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         def fetch(conn: sqlite3.Connection) -> list[dict[str, Any]]:
