@@ -27,7 +27,7 @@ test: lint typecheck
 demo: $(STAMP)
 	$(BIN)/pipecat-audio-capture demo --out recordings
 
-# Benchmarks (not tests): under 10 minutes; writes benchmarks/RESULTS.md.
+# Benchmarks (not tests): 10-15 minutes on 2 cores; writes benchmarks/RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 

@@ -53,7 +53,7 @@ class Config:
 FULL = Config(
     call_s=600.0,
     direct_reps=7,
-    pipeline_reps=5,
+    pipeline_reps=4,
     encode_reps=7,
     write_reps=5,
     write_segments=200,
@@ -61,7 +61,7 @@ FULL = Config(
     index_rows=300,
     uploads=50,
     sessions=sessions.Plan(
-        ladder=(25, 50, 100, 200), reps=3, seconds=8.0, warmup_s=2.0, search_steps=2
+        ladder=(10, 25, 50, 100), reps=3, seconds=8.0, warmup_s=2.0, search_steps=2
     ),
 )
 QUICK = Config(

@@ -2,7 +2,9 @@
 
 (a) a pass-through ``FrameProcessor``, the floor of any processor; (b) ``AudioCaptureProcessor``
 with an in-memory collector; (c) Pipecat's ``AudioBufferProcessor(enable_turn_audio=True)``,
-recording from the start, its turn audio kept in a list.
+recording from the start, its turn audio kept in a list; (d) the floor of any recorder, as the
+benchmark's target defines it: a pass-through that copies each audio frame's bytes once into a
+buffer.
 """
 
 import time
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from pipecat.clocks.system_clock import SystemClock
-from pipecat.frames.frames import Frame, StartFrame
+from pipecat.frames.frames import AudioRawFrame, Frame, StartFrame
 from pipecat.observers.turn_tracking_observer import TurnTrackingObserver
 from pipecat.processors.audio.audio_buffer_processor import AudioBufferProcessor, TurnAudioData
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
@@ -23,7 +25,8 @@ from pipecat_audio_capture.testing import InMemoryAudioCollector
 PASS_THROUGH = "a pass-through"
 CAPTURE = "b AudioCaptureProcessor"
 AUDIO_BUFFER = "c AudioBufferProcessor"
-VARIANTS = (PASS_THROUGH, CAPTURE, AUDIO_BUFFER)
+COPY_FLOOR = "d pass-through + one copy"
+VARIANTS = (PASS_THROUGH, CAPTURE, AUDIO_BUFFER, COPY_FLOOR)
 
 
 class PassThrough(FrameProcessor):
@@ -32,6 +35,22 @@ class PassThrough(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Pass the frame on unchanged."""
         await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+class CopyFloor(FrameProcessor):
+    """A pass-through that copies the audio of every frame once: the least a recorder does."""
+
+    def __init__(self) -> None:
+        """Start with an empty buffer."""
+        super().__init__()
+        self.buffer = bytearray()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Copy the frame's audio into the buffer, and pass the frame on."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, AudioRawFrame):
+            self.buffer += frame.audio
         await self.push_frame(frame, direction)
 
 
@@ -59,6 +78,8 @@ def build(variant: str, *, turn_clock: Callable[[], float] = time.monotonic) -> 
     if variant == AUDIO_BUFFER:
         turns: list[TurnAudioData] = []
         return Subject(audio_buffer_processor(turns), lambda: len(turns))
+    if variant == COPY_FLOOR:
+        return Subject(CopyFloor(), lambda: 0)
     raise ValueError(f"unknown variant {variant!r}")
 
 

@@ -266,7 +266,11 @@ class SessionAudioCapture(BaseObject):
             return
         try:
             wav = await asyncio.to_thread(
-                encode_wav, segment.pcm, segment.sample_rate, segment.num_channels
+                encode_wav,
+                segment.pcm,
+                segment.sample_rate,
+                segment.num_channels,
+                data_size=segment.pcm_bytes,
             )
         except ValueError as exc:
             # An impossible format: no backend and no spool could take it.

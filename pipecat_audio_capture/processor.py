@@ -68,11 +68,36 @@ _KINDS: dict[type[Frame], _Kind] = {}
 isinstance checks."""
 
 
-def _kind_of(frame_type: type[Frame]) -> _Kind:
-    for types, kind in _KIND_ORDER:
-        if issubclass(frame_type, types):
-            return kind
-    return _Kind.OTHER
+def _learn_kind(frame_type: type[Frame]) -> _Kind:
+    """The kind of a frame type not seen before, remembered for the next frames of that type."""
+    kind = next((kind for types, kind in _KIND_ORDER if issubclass(frame_type, types)), _Kind.OTHER)
+    _KINDS[frame_type] = kind
+    return kind
+
+
+# Module constants: the audio path compares against these for every frame, and a global is
+# cheaper to read than an enum member or a class attribute.
+_USER_AUDIO = _Kind.USER_AUDIO
+_BOT_AUDIO = _Kind.BOT_AUDIO
+_DOWNSTREAM = FrameDirection.DOWNSTREAM
+_PREROLL_SLACK_BYTES = 8192
+"""Least input the pre-roll gathers past what a turn could use before it is trimmed (otherwise
+twice ``preroll_s``): trimming walks the buffer, so it runs once per that much audio rather than
+per frame."""
+_PREROLL_FRAME_BYTES = 64
+"""What the pre-roll counts for holding a frame on top of its audio, so that a stream of empty
+frames is trimmed too."""
+
+
+def _whole_samples(frame: AudioRawFrame) -> bytes:
+    """The frame's audio cut to whole sample frames; none if its format is impossible."""
+    audio = frame.audio
+    if frame.num_channels == 1 and not len(audio) & 1 and frame.sample_rate > 0:
+        return audio
+    if frame.sample_rate <= 0 or frame.num_channels <= 0:
+        return b""
+    extra = len(audio) % (SAMPLE_WIDTH_BYTES * frame.num_channels)
+    return audio[:-extra] if extra else audio
 
 
 @dataclass
@@ -82,7 +107,9 @@ class ProcessorStats:
     Parameters:
         segments: Segments handed to the collector.
         refused: Segments the collector refused (it reports them itself).
-        trimmed_bytes: Bytes cut off audio frames that were not whole samples.
+        trimmed_bytes: Bytes cut off audio frames that were not whole samples, or whole frames
+            of an impossible format. Input frames in the pre-roll are checked when a turn
+            starts, so those dropped before any turn could use them are not counted.
         unplayed_ms: Bot audio generated but cut by interruptions before it played.
         ignored_bot_audio_ms: Bot audio outside any bot turn (after the output transport:
             the chunk being written when a barge-in arrives, or mixer output between turns).
@@ -116,19 +143,16 @@ class _OpenSegment:
     chunks: list[bytes] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
     nbytes: int = 0
+    # Plain attributes rather than properties: the audio path reads them for every frame.
+    frame_bytes: int = field(init=False)
+    byte_rate: int = field(init=False)
     max_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
-        frame_bytes = SAMPLE_WIDTH_BYTES * self.num_channels
-        self.max_bytes = max(frame_bytes, int(self.max_s * self.sample_rate) * frame_bytes)
-
-    @property
-    def frame_bytes(self) -> int:
-        return SAMPLE_WIDTH_BYTES * self.num_channels
-
-    @property
-    def byte_rate(self) -> int:
-        return self.sample_rate * self.frame_bytes
+        self.frame_bytes = SAMPLE_WIDTH_BYTES * self.num_channels
+        self.byte_rate = self.sample_rate * self.frame_bytes
+        samples = int(self.max_s * self.sample_rate)
+        self.max_bytes = max(self.frame_bytes, samples * self.frame_bytes)
 
     @property
     def duration_s(self) -> float:
@@ -187,6 +211,28 @@ class _OpenSegment:
             max_s=self.max_s,
             context_id=self.context_id,
         )
+
+
+@dataclass
+class _PrerollTail:
+    """The part of the pre-roll a turn starting now would take, and what it says of the rest.
+
+    Parameters:
+        chunks: The audio taken, newest first, whole samples only.
+        nbytes: Bytes in ``chunks``.
+        audio_format: Sample rate and channels of the audio taken; None if there is none.
+        frames: The frames the chunks come from, newest first: all a later turn could use.
+        held_bytes: What the pre-roll counts for holding ``frames``.
+        trimmed_bytes: Bytes cut off the frames looked at: stray bytes, or whole frames of an
+            impossible format.
+    """
+
+    chunks: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+    audio_format: tuple[int, int] | None = None
+    frames: list[AudioRawFrame] = field(default_factory=list)
+    held_bytes: int = 0
+    trimmed_bytes: int = 0
 
 
 class AudioCaptureProcessor(FrameProcessor):
@@ -260,10 +306,15 @@ class AudioCaptureProcessor(FrameProcessor):
         self._bot_end = float("-inf")
         self._last_bot_turn: str | None = None
 
-        self._preroll: deque[bytes] = deque()
+        # Input frames heard outside a user turn, newest last. They are checked (format, whole
+        # samples) and cut to ``preroll_s`` only when a turn starts, so a frame costs an append;
+        # ``_preroll_bytes`` counts their bytes (plus a little per frame), and past
+        # ``_preroll_trim_at`` the frames no turn could use are dropped.
+        self._preroll: list[AudioRawFrame] = []
         self._preroll_bytes = 0
-        self._preroll_format: tuple[int, int] | None = None
-        self._preroll_limit = 0
+        self._preroll_trim_at = 0
+        # Format of the last pre-roll taken: a turn that starts with none uses it.
+        self._preroll_format = (16000, 1)
         self._user: _OpenSegment | None = None
 
         # Bot parts in play-out order; before the output transport more than one turn can be
@@ -295,7 +346,64 @@ class AudioCaptureProcessor(FrameProcessor):
             direction: The direction of frame flow.
         """
         await super().process_frame(frame, direction)
-        finished = self._handle(frame, direction)
+        kind = _KINDS.get(type(frame)) or _learn_kind(type(frame))
+        # The audio path, inlined because it runs for every 10-20 ms of each speaker's audio:
+        # the common case appends a reference and updates a few numbers. Anything else (a turn
+        # starting or splitting, odd audio, after the output transport) takes the methods below.
+        if kind is _USER_AUDIO:
+            mic: AudioRawFrame = frame  # type: ignore[assignment]  # its kind says so
+            user = self._user
+            if user is None:
+                self._preroll.append(mic)
+                self._preroll_bytes += len(mic.audio) + _PREROLL_FRAME_BYTES
+                if self._preroll_bytes > self._preroll_trim_at:
+                    self._trim_preroll()
+                await self.push_frame(frame, direction)
+                return
+            audio = mic.audio
+            size = len(audio)
+            if (
+                mic.sample_rate == user.sample_rate
+                and mic.num_channels == user.num_channels
+                and size
+                and not size % user.frame_bytes
+                and user.nbytes + size <= user.max_bytes
+            ):
+                user.chunks.append(audio)
+                user.nbytes += size
+                await self.push_frame(frame, direction)
+                return
+        elif kind is _BOT_AUDIO and direction is _DOWNSTREAM and len(self._bot) == 1:
+            tts: AudioRawFrame = frame  # type: ignore[assignment]  # its kind says so
+            part = self._bot[0]
+            audio = tts.audio
+            size = len(audio)
+            context_id = getattr(tts, "context_id", None)
+            if (
+                not self._after_output
+                and tts.sample_rate == part.sample_rate
+                and tts.num_channels == part.num_channels
+                and size
+                and not size % part.frame_bytes
+                and part.nbytes
+                and part.nbytes + size <= part.max_bytes
+                and (context_id == part.context_id or context_id is None or part.context_id is None)
+            ):
+                # The same play-out clock as _on_bot_audio: the chunk plays when the previous
+                # one ends, or now if the transport has run dry.
+                now = time.monotonic()
+                start = self._play_cursor
+                if now > start:
+                    start = now
+                if self._bot_end > start:
+                    start = self._bot_end
+                part.chunks.append(audio)
+                part.starts.append(start)
+                part.nbytes += size
+                self._play_cursor = start + size / part.byte_rate
+                await self.push_frame(frame, direction)
+                return
+        finished = self._handle(frame, kind, direction)
         await self.push_frame(frame, direction)
         for segment in finished:
             await self._emit(segment)
@@ -306,10 +414,9 @@ class AudioCaptureProcessor(FrameProcessor):
         for segment in self._close_all(cancelled=False):
             await self._emit(segment)
 
-    def _handle(self, frame: Frame, direction: FrameDirection) -> Sequence[PendingAudioSegment]:
-        kind = _KINDS.get(type(frame))
-        if kind is None:
-            kind = _KINDS[type(frame)] = _kind_of(type(frame))
+    def _handle(
+        self, frame: Frame, kind: _Kind, direction: FrameDirection
+    ) -> Sequence[PendingAudioSegment]:
         if kind is _Kind.OTHER:
             return _NONE
         if kind is _Kind.USER_AUDIO:
@@ -352,12 +459,10 @@ class AudioCaptureProcessor(FrameProcessor):
     # User side.
 
     def _on_input_audio(self, frame: InputAudioRawFrame) -> Sequence[PendingAudioSegment]:
-        audio = self._whole_samples(frame)
-        if not audio:
-            return _NONE
+        """Input audio in a user turn that the inlined path in ``process_frame`` did not take."""
         user = self._user
-        if user is None:
-            self._keep_preroll(audio, frame.sample_rate, frame.num_channels)
+        audio = self._whole_samples(frame)
+        if user is None or not audio:
             return _NONE
         finished: Sequence[PendingAudioSegment] = _NONE
         if (
@@ -370,32 +475,76 @@ class AudioCaptureProcessor(FrameProcessor):
         user.append(audio)
         return finished
 
-    def _keep_preroll(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
-        if self._preroll_format != (sample_rate, num_channels):
-            self._preroll.clear()
-            self._preroll_bytes = 0
-            self._preroll_format = (sample_rate, num_channels)
-            frame_bytes = SAMPLE_WIDTH_BYTES * num_channels
-            seconds = min(self._preroll_s, self._max_segment_s)
-            self._preroll_limit = int(seconds * sample_rate) * frame_bytes
+    def _preroll_limit(self, sample_rate: int, num_channels: int) -> int:
+        seconds = min(self._preroll_s, self._max_segment_s)
+        return int(seconds * sample_rate) * SAMPLE_WIDTH_BYTES * num_channels
+
+    def _preroll_tail(self) -> _PrerollTail:
+        """What a turn starting now takes from the pre-roll: the newest input audio in one
+        format (a format change starts the pre-roll afresh), whole samples only, back until
+        ``preroll_s`` is covered."""
+        tail = _PrerollTail()
+        # No frame matches a format of None: the first one with audio sets it.
+        rate: int | None = None
+        channels: int | None = None
+        limit = 0
+        frame_bytes = 1
         preroll = self._preroll
-        preroll.append(audio)
-        self._preroll_bytes += len(audio)
-        # Whole chunks only, so no audio is copied per frame: the buffer holds between the limit
-        # and one chunk more, and the start of a turn trims it to the limit once.
-        while preroll and self._preroll_bytes - len(preroll[0]) >= self._preroll_limit:
-            self._preroll_bytes -= len(preroll.popleft())
+        for index in range(len(preroll) - 1, -1, -1):
+            frame = preroll[index]
+            audio = frame.audio
+            size = len(audio)
+            if (
+                frame.sample_rate != rate
+                or frame.num_channels != channels
+                or size % frame_bytes
+                or not size
+            ):
+                audio = _whole_samples(frame)
+                if audio and rate is None:
+                    rate, channels = frame.sample_rate, frame.num_channels
+                    frame_bytes = SAMPLE_WIDTH_BYTES * channels
+                    limit = self._preroll_limit(rate, channels)
+                    tail.audio_format = (rate, channels)
+                elif audio and (frame.sample_rate != rate or frame.num_channels != channels):
+                    return tail
+            if rate is not None and tail.nbytes >= limit:
+                return tail
+            tail.trimmed_bytes += size - len(audio)
+            if audio:
+                tail.chunks.append(audio)
+                tail.nbytes += len(audio)
+                tail.frames.append(frame)
+                tail.held_bytes += size + _PREROLL_FRAME_BYTES
+        return tail
+
+    def _trim_preroll(self) -> None:
+        tail = self._preroll_tail()
+        tail.frames.reverse()
+        self._preroll = tail.frames
+        self._preroll_bytes = tail.held_bytes
+        limit = self._preroll_limit(*tail.audio_format) if tail.audio_format else 0
+        self._preroll_trim_at = self._preroll_bytes + max(2 * limit, _PREROLL_SLACK_BYTES)
 
     def _on_user_started(self) -> None:
         if self._user is not None:
             return
         now = time.monotonic()
-        sample_rate, num_channels = self._preroll_format or (16000, 1)
-        excess = self._preroll_bytes - self._preroll_limit
+        tail = self._preroll_tail()
+        self._stats.trimmed_bytes += tail.trimmed_bytes
+        self._preroll.clear()
+        self._preroll_bytes = 0
+        self._preroll_trim_at = 0
+        if tail.audio_format is not None:
+            self._preroll_format = tail.audio_format
+        sample_rate, num_channels = self._preroll_format
+        chunks, total = tail.chunks, tail.nbytes
+        chunks.reverse()
+        excess = total - self._preroll_limit(sample_rate, num_channels)
         if excess > 0:
-            self._preroll[0] = self._preroll[0][excess:]
-            self._preroll_bytes -= excess
-        preroll_s = self._preroll_bytes / (sample_rate * SAMPLE_WIDTH_BYTES * num_channels)
+            chunks[0] = chunks[0][excess:]
+            total -= excess
+        preroll_s = total / (sample_rate * SAMPLE_WIDTH_BYTES * num_channels)
         # Audio that arrived in a burst holds more than the wall time it covers; clamping keeps
         # one speaker's segments from overlapping.
         start = max(now - preroll_s, self._user_end)
@@ -407,11 +556,9 @@ class AudioCaptureProcessor(FrameProcessor):
             started_at=self._wall(start),
             play_start=start,
             max_s=self._max_segment_s,
-            chunks=list(self._preroll),
-            nbytes=self._preroll_bytes,
+            chunks=chunks,
+            nbytes=total,
         )
-        self._preroll.clear()
-        self._preroll_bytes = 0
 
     def _on_user_stopped(self) -> list[PendingAudioSegment]:
         user = self._user
@@ -617,16 +764,8 @@ class AudioCaptureProcessor(FrameProcessor):
     # Helpers.
 
     def _whole_samples(self, frame: AudioRawFrame) -> bytes:
-        audio = frame.audio
-        if frame.num_channels == 1 and not len(audio) & 1 and frame.sample_rate > 0:
-            return audio
-        if frame.sample_rate <= 0 or frame.num_channels <= 0:
-            self._stats.trimmed_bytes += len(audio)
-            return b""
-        extra = len(audio) % (SAMPLE_WIDTH_BYTES * frame.num_channels)
-        if extra:
-            self._stats.trimmed_bytes += extra
-            return audio[:-extra]
+        audio = _whole_samples(frame)
+        self._stats.trimmed_bytes += len(frame.audio) - len(audio)
         return audio
 
     def _wall(self, monotonic_s: float) -> datetime:
@@ -653,6 +792,7 @@ class AudioCaptureProcessor(FrameProcessor):
             started_at=part.started_at,
             interrupted=interrupted,
             unplayed_ms=unplayed_ms if part.speaker == "bot" else None,
+            pcm_bytes=part.nbytes,
         )
         if self._collector.record_segment(segment):
             self._stats.segments += 1

@@ -28,6 +28,8 @@ class PendingAudioSegment:
         interrupted: Whether the turn was cut short (barge-in or session end).
         unplayed_ms: Bot audio generated for the turn but never played, or None where the
             processor cannot know (placed after the output transport, or a user turn).
+        pcm_bytes: Bytes in ``pcm`` if its maker counted them (the processor does as it
+            gathers the chunks), else None and counted when needed.
     """
 
     segment_id: str
@@ -40,11 +42,14 @@ class PendingAudioSegment:
     started_at: datetime
     interrupted: bool = False
     unplayed_ms: float | None = None
+    pcm_bytes: int | None = None
 
     @property
     def byte_length(self) -> int:
         """Bytes of PCM held (without the WAV header)."""
-        return sum(len(chunk) for chunk in self.pcm)
+        if self.pcm_bytes is not None:
+            return self.pcm_bytes
+        return sum(map(len, self.pcm))
 
     @property
     def duration_ms(self) -> float:

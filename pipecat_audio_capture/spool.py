@@ -148,7 +148,12 @@ class Spool:
             data = wav
             if data is None:
                 try:
-                    data = encode_wav(segment.pcm, segment.sample_rate, segment.num_channels)
+                    data = encode_wav(
+                        segment.pcm,
+                        segment.sample_rate,
+                        segment.num_channels,
+                        data_size=segment.pcm_bytes,
+                    )
                 except ValueError as exc:
                     raise SpoolError(f"cannot encode {segment.segment_id}: {exc}") from exc
             return encode_segment(segment, data, reason=reason, spooled_at=datetime.now(UTC))

@@ -1,6 +1,7 @@
 """WAV encoding: a 44-byte RIFF header built with numpy in front of the PCM bytes."""
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,21 +68,57 @@ def wav_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
     return header.tobytes()
 
 
-def encode_wav(pcm: Iterable[bytes], sample_rate: int, num_channels: int) -> bytes:
+@lru_cache(maxsize=32)
+def _header_template(sample_rate: int, num_channels: int) -> bytes:
+    """The header of a format with both size fields zero, built once per format."""
+    return wav_header(0, sample_rate, num_channels)
+
+
+def _sized_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
+    """``wav_header`` from the format's template: only the two size fields change."""
+    block_align = SAMPLE_WIDTH_BYTES * num_channels
+    if data_size % block_align or data_size > _MAX_DATA_BYTES or data_size < 0:
+        # The full builder says which rule the size breaks.
+        return wav_header(data_size, sample_rate, num_channels)
+    template = _header_template(sample_rate, num_channels)
+    return b"".join(
+        (
+            template[:4],
+            (HEADER_BYTES - 8 + data_size).to_bytes(4, "little"),
+            template[8:40],
+            data_size.to_bytes(4, "little"),
+        )
+    )
+
+
+def encode_wav(
+    pcm: Iterable[bytes], sample_rate: int, num_channels: int, *, data_size: int | None = None
+) -> bytes:
     """Encode 16-bit little-endian PCM chunks as one WAV file.
 
     Args:
         pcm: Chunks of interleaved 16-bit PCM.
         sample_rate: Sample rate in Hz.
         num_channels: Number of channels.
+        data_size: Bytes in ``pcm`` if the caller counted them (the processor does as it
+            gathers a segment); counted here otherwise, which for a long segment of small
+            chunks costs more than copying them.
 
     Returns:
         The WAV file's bytes.
+
+    Raises:
+        ValueError: If the format or size cannot be a WAV file, or ``data_size`` is not the
+            size of ``pcm``.
     """
-    chunks = list(pcm)
-    data_size = sum(map(len, chunks))
+    chunks = pcm if isinstance(pcm, list) else list(pcm)
+    if data_size is None:
+        data_size = sum(map(len, chunks))
     # One join writes header and audio into the file's bytes: the audio is copied once.
-    return b"".join([wav_header(data_size, sample_rate, num_channels), *chunks])
+    wav = b"".join([_sized_header(data_size, sample_rate, num_channels), *chunks])
+    if len(wav) != HEADER_BYTES + data_size:
+        raise ValueError(f"data_size is {data_size} but the PCM holds {len(wav) - HEADER_BYTES}")
+    return wav
 
 
 def pcm_of_wav(wav: bytes) -> np.ndarray:

@@ -24,7 +24,7 @@ from pipecat_audio_capture import (
 )
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import SegmentMetadata
-from pipecat_audio_capture.wav import encode_wav, pcm_of_wav
+from pipecat_audio_capture.wav import encode_wav, pcm_of_wav, wav_header
 
 
 def segment(seconds: float = 0.1, *, rate: int = 16000, channels: int = 1, session_id=None):
@@ -77,6 +77,21 @@ def test_wav_files_open_in_the_standard_reader_with_the_same_samples(tmp_path, c
 def test_wav_encoding_refuses_partial_sample_frames():
     with pytest.raises(ValueError, match="whole number"):
         encode_wav([b"\x00\x01\x02"], 16000, 1)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (16000, 2), (24000, 1), (48000, 2)])
+def test_wav_header_from_the_cached_template_equals_the_numpy_built_one(rate, channels):
+    pcm = [bytes(range(256)) * 3, b"\x01\x02\x03\x04" * 5]
+    data_size = sum(map(len, pcm))
+    expected = wav_header(data_size, rate, channels) + b"".join(pcm)
+    assert encode_wav(pcm, rate, channels) == expected
+    assert encode_wav(pcm, rate, channels, data_size=data_size) == expected
+    assert encode_wav(iter(pcm), rate, channels) == expected
+
+
+def test_wav_encoding_refuses_a_data_size_that_is_not_the_pcm_size():
+    with pytest.raises(ValueError, match="data_size is 8 but the PCM holds 4"):
+        encode_wav([b"\x00\x01\x02\x03"], 16000, 1, data_size=8)
 
 
 async def test_local_storage_writes_under_session_folder_and_is_idempotent(tmp_path):

@@ -203,6 +203,44 @@ async def test_odd_length_audio_is_trimmed_to_whole_samples():
     assert processor.stats.trimmed_bytes == 1
 
 
+async def test_preroll_skips_frames_of_impossible_format_and_trims_odd_ones():
+    processor, collector, _ = make(preroll_s=0.1)
+    frames = [
+        *mic_frames(0.06, value=1),
+        InputAudioRawFrame(audio=b"\x07" * 640, sample_rate=0, num_channels=1),
+        InputAudioRawFrame(audio=b"\x07" * 640, sample_rate=USER_RATE, num_channels=-1),
+        InputAudioRawFrame(
+            audio=tone(0.02, USER_RATE) + b"\x01", sample_rate=USER_RATE, num_channels=1
+        ),
+        *mic_frames(0.02, value=2),
+        UserStartedSpeakingFrame(),
+        UserStoppedSpeakingFrame(),
+    ]
+    await run_test(processor, frames_to_send=frames)
+    [segment] = collector.segments
+    assert segment.duration_ms == pytest.approx(100.0)
+    assert b"\x07" not in b"".join(segment.pcm)
+    values = samples(segment)
+    assert (values[-int(0.02 * USER_RATE) :] == 2).all()
+    assert (values[: int(0.06 * USER_RATE)] == 1).all()
+    # The odd byte, and both frames of impossible format, are counted.
+    assert processor.stats.trimmed_bytes == 1 + 2 * 640
+
+
+async def test_a_stream_of_empty_input_frames_is_not_held_in_the_preroll():
+    processor, collector, _ = make(preroll_s=1.0)
+    empty = [InputAudioRawFrame(audio=b"", sample_rate=USER_RATE, num_channels=1)] * 5000
+    await run_test(processor, frames_to_send=[*mic_frames(0.1, value=5), *empty])
+    # The pre-roll is private; what it holds is what this test bounds. The 0.1 s of audio is
+    # kept for a turn; the empty frames go at the next trim.
+    assert len(processor._preroll) < 200
+    await run_test(
+        processor, frames_to_send=[UserStartedSpeakingFrame(), UserStoppedSpeakingFrame()]
+    )
+    [segment] = collector.segments
+    assert segment.duration_ms == pytest.approx(100.0)
+
+
 async def test_sample_rate_or_channel_change_splits_the_turn_under_one_turn_id():
     processor, collector, _ = make(preroll_s=0.0)
     stereo = InputAudioRawFrame(audio=tone(0.1, 8000, channels=2), sample_rate=8000, num_channels=2)

@@ -406,6 +406,8 @@ def test_segments_hold_whole_samples_of_their_own_speaker_and_format_in_order(
     last_index = {"user": -1, "bot": -1}
     for segment in run.segments:
         assert segment.sample_rate > 0 and segment.num_channels in (1, 2)
+        # The writer trusts the processor's count for the WAV header.
+        assert segment.pcm_bytes == sum(len(chunk) for chunk in segment.pcm)
         assert segment.byte_length > 0 and segment.duration_ms > 0
         assert segment.byte_length % (2 * segment.num_channels) == 0
         for chunk in segment.pcm:
@@ -522,18 +524,23 @@ def test_parts_of_a_split_turn_share_its_id_follow_each_other_and_are_contiguous
 
 
 def assert_buffers_within_caps(processor: RecordingProcessor, script: Script) -> None:
-    # The buffers are private (_preroll_bytes, _preroll, _preroll_format, _user, _bot): no public
-    # view says how much audio the processor holds, and that is what this test bounds.
-    preroll_chunks = list(processor._preroll)
-    assert processor._preroll_bytes == sum(len(chunk) for chunk in preroll_chunks)
-    if processor._preroll_format is None:
-        assert processor._preroll_bytes == 0
-    else:
-        limit = cap_bytes(script.preroll_s, *processor._preroll_format)
-        # Whole chunks are kept (no copy per frame): at most the oldest one reaches past the
-        # limit, and the start of a turn trims it.
-        head = len(preroll_chunks[0]) if preroll_chunks else 0
-        assert processor._preroll_bytes < limit + head or processor._preroll_bytes <= limit
+    # The buffers are private (_preroll, _preroll_bytes, _user, _bot): no public view says how
+    # much audio the processor holds, and that is what this test bounds.
+    preroll = list(processor._preroll)
+    assert processor._preroll_bytes == sum(len(frame.audio) + 64 for frame in preroll)
+    # The pre-roll keeps raw input frames and is trimmed once it gathers more than twice what
+    # a turn could take (or 8 KiB) past what a turn needs; a frame may stick out on both ends.
+    limit = max(
+        (
+            cap_bytes(min(script.preroll_s, script.max_segment_s), frame.sample_rate, channels)
+            for step in script.steps
+            if isinstance(frame := step.frame, InputAudioRawFrame)
+            and (channels := frame.num_channels) > 0
+        ),
+        default=0,
+    )
+    longest = max((len(frame.audio) for frame in preroll), default=0)
+    assert processor._preroll_bytes <= 3 * limit + 8192 + 2 * (longest + 64)
     parts = ([processor._user] if processor._user else []) + list(processor._bot)
     for part in parts:
         assert part.nbytes == sum(len(chunk) for chunk in part.chunks)
