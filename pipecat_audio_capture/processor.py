@@ -373,6 +373,7 @@ class AudioCaptureProcessor(FrameProcessor):
                 user.nbytes += size
                 await self.push_frame(frame, direction)
                 return
+            finished = self._on_input_audio(mic, user)
         elif kind is _BOT_AUDIO and direction is _DOWNSTREAM and len(self._bot) == 1:
             tts: AudioRawFrame = frame  # type: ignore[assignment]  # its kind says so
             part = self._bot[0]
@@ -403,7 +404,9 @@ class AudioCaptureProcessor(FrameProcessor):
                 self._play_cursor = start + size / part.byte_rate
                 await self.push_frame(frame, direction)
                 return
-        finished = self._handle(frame, kind, direction)
+            finished = self._handle(frame, kind, direction)
+        else:
+            finished = self._handle(frame, kind, direction)
         await self.push_frame(frame, direction)
         for segment in finished:
             await self._emit(segment)
@@ -417,10 +420,9 @@ class AudioCaptureProcessor(FrameProcessor):
     def _handle(
         self, frame: Frame, kind: _Kind, direction: FrameDirection
     ) -> Sequence[PendingAudioSegment]:
+        """What any frame but input audio means (``process_frame`` takes input audio)."""
         if kind is _Kind.OTHER:
             return _NONE
-        if kind is _Kind.USER_AUDIO:
-            return self._on_input_audio(frame)  # type: ignore[arg-type]
         if kind is _Kind.BOT_AUDIO:
             if direction == FrameDirection.DOWNSTREAM:
                 return self._on_bot_audio(frame)  # type: ignore[arg-type]
@@ -458,11 +460,13 @@ class AudioCaptureProcessor(FrameProcessor):
 
     # User side.
 
-    def _on_input_audio(self, frame: InputAudioRawFrame) -> Sequence[PendingAudioSegment]:
-        """Input audio in a user turn that the inlined path in ``process_frame`` did not take."""
-        user = self._user
+    def _on_input_audio(
+        self, frame: AudioRawFrame, user: _OpenSegment
+    ) -> Sequence[PendingAudioSegment]:
+        """Input audio in the open user turn that the inlined path in ``process_frame`` did not
+        take: odd audio, a format change, or the cap reached."""
         audio = self._whole_samples(frame)
-        if user is None or not audio:
+        if not audio:
             return _NONE
         finished: Sequence[PendingAudioSegment] = _NONE
         if (
