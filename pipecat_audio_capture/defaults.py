@@ -102,3 +102,6 @@ SERVE_PORT = 8765
 
 SERVE_PAGE_SIZE = 50
 """Calls per page of the call review's session list (the ``sessions`` command lists as many)."""
+
+SERVE_AUDIO_CHUNK_BYTES = 256 * 1024
+"""Bytes of a WAV file the call review reads (in a worker thread) and sends at a time."""

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from pipecat_audio_capture.errors import StorageConfigError, StorageError
+from pipecat_audio_capture.safe_files import open_regular_under
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
@@ -40,6 +41,42 @@ def parse_gs_url(audio_url: str) -> tuple[str, str]:
     return bucket, name
 
 
+def file_url_path(audio_url: str) -> Path:
+    """Return the path a local ``file://`` URL names, as written (nothing is resolved).
+
+    Raises:
+        StorageError: If the URL is not a ``file://`` URL of this machine.
+    """
+    parts = urlsplit(audio_url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise StorageError(f"not a local file:// URL: {audio_url!r}")
+    return Path(url2pathname(parts.path))
+
+
+def open_local(audio_url: str, *, root: str | os.PathLike[str]) -> int:
+    """Open the recording a ``file://`` URL names, only inside ``root`` and without a link.
+
+    The one way the package reads a recording named by the index: see
+    :func:`~pipecat_audio_capture.safe_files.open_regular_under`. Blocking: run it in a thread.
+
+    Returns:
+        A descriptor open for reading; the caller closes it.
+
+    Raises:
+        UnsafePathError: If the file is outside ``root``, reached through a link, not a regular
+            file or has more than one link.
+        StorageError: If the URL is not a local ``file://`` URL, or the file is missing or
+            cannot be opened.
+    """
+    path = file_url_path(audio_url)
+    try:
+        return open_regular_under(Path(root), path)
+    except FileNotFoundError as exc:
+        raise StorageError(f"no recording at {path}") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from exc
+
+
 def local_path(audio_url: str, *, root: str | os.PathLike[str] | None = None) -> Path:
     """Return the existing file a ``file://`` URL names.
 
@@ -52,10 +89,7 @@ def local_path(audio_url: str, *, root: str | os.PathLike[str] | None = None) ->
         StorageError: If the URL is not a local ``file://`` URL, lies outside ``root``, or
             names no file.
     """
-    parts = urlsplit(audio_url)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise StorageError(f"not a local file:// URL: {audio_url!r}")
-    path = Path(url2pathname(parts.path)).resolve()
+    path = file_url_path(audio_url).resolve()
     if root is not None:
         base = Path(root).expanduser().resolve()
         if not path.is_relative_to(base):

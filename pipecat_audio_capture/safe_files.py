@@ -4,8 +4,15 @@ A file is written under a temporary name in its final folder, fsynced, renamed o
 name, and the folder is fsynced: after a crash the final name holds either nothing or the whole
 file. Folders below a root are used only if they are real folders: a symlink there could send a
 write, read or delete outside the root.
+
+A file under a root is read through one descriptor, opened step by step from the root with
+``O_NOFOLLOW`` (:func:`open_regular_under`) and checked on that descriptor, so swapping a file or
+folder for a link between a check and the read cannot redirect it. Files handed out of the
+package (an export) are created new, never opened through an existing name
+(:func:`create_new_file`).
 """
 
+import errno
 import os
 import re
 import stat
@@ -16,6 +23,17 @@ from pathlib import Path
 from loguru import logger
 
 from pipecat_audio_capture.errors import UnsafePathError
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a FIFO planted under the root returns at once (and is then refused) instead
+# of waiting for a writer; O_NOCTTY: a terminal device never becomes the controlling terminal.
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+# What open() reports for a symlink under O_NOFOLLOW (ELOOP; EMLINK on FreeBSD) or for a file
+# where a folder was expected.
+_LINK_ERRNOS = frozenset({errno.ELOOP, errno.EMLINK, errno.ENOTDIR})
+_COPY_CHUNK_BYTES = 1 << 20
 
 CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 """The canonical UUID form, the only one ids take in file and folder names."""
@@ -176,3 +194,131 @@ def real_subfolders(root: Path, name: re.Pattern[str]) -> list[Path]:
             )
     except FileNotFoundError:
         return []
+
+
+def open_regular_under(root: Path, path: Path) -> int:
+    """Open ``path`` for reading if it is a regular file inside ``root``, reached without a link.
+
+    ``root`` is resolved (it may be a symlink, as the user configured it). ``path`` must name a
+    file below it lexically, without ``..``. The root is opened, then each folder below it and
+    the file with ``O_NOFOLLOW`` relative to the folder before (``openat``), so no step follows a
+    link, whatever is renamed meanwhile. The open descriptor is then checked: a regular file
+    with exactly one link (a hard link can make any file of the same file system appear under
+    the root), still inside the root. Read from the returned descriptor only, and close it.
+
+    Args:
+        root: The folder the file must be in.
+        path: The absolute path of the file.
+
+    Returns:
+        A descriptor open for reading.
+
+    Raises:
+        UnsafePathError: If ``path`` is outside ``root``, has a link, a ``..`` or a non-folder on
+            the way, or is not a regular file with one link.
+        OSError: If it does not exist (``FileNotFoundError``) or cannot be opened.
+    """
+    base = root.expanduser().resolve()
+    parts = _parts_below(base, path)
+    fd = os.open(base, _FOLDER_FLAGS)
+    for name in parts[:-1]:
+        fd = _open_in(fd, name, _FOLDER_FLAGS | _NOFOLLOW, path)
+    fd = _open_in(fd, parts[-1], _READ_FLAGS, path)
+    try:
+        _check_descriptor(fd, base, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_folder(folder: Path) -> int:
+    """Open a folder (following links in ``folder`` itself: the caller names it) to create files
+    in with :func:`create_new_file`.
+
+    Raises:
+        OSError: If it does not exist or is not a folder.
+    """
+    return os.open(folder, _FOLDER_FLAGS)
+
+
+def create_new_file(folder_fd: int, name: str) -> int:
+    """Create ``name`` in an open folder and return it open for writing.
+
+    Only a new file is created: an existing name, a symlink included (even a dangling one), is
+    refused rather than followed or replaced.
+
+    Args:
+        folder_fd: A folder descriptor from :func:`open_folder`.
+        name: One path component.
+
+    Raises:
+        FileExistsError: If ``name`` exists in the folder.
+        OSError: If it cannot be created.
+    """
+    return os.open(name, _CREATE_FLAGS, 0o666, dir_fd=folder_fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def copy_descriptor(source_fd: int, target_fd: int) -> int:
+    """Copy what ``source_fd`` holds from its start to ``target_fd``; return the bytes copied."""
+    copied = 0
+    while chunk := os.pread(source_fd, _COPY_CHUNK_BYTES, copied):
+        write_all(target_fd, chunk)
+        copied += len(chunk)
+    return copied
+
+
+def _parts_below(base: Path, path: Path) -> tuple[str, ...]:
+    """The components of ``path`` below ``base``, compared as text (nothing is resolved)."""
+    if not path.is_absolute():
+        raise UnsafePathError(f"{path} is not an absolute path; it is not opened")
+    try:
+        parts = path.relative_to(base).parts
+    except ValueError as exc:
+        raise UnsafePathError(f"{path} is outside the recordings folder {base}") from exc
+    if not parts or any(part == ".." or "\x00" in part for part in parts):
+        raise UnsafePathError(f"{path} does not name a file below {base}; it is not opened")
+    return parts
+
+
+def _open_in(folder_fd: int, name: str, flags: int, path: Path) -> int:
+    """Open ``name`` relative to ``folder_fd``, which is closed whatever happens."""
+    try:
+        return os.open(name, flags, dir_fd=folder_fd)
+    except OSError as exc:
+        if exc.errno in _LINK_ERRNOS:
+            raise UnsafePathError(
+                f"{path}: {name} is a symlink or not a folder on the way; it is not opened"
+            ) from exc
+        raise
+    finally:
+        os.close(folder_fd)
+
+
+def _check_descriptor(fd: int, base: Path, path: Path) -> None:
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        raise UnsafePathError(f"{path} is not a regular file; it is not read")
+    if status.st_nlink != 1:
+        raise UnsafePathError(
+            f"{path} has {status.st_nlink} links: a hard link may be a file from elsewhere; "
+            "it is not read"
+        )
+    opened = _descriptor_path(fd)
+    if opened is not None and not opened.is_relative_to(base):
+        raise UnsafePathError(f"{path} was moved out of {base} while it was opened")
+
+
+def _descriptor_path(fd: int) -> Path | None:
+    """Where an open file is now, when the system tells (Linux's ``/proc``), else None."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None

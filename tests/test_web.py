@@ -1,8 +1,11 @@
 """The call review over HTTP: pages, audio, ranges, access control, headers and escaping."""
 
 import asyncio
+import gzip
+import os
 import re
 import signal
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,6 +56,8 @@ pg_schema = index_support.pg_schema
 SAMPLE_RATE = 16_000
 TOKEN = "s3cret-token-for-the-tests"
 SECRET = b"TOP SECRET: not a recording"
+SWAP_RACE_ROUNDS = 60
+SWAP_RACE_BATCH = 8
 SCRIPT = '<script>window.__xss=1</script> & "quoted" </title><b>'
 """A transcript that would run, close an SVG title or break an attribute if it were not escaped."""
 
@@ -556,6 +561,106 @@ async def test_local_audio_is_served_only_from_under_the_recordings_folder(
     assert (await without_root.get(review.audio_url())).status == 404
     assert (await other_root.get(review.audio_url())).status == 404
     assert (await parent_root.get(review.audio_url())).status == 200
+
+
+@sqlite_only
+async def test_a_segment_swapped_for_a_symlink_while_requests_run_never_serves_the_target(
+    review: Review, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET * 100)
+    segment = review.call.segments[1]
+    own_file = review.files.path_for(segment.session_id, segment.segment_id)
+    wav = review.call.wavs[1]
+    stop = threading.Event()
+    flips = 0
+
+    def flip() -> None:
+        # Each state arrives by an atomic rename, as an attacker with write access would do it;
+        # the real file is a fresh copy each time (a second link to it would be refused).
+        nonlocal flips
+        real, link = own_file.with_name("real.tmp"), own_file.with_name("link.tmp")
+        while not stop.is_set():
+            real.write_bytes(wav)
+            os.replace(real, own_file)
+            link.symlink_to(secret)
+            os.replace(link, own_file)
+            flips += 1
+
+    async def fetch() -> tuple[int, bytes]:
+        response = await review.client.get(review.audio_url(1))
+        return response.status, await response.read()
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        results = [
+            result
+            for _ in range(SWAP_RACE_ROUNDS)
+            for result in await asyncio.gather(*(fetch() for _ in range(SWAP_RACE_BATCH)))
+        ]
+    finally:
+        stop.set()
+        flipper.join()
+
+    assert flips > 0
+    assert not [body for _, body in results if SECRET in body]
+    assert {status for status, _ in results} <= {200, 404}
+    assert all(body == wav for status, body in results if status == 200)
+    # Both states were met, so the race was really run.
+    assert [status for status, _ in results].count(200) > 0
+    assert [status for status, _ in results].count(404) > 0
+
+
+@sqlite_only
+async def test_a_hard_link_to_a_file_outside_the_recordings_is_not_served(
+    review: Review, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET)
+    segment = review.call.segments[0]
+    own_file = review.files.path_for(segment.session_id, segment.segment_id)
+    own_file.unlink()
+    os.link(secret, own_file)
+
+    response = await review.client.get(review.audio_url(0))
+
+    assert response.status == 404
+    assert SECRET not in await response.read()
+
+
+@sqlite_only
+async def test_a_precompressed_sibling_is_never_served_instead_of_the_wav(
+    review: Review,
+) -> None:
+    segment = review.call.segments[1]
+    own_file = review.files.path_for(segment.session_id, segment.segment_id)
+    for suffix in (".gz", ".br"):
+        own_file.with_name(own_file.name + suffix).write_bytes(gzip.compress(SECRET))
+
+    response = await review.client.get(review.audio_url(1), headers={"Accept-Encoding": "gzip"})
+
+    assert response.status == 200
+    assert "Content-Encoding" not in response.headers
+    assert await response.read() == review.call.wavs[1]
+
+
+@sqlite_only
+async def test_a_head_request_and_a_stale_if_range_get_the_whole_wav_length(
+    review: Review,
+) -> None:
+    wav = review.call.wavs[1]
+
+    head = await review.client.head(review.audio_url(1))
+    if_range = await review.client.get(
+        review.audio_url(1), headers={"Range": "bytes=0-9", "If-Range": '"some-old-etag"'}
+    )
+
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(wav))
+    assert await head.read() == b""
+    assert if_range.status == 200
+    assert await if_range.read() == wav
 
 
 @pytest.fixture
