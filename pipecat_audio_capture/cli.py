@@ -315,7 +315,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--token",
-        help="access token, 16+ characters ($PIPECAT_AUDIO_CAPTURE_TOKEN, which ps does not show)",
+        help="random access token, 128+ bits ($PIPECAT_AUDIO_CAPTURE_TOKEN: ps does not show it)",
     )
     replay = add(
         "replay",

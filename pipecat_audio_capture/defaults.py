@@ -103,5 +103,9 @@ SERVE_PORT = 8765
 SERVE_PAGE_SIZE = 50
 """Calls per page of the call review's session list (the ``sessions`` command lists as many)."""
 
+SERVE_COOKIE_MAX_AGE_S = 12 * 3600
+"""How long the cookie the call review sets (after ``?token=``) lets a browser in: a working day
+of review; then the link with the token is needed again."""
+
 SERVE_AUDIO_CHUNK_BYTES = 256 * 1024
 """Bytes of a WAV file the call review reads (in a worker thread) and sends at a time."""

@@ -4,6 +4,7 @@ import asyncio
 import gzip
 import os
 import re
+import secrets
 import signal
 import threading
 import urllib.error
@@ -28,20 +29,21 @@ from google.oauth2 import service_account
 from index_support import IndexBackend, at, make_segment, make_transcript, new_id
 from loguru import logger
 
+from pipecat_audio_capture import defaults
 from pipecat_audio_capture.cli import main
 from pipecat_audio_capture.records import Role, SegmentMetadata, Speaker
 from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.wav import encode_wav
-from pipecat_audio_capture.web import create_app
+from pipecat_audio_capture.web import create_app, security
 from pipecat_audio_capture.web.markup import element
 from pipecat_audio_capture.web.render import session_page
 from pipecat_audio_capture.web.security import (
     CONTENT_SECURITY_POLICY,
     COOKIE,
-    MIN_TOKEN_CHARS,
     TOKEN_ENV,
+    estimated_bits,
     token_problem,
 )
 from pipecat_audio_capture.web.timeline import timeline
@@ -54,7 +56,8 @@ pg_pool = index_support.pg_pool
 pg_schema = index_support.pg_schema
 
 SAMPLE_RATE = 16_000
-TOKEN = "s3cret-token-for-the-tests"
+TOKEN = "6oyr-yAHIyiXVlMhA1SyyjZdSmkcaIgzKRdoxemdbPI"
+"""A token as TOKEN_RECIPE makes one."""
 SECRET = b"TOP SECRET: not a recording"
 SWAP_RACE_ROUNDS = 60
 SWAP_RACE_BATCH = 8
@@ -209,14 +212,21 @@ async def raw_get(
     client: TestClient[web.Request, web.Application], target: str
 ) -> tuple[int, bytes]:
     """Send a request line exactly as given (no client-side normalisation of ``..``)."""
+    return await raw_request(client, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+
+
+async def raw_request(
+    client: TestClient[web.Request, web.Application], head: bytes
+) -> tuple[int, bytes]:
+    """Send a request head exactly as given (it ends with its last header line)."""
     assert client.server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    writer.write(head + b"Connection: close\r\n\r\n")
     await writer.drain()
     response = await reader.read()
     writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
 # --- the list of calls ------------------------------------------------------------------------
@@ -821,8 +831,70 @@ async def test_a_token_in_the_query_once_sets_a_strict_http_only_cookie(review: 
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Strict"
     assert cookie["path"] == "/"
+    assert cookie["max-age"] == str(defaults.SERVE_COOKIE_MAX_AGE_S)
     assert TOKEN not in cookie.value
     assert [response.status for response in later] == [200, 200, 200]
+
+
+@sqlite_only
+async def test_the_cookie_stops_letting_a_browser_in_once_it_expires(
+    review: Review, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await review.make_client(token=TOKEN)
+    cookie = (await client.get("/", params={"token": TOKEN})).cookies[COOKIE].value
+    issued_s = int(cookie.split(".")[0])
+    client.session.cookie_jar.clear()
+    forged = [
+        f"{issued_s - 1}.{cookie.split('.')[1]}",  # another time under the same MAC
+        cookie.split(".")[1],  # the MAC alone
+        f"{'9' * 40}.{cookie.split('.')[1]}",
+        f"-1.{cookie.split('.')[1]}",
+    ]
+
+    def status_at(now_s: float, value: str) -> Awaitable[web.StreamResponse]:
+        monkeypatch.setattr(security.time, "time", lambda: now_s)
+        return client.get("/", cookies={COOKIE: value})
+
+    almost_expired = await status_at(issued_s + defaults.SERVE_COOKIE_MAX_AGE_S - 1, cookie)
+    expired = await status_at(issued_s + defaults.SERVE_COOKIE_MAX_AGE_S + 1, cookie)
+    monkeypatch.undo()
+    refused = [await client.get("/", cookies={COOKIE: value}) for value in forged]
+
+    assert almost_expired.status == 200
+    assert expired.status == 401
+    assert [response.status for response in refused] == [401] * len(forged)
+
+
+BAD_BYTES_REQUESTS = {
+    "authorization": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\r\n",
+    "cookie": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: call_review=1.\xff\xfe\r\n",
+    "other-header": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: \xc3\x28\r\n",
+    "range-header": b"GET /favicon.ico HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=\xff-\r\n",
+    "host": b"GET / HTTP/1.1\r\nHost: 127.0.0.\xff\r\n",
+    "header-name": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-\xff: 1\r\n",
+    "path": b"GET /sessions/\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    "query": b"GET /?token=\xff&page=\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+}
+"""Requests with bytes that are not UTF-8 in each place a request can hold them."""
+
+
+@sqlite_only
+@pytest.mark.parametrize("guarded", [False, True], ids=["loopback-only", "token"])
+@pytest.mark.parametrize("where", list(BAD_BYTES_REQUESTS))
+async def test_bytes_that_are_not_utf8_anywhere_in_a_request_get_a_client_error(
+    review: Review, guarded: bool, where: str
+) -> None:
+    client = await review.make_client(token=TOKEN) if guarded else review.client
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR", format="{message}")
+    try:
+        status, body = await raw_request(client, BAD_BYTES_REQUESTS[where])
+    finally:
+        logger.remove(sink)
+
+    assert 400 <= status < 500
+    assert b"Traceback" not in body
+    assert errors == []
 
 
 def test_listening_beyond_loopback_needs_a_long_enough_token() -> None:
@@ -834,7 +906,41 @@ def test_listening_beyond_loopback_needs_a_long_enough_token() -> None:
         problem = token_problem(host, None)
         assert problem is not None
         assert TOKEN_ENV in problem
-    assert "at least" in (token_problem("127.0.0.1", "x" * (MIN_TOKEN_CHARS - 1)) or "")
+    assert "too easy to guess" in (token_problem("127.0.0.1", "x" * 15) or "")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(" " * 16, id="16-spaces"),
+        pytest.param("a" * 200, id="one-letter-repeated"),
+        pytest.param("ab" * 64, id="two-letters-alternating"),
+        pytest.param("password" * 16, id="a-word-repeated"),
+        pytest.param("s3cret-token-for-the-tests", id="short-phrase"),
+        pytest.param(secrets.token_hex(8), id="64-random-bits"),
+        pytest.param(TOKEN[:-1] + " ", id="with-a-space"),
+        pytest.param(TOKEN + "é", id="not-ascii"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_a_token_that_is_easy_to_guess_is_refused_whatever_its_length(token: str) -> None:
+    problem = token_problem("0.0.0.0", token)
+
+    assert problem is not None
+    assert "secrets.token_urlsafe(32)" in problem
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(TOKEN, id="fixed"),
+        *[pytest.param(secrets.token_urlsafe(32), id=f"token_urlsafe-{n}") for n in range(5)],
+        *[pytest.param(secrets.token_hex(32), id=f"token_hex-{n}") for n in range(5)],
+    ],
+)
+def test_a_random_token_of_the_recipe_is_accepted(token: str) -> None:
+    assert token_problem("0.0.0.0", token) is None
+    assert estimated_bits(token) >= 128
 
 
 # --- the serve command ------------------------------------------------------------------------
@@ -858,6 +964,8 @@ def demo_folder(tmp_path: Path) -> Path:
         pytest.param(["--host", "0.0.0.0"], id="all-interfaces"),
         pytest.param(["--host", "192.168.1.20"], id="lan-address"),
         pytest.param(["--host", "0.0.0.0", "--token", "short"], id="short-token"),
+        pytest.param(["--host", "0.0.0.0", "--token", " " * 16], id="16-spaces-token"),
+        pytest.param(["--host", "0.0.0.0", "--token", "a" * 64], id="repeated-token"),
         pytest.param(["--port", "70000"], id="port-out-of-range"),
     ],
 )

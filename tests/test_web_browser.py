@@ -31,7 +31,7 @@ UPDATE_SCREENSHOT = os.environ.get("UPDATE_SCREENSHOT") == "1"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "call-review.png"
 SPEED = 1.0 if UPDATE_SCREENSHOT else 2.0
 XSS = "<script>window.__xss=1</script>"
-TOKEN = "a-token-for-the-browser-test"
+TOKEN = "faD1eY7GHXyyjmaWwZBoP4p1u7t4dQRaDaXGe5pjd0M"
 DURATION_TOLERANCE_S = 0.05
 PLAY_TIMEOUT_MS = 10_000
 
