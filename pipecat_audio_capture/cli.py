@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_export import export_call
+from pipecat_audio_capture.cli_export import export_call, recordings_folder
 from pipecat_audio_capture.cli_format import (
     call_log_records,
     format_call_log,
@@ -149,14 +149,26 @@ async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
 
 async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
     _, entries, gaps = await _read_call(args.session_id, target)
-    result = export_call(entries, gaps, args.out)
+    recordings = recordings_folder(args.recordings, target)
+    result = export_call(entries, gaps, args.out, recordings=recordings)
     for copy in result.partial:
         print(
             f"{PROG}: warning: turn {copy.turn} is split into {copy.entry.segment_count} "
             f"segments; only the first was exported ({copy.name})",
             file=sys.stderr,
         )
+    for refusal in result.refused:
+        print(
+            f"{PROG}: error: turn {refusal.turn}: not exported: {refusal.reason}", file=sys.stderr
+        )
     print(f"exported {len(result.files)} files to {result.out_dir}: {', '.join(result.files)}")
+    if result.refused:
+        print(
+            f"{PROG}: error: the audio of {len(result.refused)} turns was refused; "
+            "the rest was exported",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -276,12 +288,20 @@ def _parser() -> argparse.ArgumentParser:
         "copy one call's WAV files and transcript into a folder",
         "Copy a call's WAV files into a folder, named by turn and role (001-user.wav,\n"
         "002-assistant.wav), with transcript.json and transcript.csv (one row per turn, every\n"
-        "call-log field). Files of the same names are replaced. Only file:// audio can be\n"
-        "exported. A turn split into several segments exports its first part only\n"
-        "(NNN-ROLE-part1.wav), with a warning.",
+        "call-log field). Only new files are written: a name already in the folder stops the\n"
+        "export before it starts. Only file:// audio under --recordings can be exported, read\n"
+        "without following links; a turn whose WAV is elsewhere, a link, or missing is left\n"
+        "out and reported, and the command exits 2. A turn split into several segments\n"
+        "exports its first part only (NNN-ROLE-part1.wav), with a warning.",
     )
     export.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     export.add_argument("--out", metavar="DIR", type=Path, required=True, help="folder to fill")
+    export.add_argument(
+        "--recordings",
+        metavar="DIR",
+        type=Path,
+        help="folder the WAV files are read from (the SQLite index's folder)",
+    )
 
     add(
         "migrate",

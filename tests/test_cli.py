@@ -5,6 +5,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -39,6 +40,7 @@ postgres_index = index_support.postgres_index
 pg_pool = index_support.pg_pool
 pg_schema = index_support.pg_schema
 
+SECRET = b"TOP SECRET: not a recording"
 UNREACHABLE_DSN = "postgresql://postgres@127.0.0.1:1/test"
 MALFORMED_DSN = "host=127.0.0.1 port"
 
@@ -141,6 +143,11 @@ class Recorded:
 
     def wav(self, segment: PendingAudioSegment) -> Path:
         return self.files.path_for(segment.session_id, segment.segment_id)
+
+    @property
+    def export_args(self) -> list[str]:
+        """The index arguments, and the folder the WAVs are in."""
+        return [*self.index_args, "--recordings", str(self.files.root)]
 
 
 def index_args_of(backend: IndexBackend, request: pytest.FixtureRequest) -> list[str]:
@@ -468,7 +475,7 @@ def test_export_copies_the_wavs_and_writes_the_transcripts(
     call, out_dir = recorded.call, tmp_path / "export" / "call"
 
     code, out, err = run(
-        capsys, "export", call.session_id, "--out", str(out_dir), *recorded.index_args
+        capsys, "export", call.session_id, "--out", str(out_dir), *recorded.export_args
     )
 
     assert code == 0
@@ -502,19 +509,102 @@ def test_export_copies_the_wavs_and_writes_the_transcripts(
     assert rows[0]["audio_files"] == "001-user.wav"
 
 
-def test_export_refuses_a_call_with_a_missing_wav(
+def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
     capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
 ) -> None:
     missing = recorded.wav(recorded.call.segments[3])
     missing.unlink()
     out_dir = tmp_path / "export"
 
-    code, _, err = run(
-        capsys, "export", recorded.call.session_id, "--out", str(out_dir), *recorded.index_args
+    code, out, err = run(
+        capsys, "export", recorded.call.session_id, "--out", str(out_dir), *recorded.export_args
     )
 
-    assert_fails(code, err, f"turn 3: its audio file is missing: {missing}")
-    assert not out_dir.exists()
+    assert code == 2
+    assert f"error: turn 3: not exported: no recording at {missing}\n" in err
+    assert err.endswith("error: the audio of 1 turns was refused; the rest was exported\n")
+    assert "Traceback" not in err
+    assert out.startswith(f"exported 5 files to {out_dir}: 001-user.wav, 002-assistant-part1.wav, ")
+    assert not (out_dir / "003-user.wav").exists()
+    turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
+    assert turns[2]["audio_files"] == []
+
+
+async def test_export_reads_nothing_outside_the_recordings_and_counts_each_refusal(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET)
+    linked = tmp_path / "linked.txt"
+    linked.write_bytes(SECRET)
+    call = recorded.call
+    recorded.wav(call.segments[0]).unlink()
+    recorded.wav(call.segments[0]).symlink_to(secret)
+    recorded.wav(call.segments[4]).unlink()
+    os.link(linked, recorded.wav(call.segments[4]))
+    for url, at_ms in [
+        ("file:///etc/passwd", 6000),
+        (f"file://{recorded.files.root}/../secret.txt", 7000),
+    ]:
+        row = replace(make_segment(call.session_id, start_ms=at_ms), audio_url=url)
+        await index.store.save_metadata(call.session_id, row)
+    out_dir = tmp_path / "export"
+
+    code, _, err = await run_in_thread(
+        "export", call.session_id, "--out", str(out_dir), *recorded.export_args
+    )
+
+    assert code == 2
+    refused = re.findall(r"error: turn (\d+): not exported: (.*)", err)
+    assert [turn for turn, _ in refused] == ["1", "4", "6", "7"]
+    assert "is a symlink" in refused[0][1]
+    assert "has 2 links" in refused[1][1]
+    assert "outside the recordings folder" in refused[2][1]
+    assert "does not name a file below" in refused[3][1]
+    assert "the audio of 4 turns was refused" in err
+    assert "Traceback" not in err
+    assert sorted(path.name for path in out_dir.iterdir()) == [
+        "002-assistant-part1.wav", "003-user.wav", "transcript.csv", "transcript.json"
+    ]  # fmt: skip
+    for path in out_dir.iterdir():
+        assert SECRET not in path.read_bytes()
+        assert b"root:x:0:0" not in path.read_bytes()
+    turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
+    assert [bool(turn["audio_files"]) for turn in turns] == [False, True, True, False, False] + [
+        False
+    ] * 2
+
+
+@pytest.mark.parametrize("planted", ["transcript.json", "transcript.csv", "001-user.wav"])
+def test_export_never_writes_through_a_symlink_planted_in_the_folder(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path, planted: str
+) -> None:
+    victim = tmp_path / "victim.conf"
+    victim.write_text("setting = 1\n")
+    out_dir = tmp_path / "export"
+    out_dir.mkdir()
+    (out_dir / planted).symlink_to(victim)
+
+    code, _, err = run(
+        capsys, "export", recorded.call.session_id, "--out", str(out_dir), *recorded.export_args
+    )
+
+    assert_fails(code, err, f"{out_dir / planted} already exists: export writes new files only")
+    assert victim.read_text() == "setting = 1\n"
+    assert [path.name for path in out_dir.iterdir()] == [planted]
+
+
+@pytest.mark.parametrize("index", ["postgres"], indirect=True)
+def test_export_from_postgres_needs_the_recordings_folder(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
+) -> None:
+    code, _, err = run(
+        capsys, "export", recorded.call.session_id, "--out", str(tmp_path / "export"),
+        *recorded.index_args,
+    )  # fmt: skip
+
+    assert_fails(code, err, "say which folder holds the recordings: --recordings DIR")
+    assert not (tmp_path / "export").exists()
 
 
 async def test_export_explains_what_to_do_with_gcs_audio(
@@ -541,7 +631,12 @@ def test_export_reports_an_unwritable_folder(
     not_a_folder.write_text("x")
 
     code, _, err = run(
-        capsys, "export", recorded.call.session_id, "--out", str(not_a_folder), *recorded.index_args
+        capsys,
+        "export",
+        recorded.call.session_id,
+        "--out",
+        str(not_a_folder),
+        *recorded.export_args,
     )
 
     assert_fails(code, err, f"cannot write the export to {not_a_folder}")
