@@ -102,3 +102,7 @@ SERVE_PORT = 8765
 
 SERVE_PAGE_SIZE = 50
 """Calls per page of the call review's session list (the ``sessions`` command lists as many)."""
+
+CALL_AUDIO_BLOCK_S = 1.0
+"""Seconds of audio a whole-call recording reads, resamples and writes per step: the build holds
+about this much per channel, whatever the call's length."""
