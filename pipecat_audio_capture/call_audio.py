@@ -43,7 +43,11 @@ from pipecat_audio_capture.safe_files import open_atomically
 from pipecat_audio_capture.wav import HEADER_BYTES, WavFormat, read_wav_header, wav_header
 
 SegmentOpener = Callable[[SegmentMetadata], BinaryIO]
-"""Opens a segment's stored WAV for reading, from its first header byte; the build closes it."""
+"""Opens a segment's stored WAV for reading, from its first header byte; the build closes it.
+
+For a segment it cannot open it raises ``OSError`` or an
+:class:`~pipecat_audio_capture.errors.AudioCaptureError` (a ``StorageError``, say), which the
+build reports as that segment's issue; any other exception is a bug and stops the build."""
 
 IssueKind = Literal["refused", "unreadable", "short", "long", "cut"]
 """What went wrong with one segment:

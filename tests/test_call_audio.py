@@ -505,3 +505,20 @@ def test_the_readme_example_builds_the_newest_demo_call(
         wav = read_wav_header(file)
     assert (wav.sample_rate, wav.num_channels) == (BOT_RATE, 2)
     assert capsys.readouterr().out.splitlines()[-1] == "call.wav: 5.5 s, 24000 Hz stereo"
+
+
+def test_a_requested_sample_rate_resamples_every_segment_to_it() -> None:
+    files = Files()
+    user = files.add("user", 0, 500, 1000, rate=USER_RATE)
+    bot = files.add("bot", 250, 500, 2000, rate=BOT_RATE)
+    out = io.BytesIO()
+
+    report = write_call_audio([user, bot], out, open_segment=files.open, sample_rate=8_000)
+
+    assert report.complete
+    assert read_wav_header(io.BytesIO(out.getvalue())).sample_rate == 8_000
+    stereo = pcm_of_wav(out.getvalue())
+    assert len(stereo) == 6_000
+    assert onsets_ms(stereo[:, 1], 8_000) == [pytest.approx(250.0, abs=1.0)]
+    with pytest.raises(CallAudioError, match="unsupported sample rate"):
+        plan_call_audio([user], sample_rate=1_000)
