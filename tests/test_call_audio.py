@@ -522,3 +522,18 @@ def test_a_requested_sample_rate_resamples_every_segment_to_it() -> None:
     assert onsets_ms(stereo[:, 1], 8_000) == [pytest.approx(250.0, abs=1.0)]
     with pytest.raises(CallAudioError, match="unsupported sample rate"):
         plan_call_audio([user], sample_rate=1_000)
+
+
+def test_a_build_stopped_by_an_opener_bug_leaves_no_file(tmp_path: Path) -> None:
+    files = Files()
+    rows = [files.add("user", 0, 500, 1000), files.add("bot", 3000, 500, 1000)]
+
+    def broken(segment: SegmentMetadata) -> io.BytesIO:
+        if segment.speaker == "bot":
+            raise RuntimeError("opener bug")
+        return files.open(segment)
+
+    with pytest.raises(RuntimeError, match="opener bug"):
+        write_call_audio(rows, tmp_path / "call.wav", open_segment=broken, block_s=0.1)
+
+    assert list(tmp_path.iterdir()) == []
