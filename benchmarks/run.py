@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from benchmarks import backends, frame_cost, machine, memory, sessions, writer
+from benchmarks import backends, call_audio, frame_cost, machine, memory, sessions, writer
 from benchmarks.report import Section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -36,6 +36,7 @@ class Config:
         index_rows: Rows per metadata-index run.
         uploads: Segments per upload run.
         sessions: How section 3 runs.
+        call_minutes: Lengths of the calls section 5 builds a whole-call recording of.
     """
 
     call_s: float
@@ -48,6 +49,7 @@ class Config:
     index_rows: int
     uploads: int
     sessions: sessions.Plan
+    call_minutes: tuple[int, ...]
 
 
 FULL = Config(
@@ -63,6 +65,7 @@ FULL = Config(
     sessions=sessions.Plan(
         ladder=(10, 25, 50, 100), reps=3, seconds=8.0, warmup_s=2.0, search_steps=2
     ),
+    call_minutes=call_audio.CALL_MINUTES,
 )
 QUICK = Config(
     call_s=120.0,
@@ -75,6 +78,7 @@ QUICK = Config(
     index_rows=100,
     uploads=20,
     sessions=sessions.Plan(ladder=(25, 50), reps=1, seconds=3.0, warmup_s=1.0, search_steps=1),
+    call_minutes=(2,),
 )
 
 
@@ -145,8 +149,10 @@ def main() -> None:
     section_3, session_runs = sessions.measure(config.sessions)
     print("4. memory...", flush=True)
     section_4 = asyncio.run(memory.measure(session_runs))
+    print("5. whole-call recording...", flush=True)
+    section_5 = call_audio.measure(config.call_minutes)
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
-    sections = [*found, section_3, section_4]
+    sections = [*found, section_3, section_4, section_5]
     text = results_markdown(command, load_at_start, sections, time.perf_counter() - start)
     args.output.write_text(text + "\n")
     print(f"wrote {args.output} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

@@ -6,10 +6,19 @@ user and bot turn becomes its own WAV file, written in the background by
 transcript.
 """
 
+from pipecat_audio_capture.call_audio import (
+    CallAudioPlan,
+    CallAudioReport,
+    SegmentIssue,
+    plan_call_audio,
+    write_call_audio,
+)
+from pipecat_audio_capture.call_audio_session import local_segment_opener, write_session_call_audio
 from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
 from pipecat_audio_capture.collector import AudioCaptureCollector
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
+    CallAudioError,
     InvalidIdError,
     MigrationError,
     SpoolEntryError,
@@ -47,6 +56,9 @@ __all__ = [
     "AudioCaptureError",
     "AudioCaptureProcessor",
     "AudioStorage",
+    "CallAudioError",
+    "CallAudioPlan",
+    "CallAudioReport",
     "CaptureStats",
     "CompositeAudioStorage",
     "DeletionReport",
@@ -60,6 +72,7 @@ __all__ = [
     "ReplayReport",
     "RetryPolicy",
     "SQLiteAudioMetaStorage",
+    "SegmentIssue",
     "SegmentMetadata",
     "SessionAudioCapture",
     "SessionCaptureStats",
@@ -77,6 +90,10 @@ __all__ = [
     "UnsafePathError",
     "WriteTimeoutError",
     "delete_session",
+    "local_segment_opener",
+    "plan_call_audio",
     "purge",
     "replay_spool",
+    "write_call_audio",
+    "write_session_call_audio",
 ]

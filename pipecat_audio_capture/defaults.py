@@ -109,3 +109,7 @@ of review; then the link with the token is needed again."""
 
 SERVE_AUDIO_CHUNK_BYTES = 256 * 1024
 """Bytes of a WAV file the call review reads (in a worker thread) and sends at a time."""
+
+CALL_AUDIO_BLOCK_S = 1.0
+"""Seconds of audio a whole-call recording reads, resamples and writes per step: the build holds
+about this much per channel, whatever the call's length."""

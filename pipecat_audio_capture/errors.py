@@ -53,3 +53,9 @@ class SpoolEntryError(SpoolError):
 class UnsafePathError(StorageError):
     """A folder or file on the way to a recording is a symlink or otherwise leads outside its
     root; nothing is read, written or deleted through it."""
+
+
+class CallAudioError(AudioCaptureError):
+    """A call's stereo recording cannot be built: the call has no usable segment, its rows
+    belong to several calls, the requested format is unsupported, or it would not fit a WAV
+    file. A single unreadable segment is not this error: it is reported and left silent."""

@@ -18,7 +18,10 @@ import re
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from loguru import logger
 
@@ -107,12 +110,15 @@ def lstat_regular(path: Path) -> os.stat_result | None:
     return status
 
 
-def read_regular(path: Path) -> bytes:
-    """Read a regular file without following a symlink in its last component.
+def open_regular(path: Path) -> BinaryIO:
+    """Open a regular file for reading without following a symlink in its last component.
+
+    Returns:
+        The open file; the caller closes it.
 
     Raises:
         UnsafePathError: If ``path`` is a symlink or not a regular file.
-        OSError: If it cannot be read.
+        OSError: If it cannot be opened.
     """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -120,9 +126,21 @@ def read_regular(path: Path) -> bytes:
         if path.is_symlink():
             raise UnsafePathError(f"{path} is a symlink; it is not read") from exc
         raise
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise UnsafePathError(f"{path} is not a regular file; it is not read")
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        file.close()
+        raise UnsafePathError(f"{path} is not a regular file; it is not read")
+    return file
+
+
+def read_regular(path: Path) -> bytes:
+    """Read a regular file without following a symlink in its last component.
+
+    Raises:
+        UnsafePathError: If ``path`` is a symlink or not a regular file.
+        OSError: If it cannot be read.
+    """
+    with open_regular(path) as file:
         return file.read()
 
 
@@ -135,10 +153,24 @@ def write_atomically(path: Path, data: bytes) -> None:
     Raises:
         OSError: If the write, the fsync or the rename fails.
     """
+    with open_atomically(path) as tmp:
+        tmp.write(data)
+
+
+@contextmanager
+def open_atomically(path: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file that replaces ``path`` when the block ends without an exception.
+
+    The file is written as :func:`write_atomically` writes: fsynced, renamed over ``path``,
+    folder fsynced; an exception in the block removes it and leaves ``path`` as it was.
+
+    Raises:
+        OSError: If the write, the fsync or the rename fails.
+    """
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
+            yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)

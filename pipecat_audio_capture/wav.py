@@ -1,10 +1,13 @@
 """WAV encoding: a 44-byte RIFF header built with numpy in front of the PCM bytes."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import BinaryIO
 
 import numpy as np
 
+from pipecat_audio_capture.limits import format_supported
 from pipecat_audio_capture.records import SAMPLE_WIDTH_BYTES
 
 _HEADER_DTYPE = np.dtype(
@@ -135,3 +138,56 @@ def pcm_of_wav(wav: bytes) -> np.ndarray:
     channels = int(header["num_channels"])
     samples = np.frombuffer(wav, dtype="<i2", offset=HEADER_BYTES, count=-1)
     return samples.reshape(-1, channels)
+
+
+@dataclass(frozen=True)
+class WavFormat:
+    """What a WAV header says about the PCM after it.
+
+    Parameters:
+        sample_rate: Sample rate in Hz.
+        num_channels: Number of interleaved channels.
+        data_size: Bytes of PCM the header announces (the file may hold fewer).
+    """
+
+    sample_rate: int
+    num_channels: int
+    data_size: int
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one frame (one sample of every channel)."""
+        return SAMPLE_WIDTH_BYTES * self.num_channels
+
+    @property
+    def num_frames(self) -> int:
+        """Frames the header announces."""
+        return self.data_size // self.frame_bytes
+
+
+def read_wav_header(file: BinaryIO) -> WavFormat:
+    """Read the 44-byte header :func:`encode_wav` writes, leaving ``file`` at the first sample.
+
+    Raises:
+        ValueError: If the header is not a 16-bit PCM header of that form, or its format is
+            outside the package's limits.
+    """
+    raw = file.read(HEADER_BYTES)
+    if len(raw) < HEADER_BYTES:
+        raise ValueError("too short to be a WAV file")
+    header = np.frombuffer(raw, dtype=_HEADER_DTYPE)[0]
+    if header["riff"] != b"RIFF" or header["wave"] != b"WAVE" or header["data"] != b"data":
+        raise ValueError("not a canonical PCM WAV file")
+    sample_rate = int(header["sample_rate"])
+    num_channels = int(header["num_channels"])
+    pcm16 = (
+        int(header["fmt_size"]) == 16
+        and int(header["audio_format"]) == _PCM_FORMAT
+        and int(header["bits_per_sample"]) == SAMPLE_WIDTH_BYTES * 8
+        and int(header["block_align"]) == SAMPLE_WIDTH_BYTES * num_channels
+    )
+    if not pcm16:
+        raise ValueError("not a 16-bit PCM WAV file")
+    if not format_supported(sample_rate, num_channels):
+        raise ValueError(f"unsupported format: {sample_rate} Hz, {num_channels} channels")
+    return WavFormat(sample_rate, num_channels, int(header["data_size"]))

@@ -33,6 +33,11 @@ CALL_LOG_ORDER = "occurred_at, role DESC, turn_id"
 tie in ``occurred_at`` the user turn comes first)."""
 
 
+SEGMENT_ORDER = "started_at, speaker DESC, segment_id"
+"""The time order of a call's segments (on a tie in ``started_at`` the user's comes first, as in
+``CALL_LOG_ORDER``)."""
+
+
 @dataclass(frozen=True)
 class SessionSummary:
     """One call, from the ``session_summary`` view.
@@ -181,6 +186,10 @@ class MetadataIndex(SessionRetention, Protocol):
         """Return a segment's stored metadata, or None if it is not indexed."""
         ...
 
+    async def session_segments(self, session_id: str) -> list[SegmentMetadata]:
+        """Return every stored segment of a call (each part of a split turn) in time order."""
+        ...
+
     async def close(self) -> None:
         """Release the backend's connections."""
         ...
@@ -260,6 +269,7 @@ class ViewQueries:
     call_log: str
     gaps: str
     segment: str
+    session_segments: str
     old_sessions: str
 
 
@@ -275,6 +285,8 @@ def view_queries(placeholder: str) -> ViewQueries:
         f" WHERE session_id = {p} ORDER BY user_started_at, user_turn_id",
         segment=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
         f" WHERE segment_id = {p}",
+        session_segments=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
+        f" WHERE session_id = {p} ORDER BY {SEGMENT_ORDER}",
         old_sessions=SESSIONS_LAST_ACTIVITY.format(cutoff=p),
     )
 
@@ -352,6 +364,17 @@ class IndexReader(ABC):
         """
         rows = await self._read(self._queries.segment, (require_uuid(segment_id, "segment_id"),))
         return SegmentMetadata(**rows[0]) if rows else None
+
+    async def session_segments(self, session_id: str) -> list[SegmentMetadata]:
+        """Return every stored segment of a call in time order, each part of a split turn included.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        session = require_uuid(session_id, "session_id")
+        rows = await self._read(self._queries.session_segments, (session,))
+        return [SegmentMetadata(**row) for row in rows]
 
     async def sessions_older_than(self, cutoff: datetime) -> list[str]:
         """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
