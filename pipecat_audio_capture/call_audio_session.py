@@ -14,7 +14,7 @@ from pipecat_audio_capture.call_audio import (
 from pipecat_audio_capture.errors import CallAudioError, StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import SegmentMetadata
-from pipecat_audio_capture.safe_files import existing_real_folder, open_regular
+from pipecat_audio_capture.safe_files import open_regular_under
 from pipecat_audio_capture.storage.index import MetadataIndex
 
 
@@ -37,10 +37,7 @@ def local_segment_opener(recordings: str | os.PathLike[str]) -> SegmentOpener:
             raise StorageError(f"{scheme or 'scheme-less'} audio is not in a recordings folder")
         session = require_uuid(segment.session_id, "session_id")
         name = f"{require_uuid(segment.segment_id, 'segment_id')}.wav"
-        folder = existing_real_folder(root, session)
-        if folder is None:
-            raise FileNotFoundError(f"no folder {root / session}")
-        return open_regular(folder / name)
+        return os.fdopen(open_regular_under(root, root / session / name), "rb")
 
     return open_segment
 
