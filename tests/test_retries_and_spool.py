@@ -413,7 +413,7 @@ async def test_close_timeout_hands_unwritten_segments_to_the_spool(tmp_path: Pat
     for segment in segments:
         capture.record_segment(segment)
 
-    stats = await asyncio.wait_for(capture.close(timeout_s=0.2), timeout=10)
+    stats = await asyncio.wait_for(capture.close(timeout_s=1.0), timeout=10)
 
     assert (stats.spooled, stats.dropped, stats.stored, stats.pending) == (3, 0, 0, 0)
     assert events["on_segment_spooled"] == [(segment, "close_timeout") for segment in segments]
@@ -485,7 +485,7 @@ async def test_transcripts_unwritten_at_close_timeout_are_spooled(tmp_path: Path
     await conversation.user_says("one", at=T0)
     await conversation.user_says("two", at=T0)
 
-    await asyncio.wait_for(recorder.close(timeout_s=0.2), timeout=10)
+    await asyncio.wait_for(recorder.close(timeout_s=1.0), timeout=10)
 
     assert (recorder.spooled, recorder.failed) == (2, 0)
     scan = await Spool(tmp_path / "spool").scan()
@@ -670,7 +670,7 @@ async def test_the_audio_path_takes_segments_without_waiting_while_storage_hangs
     speech = Speech(capture, pace_s=0.005)
 
     await speech.speak(20)
-    stats = await asyncio.wait_for(capture.close(timeout_s=0.2), timeout=10)
+    stats = await asyncio.wait_for(capture.close(timeout_s=1.0), timeout=10)
 
     assert max(speech.call_s) < 0.01
     assert stats.spooled == 20 and not stats.lost_segment_ids
