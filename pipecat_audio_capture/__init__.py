@@ -10,9 +10,11 @@ from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureSta
 from pipecat_audio_capture.collector import AudioCaptureCollector
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
+    AudioFormatError,
     InvalidIdError,
     MigrationError,
     SpoolEntryError,
+    SpoolEntryGoneError,
     SpoolError,
     SpoolFullError,
     StorageConfigError,
@@ -46,6 +48,7 @@ __all__ = [
     "AudioCaptureCollector",
     "AudioCaptureError",
     "AudioCaptureProcessor",
+    "AudioFormatError",
     "AudioStorage",
     "CaptureStats",
     "CompositeAudioStorage",
@@ -65,6 +68,7 @@ __all__ = [
     "SessionCaptureStats",
     "Spool",
     "SpoolEntryError",
+    "SpoolEntryGoneError",
     "SpoolError",
     "SpoolFullError",
     "StorageConfigError",

@@ -318,8 +318,8 @@ def _parse(timestamp: str | None) -> datetime:
     if timestamp:
         try:
             parsed = datetime.fromisoformat(timestamp)
-        except ValueError:
-            logger.warning(f"unreadable turn timestamp {timestamp!r}; using the current time")
+        except (TypeError, ValueError):
+            logger.warning(f"unreadable turn timestamp {timestamp!r:.80}; using the current time")
         else:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)

@@ -9,22 +9,23 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import index_support
 import pytest
 from index_support import IndexBackend, make_segment
-from reliability_support import T0, Conversation, events_of, pending_segment
+from pipecat.processors.aggregators.llm_response_universal import UserTurnStoppedMessage
+from reliability_support import T0, Conversation, FaultyStore, events_of, pending_segment
 
 from pipecat_audio_capture import (
     AudioCaptureError,
-    CompositeAudioStorage,
-    LocalAudioStorage,
+    AudioFormatError,
     RetryPolicy,
     SessionAudioCapture,
     Spool,
+    SpoolError,
     SQLiteAudioMetaStorage,
     StorageError,
     TranscriptRecorder,
@@ -32,10 +33,9 @@ from pipecat_audio_capture import (
     replay_spool,
 )
 from pipecat_audio_capture import spool as spool_module
-from pipecat_audio_capture.errors import AudioFormatError, SpoolError
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from pipecat_audio_capture.records import PendingAudioSegment, SegmentMetadata, Speaker
+from pipecat_audio_capture.records import PendingAudioSegment
 from pipecat_audio_capture.wav import encode_wav, pcm_of_wav, wav_header
 
 index = index_support.index
@@ -62,38 +62,10 @@ OUT_OF_LIMITS = [
 ]
 
 
-class Store:
-    """Local WAV files plus a SQLite index, raising ``errors[segment_id]`` for chosen segments."""
-
-    def __init__(self, root: Path) -> None:
-        self.files = LocalAudioStorage(root / "recordings")
-        self.index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-        self.real = CompositeAudioStorage(files=self.files, metadata=self.index)
-        self.errors: dict[str, BaseException] = {}
-
-    async def store_segment(
-        self,
-        session_id: str,
-        segment_id: str,
-        speaker: Speaker,
-        data: bytes,
-        *,
-        turn_id: str | None = None,
-    ) -> str:
-        if segment_id in self.errors:
-            raise self.errors[segment_id]
-        return await self.real.store_segment(session_id, segment_id, speaker, data, turn_id=turn_id)
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        await self.real.save_metadata(session_id, meta)
-
-    def stored_ids(self) -> list[str]:
-        return sorted(path.stem for path in self.files.root.rglob("*.wav"))
-
-    async def row_count(self) -> int:
-        backend = index_support.SQLiteBackend(Path(self.index.path))
-        await backend.migrate()
-        return await backend.count("session_audio_segments")
+async def row_count(store: FaultyStore) -> int:
+    backend = index_support.SQLiteBackend(Path(store.index.path))
+    await backend.migrate()
+    return await backend.count("session_audio_segments")
 
 
 def bad_format_segment(session_id: str, rate: Any, channels: Any) -> PendingAudioSegment:
@@ -170,7 +142,7 @@ async def test_the_index_stores_the_formats_at_the_limits(
 async def test_one_bad_format_segment_fails_alone_and_the_turns_after_it_are_stored(
     tmp_path: Path, rate: int, channels: int
 ) -> None:
-    store = Store(tmp_path)
+    store = FaultyStore(tmp_path)
     capture = SessionAudioCapture(new_id(), store, spool_dir=tmp_path / "spool")
     events = events_of(capture, "on_segment_failed", "on_segment_dropped", "on_segment_spooled")
     bad = bad_format_segment(capture.session_id, rate, channels)
@@ -193,7 +165,7 @@ async def test_one_bad_format_segment_fails_alone_and_the_turns_after_it_are_sto
     assert segment is bad and isinstance(error, AudioFormatError)
     assert not events["on_segment_dropped"] and not events["on_segment_spooled"]
     assert store.stored_ids() == sorted(segment.segment_id for segment in good)
-    assert await store.row_count() == 3
+    assert await row_count(store) == 3
     assert spool_files(tmp_path / "spool") == []
 
 
@@ -208,7 +180,7 @@ async def test_one_bad_format_segment_fails_alone_and_the_turns_after_it_are_sto
 async def test_a_segment_whose_encoding_raises_fails_alone_and_the_writer_goes_on(
     tmp_path: Path, breakage: dict[str, Any]
 ) -> None:
-    store = Store(tmp_path)
+    store = FaultyStore(tmp_path)
     capture = SessionAudioCapture(new_id(), store, spool_dir=tmp_path / "spool")
     events = events_of(capture, "on_segment_failed")
     broken = replace(pending_segment(capture.session_id), **breakage)
@@ -232,7 +204,7 @@ async def test_a_segment_whose_encoding_raises_fails_alone_and_the_writer_goes_o
 async def test_anything_a_store_raises_spools_that_segment_and_the_rest_are_stored(
     tmp_path: Path, error: Exception
 ) -> None:
-    store = Store(tmp_path)
+    store = FaultyStore(tmp_path)
     capture = SessionAudioCapture(new_id(), store, retry=ONCE, spool_dir=tmp_path / "spool")
     events = events_of(capture, "on_segment_spooled")
     segments = [pending_segment(capture.session_id, index=i) for i in range(4)]
@@ -262,7 +234,7 @@ async def test_anything_a_store_raises_spools_that_segment_and_the_rest_are_stor
 async def test_a_segment_the_spool_reader_would_refuse_is_a_failure_not_kept(
     tmp_path: Path, breakage: dict[str, Any]
 ) -> None:
-    store = Store(tmp_path)
+    store = FaultyStore(tmp_path)
     capture = SessionAudioCapture(new_id(), store, retry=ONCE, spool_dir=tmp_path / "spool")
     events = events_of(capture, "on_segment_failed")
     segments = [pending_segment(capture.session_id, index=i) for i in range(3)]
@@ -325,7 +297,7 @@ def hung_spool_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 async def test_close_returns_within_its_timeout_when_storage_spool_and_handlers_all_hang(
     tmp_path: Path, hung_spool_writes: None
 ) -> None:
-    class HangingStore(Store):
+    class HangingStore(FaultyStore):
         async def store_segment(self, *args: Any, **kwargs: Any) -> str:
             await asyncio.sleep(60)
             return ""
@@ -417,3 +389,23 @@ async def test_a_transcript_row_that_raises_fails_alone_and_the_recorder_goes_on
     )
     assert texts == [("five",), ("three",), ("two",)]
     assert spool_files(tmp_path / "spool") == []
+
+
+async def test_a_turn_whose_timestamp_is_not_text_is_stored_at_the_time_it_ended(
+    tmp_path: Path,
+) -> None:
+    index = SQLiteAudioMetaStorage(tmp_path / "index.sqlite3")
+    recorder = TranscriptRecorder(new_id(), TurnIds(), store=index, claim_wait_s=0.0)
+    conversation = Conversation(recorder)
+
+    await conversation.user.fire("on_user_turn_started", None)
+    message = UserTurnStoppedMessage(content="hello", timestamp=12345)  # type: ignore[arg-type]
+    before = datetime.now(UTC)
+    await conversation.user.fire("on_user_turn_stopped", None, message)
+    await asyncio.wait_for(recorder.close(timeout_s=3), timeout=10)
+
+    assert (recorder.stored, recorder.failed) == (1, 0)
+    [(occurred_at,)] = await index_support.SQLiteBackend(tmp_path / "index.sqlite3").fetch(
+        "SELECT occurred_at FROM session_transcripts"
+    )
+    assert datetime.fromisoformat(occurred_at) >= before

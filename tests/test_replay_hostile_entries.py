@@ -1,8 +1,6 @@
 """Replay treats every spool entry on its own: hostile entries, failing stores, rival replays."""
 
 import asyncio
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -12,82 +10,18 @@ from typing import Any
 
 import pytest
 from index_support import SQLiteBackend
-from reliability_support import T0, pending_segment
+from reliability_support import T0, FaultyStore, pending_segment, spool_entry
 
 from pipecat_audio_capture import (
-    CompositeAudioStorage,
-    LocalAudioStorage,
     RetryPolicy,
     Spool,
     SQLiteAudioMetaStorage,
     replay_spool,
 )
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
-from pipecat_audio_capture.wav import encode_wav
+from pipecat_audio_capture.records import TranscriptRecord
 
 ONCE = RetryPolicy(attempts=1)
-
-
-class Store:
-    """Local WAV files plus a SQLite index; ``on_store`` runs before each audio write."""
-
-    def __init__(self, root: Path) -> None:
-        self.files = LocalAudioStorage(root / "recordings")
-        self.index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-        self.real = CompositeAudioStorage(files=self.files, metadata=self.index)
-        self.errors: dict[str, BaseException] = {}
-        self.on_store: list[Any] = []
-
-    async def store_segment(
-        self,
-        session_id: str,
-        segment_id: str,
-        speaker: Speaker,
-        data: bytes,
-        *,
-        turn_id: str | None = None,
-    ) -> str:
-        while self.on_store:
-            self.on_store.pop()()
-        if segment_id in self.errors:
-            raise self.errors[segment_id]
-        return await self.real.store_segment(session_id, segment_id, speaker, data, turn_id=turn_id)
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        await self.real.save_metadata(session_id, meta)
-
-    async def save_transcript(self, record: TranscriptRecord) -> None:
-        await self.real.save_transcript(record)
-
-    def stored_ids(self) -> list[str]:
-        return sorted(path.stem for path in self.files.root.rglob("*.wav"))
-
-
-def entry(session_id: str, **changes: Any) -> tuple[str, bytes]:
-    """A segment entry as the spool writes it, with header fields changed and the WAV's size and
-    checksum kept consistent with the (possibly changed) WAV bytes."""
-    segment = pending_segment(session_id)
-    wav = changes.pop("wav", None) or encode_wav(segment.pcm, 16000, 1)
-    header = {
-        "format": "pipecat-audio-capture/spool-segment",
-        "version": 1,
-        "session_id": session_id,
-        "segment_id": segment.segment_id,
-        "turn_id": segment.turn_id,
-        "speaker": "user",
-        "sample_rate": 16000,
-        "num_channels": 1,
-        "started_at": segment.started_at.isoformat(),
-        "interrupted": False,
-        "unplayed_ms": None,
-        "wav_bytes": len(wav),
-        "wav_sha256": hashlib.sha256(wav).hexdigest(),
-        "reason": "write_failed",
-        "spooled_at": T0.isoformat(),
-    }
-    header.update(changes)
-    return segment.segment_id, json.dumps(header).encode() + b"\n" + wav
 
 
 def plant(spool_dir: Path, session_id: str, segment_id: str, data: bytes) -> Path:
@@ -121,26 +55,25 @@ async def test_one_hostile_entry_is_rejected_alone_and_every_other_entry_is_stor
     tmp_path: Path,
 ) -> None:
     spool_dir, session = tmp_path / "spool", new_id()
-    good = dict(entry(session) for _ in range(3))
-    bracket_id = new_id()
+    good = dict(spool_entry(session) for _ in range(3))
+    # 60,000 '[' in the header made the JSON parser raise RecursionError.
+    brackets = (new_id(), b"[" * 60_000 + b"\n")
     hostile = {
-        # 60,000 '[' in the header: RecursionError in the JSON parser.
-        plant(spool_dir, session, bracket_id, b"[" * 60_000 + b"\n"): "RecursionError",
-        plant(spool_dir, session, *entry(session, sample_rate=2**40)): "OverflowError",
-        plant(spool_dir, session, *entry(session, num_channels=3, wav=three_channel_wav())): "3",
-        plant(
-            spool_dir, session, *entry(session, started_at="0001-01-01T00:00:00+05:00")
-        ): "a UTC start before year 1",
-        plant(spool_dir, session, *entry(session, unplayed_ms=10**400)): "a huge number",
-        plant(spool_dir, session, *entry(session, wav=b"RIFF")): "a WAV shorter than a header",
-        plant(
-            spool_dir, session, *entry(session, started_at="9999-12-31T23:59:59.999999+00:00")
-        ): "an end past year 9999",
+        plant(spool_dir, session, *entry): why
+        for entry, why in [
+            (brackets, "nested too deep"),
+            (spool_entry(session, sample_rate=2**40), "OverflowError in the WAV header"),
+            (spool_entry(session, num_channels=3, wav=three_channel_wav()), "3 channels"),
+            (spool_entry(session, started_at="0001-01-01T00:00:00+05:00"), "before year 1"),
+            (spool_entry(session, started_at="9999-12-31T23:59:59.9+00:00"), "ends after 9999"),
+            (spool_entry(session, unplayed_ms=10**400), "too large for a float"),
+            (spool_entry(session, wav=b"RIFF"), "a WAV shorter than its header"),
+        ]
     }
     for segment_id, data in good.items():
         plant(spool_dir, session, segment_id, data)
     contents = {path: path.read_bytes() for path in hostile}
-    store = Store(tmp_path / "store")
+    store = FaultyStore(tmp_path / "store")
 
     report = await replay_spool(spool_dir, store, retry=ONCE)
 
@@ -155,12 +88,12 @@ async def test_whatever_storage_raises_for_one_entry_is_reported_for_it_and_the_
     tmp_path: Path,
 ) -> None:
     spool_dir, session = tmp_path / "spool", new_id()
-    entries = dict(entry(session) for _ in range(4))
+    entries = dict(spool_entry(session) for _ in range(4))
     paths = {
         segment_id: plant(spool_dir, session, segment_id, data)
         for segment_id, data in entries.items()
     }
-    store = Store(tmp_path / "store")
+    store = FaultyStore(tmp_path / "store")
     broken = sorted(entries)[1:3]
     store.errors[broken[0]] = RecursionError("maximum recursion depth exceeded")
     store.errors[broken[1]] = OverflowError("Python int too large to convert to C int")
@@ -182,7 +115,7 @@ async def test_whatever_storage_raises_for_one_entry_is_reported_for_it_and_the_
 async def test_an_entry_another_replay_took_after_the_scan_is_not_an_error(
     tmp_path: Path,
 ) -> None:
-    spool_dir, store = tmp_path / "spool", Store(tmp_path / "store")
+    spool_dir, store = tmp_path / "spool", FaultyStore(tmp_path / "store")
     first, second = new_id(), new_id()
     spool = Spool(spool_dir)
     # Session ``first`` sorts before ``second``: its entry is stored first, and while it is,
@@ -231,7 +164,7 @@ async def test_a_session_folder_a_rival_replay_removes_while_it_is_listed_is_ski
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", rival_scandir)
-    store = Store(tmp_path / "store")
+    store = FaultyStore(tmp_path / "store")
 
     report = await replay_spool(spool_dir, store, retry=ONCE)
 
