@@ -18,10 +18,12 @@ from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureSta
 from pipecat_audio_capture.collector import AudioCaptureCollector
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
+    AudioFormatError,
     CallAudioError,
     InvalidIdError,
     MigrationError,
     SpoolEntryError,
+    SpoolEntryGoneError,
     SpoolError,
     SpoolFullError,
     StorageConfigError,
@@ -55,6 +57,7 @@ __all__ = [
     "AudioCaptureCollector",
     "AudioCaptureError",
     "AudioCaptureProcessor",
+    "AudioFormatError",
     "AudioStorage",
     "CallAudioError",
     "CallAudioPlan",
@@ -78,6 +81,7 @@ __all__ = [
     "SessionCaptureStats",
     "Spool",
     "SpoolEntryError",
+    "SpoolEntryGoneError",
     "SpoolError",
     "SpoolFullError",
     "StorageConfigError",

@@ -2,19 +2,21 @@
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import AudioCaptureError, SpoolError, SpoolFullError
+from pipecat_audio_capture.errors import AudioFormatError, SpoolError, SpoolFullError
 from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.queues import joined, settled, stopped
 from pipecat_audio_capture.records import CaptureStats, PendingAudioSegment, SegmentMetadata
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import AudioStorage
-from pipecat_audio_capture.wav import encode_wav
+from pipecat_audio_capture.wav import check_format, encode_wav
 
 
 @dataclass
@@ -57,9 +59,12 @@ class SessionAudioCapture(BaseObject):
     A segment is lost only when it can be neither stored nor spooled: without a spool, in the
     cases above; with one, when the spool is at ``spool_max_bytes`` (reason ``"spool_full"``)
     or cannot be written (``"spool_failed"``), when the spill queue is full too, or when it
-    arrives after ``close()``. Each loss adds the segment id to ``stats.lost_segment_ids``, is
-    logged at WARNING or ERROR and fires an event. Memory is bounded by ``capacity +
-    spill_capacity`` segments.
+    arrives after ``close()``. A segment no layer could store fails at once, never spooled: a
+    format outside :mod:`~pipecat_audio_capture.limits` (refused by ``record_segment``), audio
+    that cannot be encoded as WAV, or an entry the spool's reader would refuse. Whatever one
+    segment raises is that segment's outcome, and the writer goes on with the next. Each loss
+    adds the segment id to ``stats.lost_segment_ids``, is logged at WARNING or ERROR and fires
+    an event. Memory is bounded by ``capacity + spill_capacity`` segments.
 
     Events:
 
@@ -69,10 +74,12 @@ class SessionAudioCapture(BaseObject):
     - on_segment_dropped(capture, segment: PendingAudioSegment, reason: str): lost without a
       write failure (``"queue_full"``, ``"closed"``, ``"close_timeout"``, ``"spool_full"`` or
       ``"spool_failed"``).
-    - on_segment_failed(capture, segment: PendingAudioSegment, error: Exception): the write
-      failed after its retries and the segment could not be spooled; ``error`` is the write's
-      last error, or the :class:`~pipecat_audio_capture.errors.SpoolError` (such as
-      :class:`~pipecat_audio_capture.errors.SpoolFullError`) that refused it.
+    - on_segment_failed(capture, segment: PendingAudioSegment, error: Exception): the segment
+      can never be stored (``error`` is an
+      :class:`~pipecat_audio_capture.errors.AudioFormatError` or what encoding raised), or its
+      write failed after its retries and it could not be spooled (``error`` is the write's last
+      error, or the :class:`~pipecat_audio_capture.errors.SpoolError`, such as
+      :class:`~pipecat_audio_capture.errors.SpoolFullError`, that refused it).
 
     Example::
 
@@ -132,6 +139,7 @@ class SessionAudioCapture(BaseObject):
         self._abandoning = False
         self._stats = SessionCaptureStats()
         self._emitting: set[asyncio.Task[None]] = set()
+        self._unsettled: set[int] = set()
         self._register_event_handler("on_segment_stored")
         self._register_event_handler("on_segment_spooled")
         self._register_event_handler("on_segment_dropped")
@@ -160,12 +168,20 @@ class SessionAudioCapture(BaseObject):
     def record_segment(self, segment: PendingAudioSegment) -> bool:
         """Queue a finished segment for writing (or, if the queue is full, for the spool).
 
-        Never blocks and never does I/O: both queues are in memory.
+        Never blocks and never does I/O: both queues are in memory. A segment whose format is
+        outside :mod:`~pipecat_audio_capture.limits` is refused and counts as failed.
 
         Returns:
             True if taken, False if refused (and reported).
         """
         self._stats.recorded += 1
+        try:
+            # Constant work; the processor checks frames too, but this class is public API and
+            # nothing past this point may meet a format a layer would refuse.
+            check_format(segment.sample_rate, segment.num_channels)
+        except AudioFormatError as exc:
+            self._fail(segment, exc)
+            return False
         if self._closed:
             self._drop(segment, "closed")
             return False
@@ -184,33 +200,38 @@ class SessionAudioCapture(BaseObject):
     async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> SessionCaptureStats:
         """Refuse new segments and wait until every queued one is stored, spooled or lost.
 
-        Call it after the pipeline run returns. When ``timeout_s`` runs out with segments
-        unwritten, the write in progress is cancelled and they all go to the spool (reason
-        ``"close_timeout"``), which gets ``timeout_s`` more; without a spool, or past that,
-        they are dropped with that reason (counted, logged, reported).
+        Call it after the pipeline run returns. It returns within ``timeout_s``. With a spool,
+        storage gets the first part of it and the last ``CLOSE_SPOOL_SHARE`` is kept for
+        spooling what storage did not take by then (reason ``"close_timeout"``): the write in
+        progress is cancelled and the segments left go to the spool. What is still unwritten at
+        the end, or without a spool at the timeout, is dropped with that reason (counted,
+        logged, reported). Event handlers still running then go on in the background.
 
         Returns:
             The final counters.
         """
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        spool_s = timeout_s * defaults.CLOSE_SPOOL_SHARE if self._spool is not None else 0.0
         if self._task is not None:
-            if not await _joined(self._queue, timeout_s):
+            if not await joined(self._queue, deadline - spool_s - loop.time()):
                 logger.error(f"{self}: close timed out after {timeout_s}s with segments unwritten")
                 # The writer now hands what is left to the spool (or drops it) without waiting
                 # on storage again.
                 self._abandoning = True
                 if self._store_task is not None:
                     self._store_task.cancel()
-                await _joined(self._queue, timeout_s)
-            await _stopped(self._task)
+                await joined(self._queue, deadline - loop.time())
+            await stopped(self._task)
             self._task = None
             self._drop_all(self._queue, "close_timeout")
         if self._spill_task is not None:
-            await _joined(self._spill, timeout_s)
-            await _stopped(self._spill_task)
+            await joined(self._spill, deadline - loop.time())
+            await stopped(self._spill_task)
             self._spill_task = None
             self._drop_all(self._spill, "close_timeout")
-        await self._wait_for_event_handlers()
+        await self._wait_for_event_handlers(deadline)
         return self._stats
 
     async def __aenter__(self) -> "SessionAudioCapture":
@@ -240,25 +261,37 @@ class SessionAudioCapture(BaseObject):
     async def _drain(self) -> None:
         while True:
             segment = await self._queue.get()
-            try:
-                await self._handle(segment)
-            except asyncio.CancelledError:
-                # close() gave up on the spool too: this segment was neither stored nor spooled.
-                self._drop(segment, "close_timeout")
-                raise
-            finally:
-                self._queue.task_done()
+            await self._settle(segment, self._handle(segment))
+            self._queue.task_done()
 
     async def _drain_spill(self) -> None:
         while True:
             segment = await self._spill.get()
-            try:
-                await self._divert(segment, None, "queue_full")
-            except asyncio.CancelledError:
+            await self._settle(segment, self._divert(segment, None, "queue_full"))
+            self._spill.task_done()
+
+    async def _settle(self, segment: PendingAudioSegment, work: Awaitable[None]) -> None:
+        """Run one segment's work so that the segment ends with exactly one outcome.
+
+        Whatever the work raises is this segment's failure, and the writer goes on to the next.
+        """
+        # The queue's writer and the spill's writer run at once, so whether this segment got
+        # its outcome is tracked per segment, not read from the shared counters.
+        key = id(segment)
+        self._unsettled.add(key)
+        try:
+            await work
+        except asyncio.CancelledError:
+            # close() gave up on the spool too: this segment was neither stored nor spooled.
+            if key in self._unsettled:
                 self._drop(segment, "close_timeout")
-                raise
-            finally:
-                self._spill.task_done()
+            raise
+        except Exception as exc:
+            logger.exception(f"{self}: unexpected error writing segment {segment.segment_id}")
+            if key in self._unsettled:
+                self._fail(segment, exc)
+        finally:
+            self._unsettled.discard(key)
 
     async def _handle(self, segment: PendingAudioSegment) -> None:
         if self._abandoning:
@@ -272,8 +305,8 @@ class SessionAudioCapture(BaseObject):
                 segment.num_channels,
                 data_size=segment.pcm_bytes,
             )
-        except ValueError as exc:
-            # An impossible format: no backend and no spool could take it.
+        except Exception as exc:
+            # Audio that cannot be a WAV file: no backend and no spool could take it.
             self._fail(segment, exc)
             return
         if self._abandoning:
@@ -295,6 +328,7 @@ class SessionAudioCapture(BaseObject):
             return
         finally:
             self._store_task = None
+        self._unsettled.discard(id(segment))
         self._stats.stored += 1
         self._stats.bytes_stored += meta.byte_size
         await self._call_event_handler("on_segment_stored", meta)
@@ -338,7 +372,7 @@ class SessionAudioCapture(BaseObject):
             return
         try:
             path = await self._spool.put_segment(segment, reason=reason, wav=wav)
-        except AudioCaptureError as spool_error:
+        except Exception as spool_error:
             if error is None:
                 full = isinstance(spool_error, SpoolFullError)
                 self._drop(segment, "spool_full" if full else "spool_failed", spool_error)
@@ -346,6 +380,7 @@ class SessionAudioCapture(BaseObject):
                 refused = spool_error if isinstance(spool_error, SpoolError) else error
                 self._fail(segment, refused, spool_error=spool_error, write_error=error)
             return
+        self._unsettled.discard(id(segment))
         self._stats.spooled += 1
         self._stats.spooled_segment_ids.append(segment.segment_id)
         cause = f": {error}" if error is not None else ""
@@ -363,6 +398,7 @@ class SessionAudioCapture(BaseObject):
     def _drop(
         self, segment: PendingAudioSegment, reason: str, cause: Exception | None = None
     ) -> None:
+        self._unsettled.discard(id(segment))
         self._stats.dropped += 1
         self._stats.lost_segment_ids.append(segment.segment_id)
         because = f" ({cause})" if cause is not None else ""
@@ -380,6 +416,7 @@ class SessionAudioCapture(BaseObject):
         spool_error: Exception | None = None,
         write_error: Exception | None = None,
     ) -> None:
+        self._unsettled.discard(id(segment))
         self._stats.failed += 1
         self._stats.lost_segment_ids.append(segment.segment_id)
         detail = f"{write_error}; the spool refused it too: {spool_error}" if spool_error else error
@@ -396,23 +433,11 @@ class SessionAudioCapture(BaseObject):
         self._emitting.add(task)
         task.add_done_callback(self._emitting.discard)
 
-    async def _wait_for_event_handlers(self) -> None:
-        await asyncio.gather(*self._emitting, return_exceptions=True)
-        await asyncio.gather(*(task for _, task in self._event_tasks), return_exceptions=True)
-
-
-async def _joined(queue: asyncio.Queue[PendingAudioSegment], timeout_s: float) -> bool:
-    """Wait until every item of ``queue`` is done; False if ``timeout_s`` passed first."""
-    try:
-        await asyncio.wait_for(queue.join(), timeout=timeout_s)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _stopped(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async def _wait_for_event_handlers(self, deadline: float) -> None:
+        # A handler that hangs must not hold close() past its timeout. The emitting tasks start
+        # the handlers' tasks, so they are waited for first.
+        await settled(self._emitting, deadline)
+        await settled({task for _, task in self._event_tasks}, deadline)
 
 
 def metadata_for(

@@ -21,7 +21,12 @@ WRITE_TIMEOUT_S = 30.0
 before it counts as failed (and is retried)."""
 
 CLOSE_TIMEOUT_S = 30.0
-"""Longest ``SessionAudioCapture.close()`` waits for the queue to drain."""
+"""Longest ``SessionAudioCapture.close()`` and ``TranscriptRecorder.close()`` take."""
+
+CLOSE_SPOOL_SHARE = 0.25
+"""Part of ``close()``'s timeout kept for spooling what storage has not taken by then: storing
+gets the first 75 %, so a hung backend still leaves 7.5 s of the default 30 s for the spool,
+whose local writes take milliseconds each."""
 
 TURN_MATCH_TOLERANCE_S = 1.0
 """How far apart a transcript's turn start and an audio turn's start may be and still pair."""

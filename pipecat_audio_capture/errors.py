@@ -17,6 +17,15 @@ class InvalidIdError(AudioCaptureError, ValueError):
     """
 
 
+class AudioFormatError(AudioCaptureError, ValueError):
+    """Audio whose format or size the package does not record.
+
+    Its sample rate or channel count is outside :mod:`~pipecat_audio_capture.limits`, or its
+    size cannot be a WAV file's: the WAV header cannot hold it, and the index and the spool would
+    refuse it. The segment counts as failed.
+    """
+
+
 class StorageError(AudioCaptureError):
     """Writing or reading audio or metadata failed."""
 
@@ -43,6 +52,11 @@ class SpoolFullError(SpoolError):
     Older entries are never evicted to make room: they hold recordings that were already
     promised to be kept.
     """
+
+
+class SpoolEntryGoneError(SpoolError):
+    """A spool entry was removed between listing and reading it: another replay stored it, or a
+    deletion removed it. Not a failure of the entry."""
 
 
 class SpoolEntryError(SpoolError):

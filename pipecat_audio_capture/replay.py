@@ -1,17 +1,21 @@
 """Delivering the spool: store every spooled segment and transcript row, then remove its entry."""
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.capture import metadata_for
-from pipecat_audio_capture.errors import SpoolEntryError
+from pipecat_audio_capture.errors import SpoolEntryError, SpoolEntryGoneError
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore
+
+T = TypeVar("T")
 
 DEFAULT_REPLAY_RETRY = RetryPolicy(attempts=defaults.REPLAY_ATTEMPTS)
 """Retries of each replay step: a blip is retried, an outage leaves the entry for next time."""
@@ -28,8 +32,10 @@ class ReplayReport:
         segments_failed: Segments that storage still refused; their entries are kept.
         transcripts_failed: Transcript rows the store still refused; their entries are kept.
         transcripts_kept: Transcript entries left in place because no transcript store was given.
-        rejected: Files in the spool that are not valid entries (corrupt, renamed, symlinks);
-            left in place, untouched.
+        rejected: Files in the spool that are not valid entries (corrupt, renamed, symlinks,
+            a format outside the limits); left in place, untouched.
+        gone: Entries removed between this run's scan and its read: another replay running
+            at the same time stored them, or a deletion removed them. Not errors.
         temp_files_removed: Temporary files of interrupted spool writes that were removed.
         errors: One line per failed or rejected entry.
     """
@@ -40,6 +46,7 @@ class ReplayReport:
     transcripts_failed: int = 0
     transcripts_kept: int = 0
     rejected: int = 0
+    gone: int = 0
     temp_files_removed: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -70,10 +77,12 @@ async def replay_spool(
     stores are idempotent (one object per ``segment_id``, one row per ``segment_id``; one
     transcript row per session, turn and role), so a replay interrupted between the two steps,
     or run twice, or run by two processes at once, never stores anything twice: the next run
-    finds the entry and completes it. An entry that fails stays for the next run; one that is
-    not a valid entry (see :mod:`~pipecat_audio_capture.spool_format`) is never read as data,
-    never followed if it is a symlink, and never removed. Safe to run while bots write to the
-    same spool.
+    finds the entry and completes it. Each entry is handled on its own: whatever one raises is
+    reported for that entry (in ``report.errors`` and a count) and the run goes on with the next.
+    An entry that fails stays for the next run; one that is not a valid entry (see
+    :mod:`~pipecat_audio_capture.spool_format`) is never read as data, never followed if it is a
+    symlink, and never removed; one that another replay took after this run listed it is counted
+    in ``gone``, not as an error. Safe to run while bots write to the same spool.
 
     Args:
         spool_dir: The spool folder (``spool_dir`` of the captures).
@@ -120,10 +129,8 @@ async def _replay_segment(
     retry: RetryPolicy,
     write_timeout_s: float,
 ) -> None:
-    try:
-        entry = await spool.read_segment(path)
-    except SpoolEntryError as exc:
-        _reject(report, path, str(exc))
+    entry = await _read(spool.read_segment, path, report)
+    if entry is None:
         return
     segment = entry.segment
     try:
@@ -149,9 +156,7 @@ async def _replay_segment(
         await spool.remove(path)
     except Exception as exc:
         # Whatever a backend raises, one entry must not stop the others.
-        report.segments_failed += 1
-        report.errors.append(f"{path}: {exc}")
-        logger.error(f"could not replay spooled segment {path}; it stays in the spool: {exc}")
+        _failed(report, path, exc)
         return
     report.segments_stored += 1
 
@@ -164,10 +169,8 @@ async def _replay_transcript(
     retry: RetryPolicy,
     write_timeout_s: float,
 ) -> None:
-    try:
-        entry = await spool.read_transcript(path)
-    except SpoolEntryError as exc:
-        _reject(report, path, str(exc))
+    entry = await _read(spool.read_transcript, path, report)
+    if entry is None:
         return
     try:
         await retrying(
@@ -178,11 +181,33 @@ async def _replay_transcript(
         )
         await spool.remove(path)
     except Exception as exc:
-        report.transcripts_failed += 1
-        report.errors.append(f"{path}: {exc}")
-        logger.error(f"could not replay spooled transcript {path}; it stays in the spool: {exc}")
+        _failed(report, path, exc)
         return
     report.transcripts_stored += 1
+
+
+async def _read(read: Callable[[Path], Awaitable[T]], path: Path, report: ReplayReport) -> T | None:
+    """Read one entry; None, with the outcome counted, if there is nothing to store."""
+    try:
+        return await read(path)
+    except SpoolEntryGoneError:
+        report.gone += 1
+        logger.info(f"{path} was taken by another replay (or deleted) since the scan")
+    except SpoolEntryError as exc:
+        _reject(report, path, str(exc))
+    except Exception as exc:
+        # Unreadable for now (permissions, I/O, memory): it stays for the next run.
+        _failed(report, path, exc)
+    return None
+
+
+def _failed(report: ReplayReport, path: Path, error: Exception) -> None:
+    if path.name.endswith(".segment"):
+        report.segments_failed += 1
+    else:
+        report.transcripts_failed += 1
+    report.errors.append(f"{path}: {error}")
+    logger.error(f"could not replay {path}; it stays in the spool: {error}")
 
 
 def _reject(report: ReplayReport, path: Path, why: str) -> None:

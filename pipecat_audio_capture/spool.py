@@ -33,6 +33,7 @@ from loguru import logger
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import (
     SpoolEntryError,
+    SpoolEntryGoneError,
     SpoolError,
     SpoolFullError,
     UnsafePathError,
@@ -138,27 +139,29 @@ class Spool:
         Raises:
             InvalidIdError: If an id is not a UUID.
             SpoolFullError: If the entry would take the folder past ``max_bytes``.
-            SpoolError: If the entry cannot be encoded or written.
+            SpoolError: If the entry cannot be encoded, would not read back (a format outside
+                the limits, a malformed field: a replay would refuse it), or cannot be written.
             UnsafePathError: If the session's folder in the spool is a symlink.
         """
         session = require_uuid(segment.session_id, "session_id")
         name = segment_file_name(segment.segment_id)
+        segment_id = name.removesuffix(".segment")
 
         def entry() -> bytes:
             data = wav
             if data is None:
-                try:
-                    data = encode_wav(
-                        segment.pcm,
-                        segment.sample_rate,
-                        segment.num_channels,
-                        data_size=segment.pcm_bytes,
-                    )
-                except ValueError as exc:
-                    raise SpoolError(f"cannot encode {segment.segment_id}: {exc}") from exc
+                data = encode_wav(
+                    segment.pcm,
+                    segment.sample_rate,
+                    segment.num_channels,
+                    data_size=segment.pcm_bytes,
+                )
             return encode_segment(segment, data, reason=reason, spooled_at=datetime.now(UTC))
 
-        return await self._run(self._put, session, name, entry)
+        def check(data: bytes) -> object:
+            return decode_segment(data, session_id=session, segment_id=segment_id)
+
+        return await self._run(self._put, session, name, _readable(entry, check))
 
     async def put_transcript(self, record: TranscriptRecord, *, reason: str) -> Path:
         """Spool a transcript row (replacing a spooled one of the same turn and role).
@@ -166,13 +169,21 @@ class Spool:
         Raises:
             InvalidIdError: If an id is not a UUID.
             SpoolFullError: If the entry would take the folder past ``max_bytes``.
-            SpoolError: If the entry cannot be written.
+            SpoolError: If the entry would not read back (a replay would refuse it) or cannot be
+                written.
             UnsafePathError: If the session's folder in the spool is a symlink.
         """
         session = require_uuid(record.session_id, "session_id")
         name = transcript_file_name(record.turn_id, record.role)
-        data = encode_transcript(record, reason=reason, spooled_at=datetime.now(UTC))
-        return await self._run(self._put, session, name, lambda: data)
+        turn_id = name.split(".", 1)[0]
+
+        def entry() -> bytes:
+            return encode_transcript(record, reason=reason, spooled_at=datetime.now(UTC))
+
+        def check(data: bytes) -> object:
+            return decode_transcript(data, session_id=session, turn_id=turn_id, role=record.role)
+
+        return await self._run(self._put, session, name, _readable(entry, check))
 
     async def scan(self) -> SpoolScan:
         """List the entries, and what in the folder is not one.
@@ -187,6 +198,7 @@ class Spool:
 
         Raises:
             SpoolEntryError: If it is not a valid entry (or not in this spool).
+            SpoolEntryGoneError: If it was removed since the scan (another replay took it).
             SpoolError: If it cannot be read.
         """
         match = SEGMENT_NAME.fullmatch(path.name)
@@ -201,6 +213,7 @@ class Spool:
 
         Raises:
             SpoolEntryError: If it is not a valid entry (or not in this spool).
+            SpoolEntryGoneError: If it was removed since the scan (another replay took it).
             SpoolError: If it cannot be read.
         """
         match = TRANSCRIPT_NAME.fullmatch(path.name)
@@ -305,6 +318,8 @@ class Spool:
             return read_regular(folder / name)
         except UnsafePathError as exc:
             raise SpoolEntryError(str(exc)) from exc
+        except FileNotFoundError as exc:
+            raise SpoolEntryGoneError(f"{self._root / session / name} is gone") from exc
 
     def _scan(self) -> SpoolScan:
         scan = SpoolScan([], [], [], [])
@@ -317,9 +332,13 @@ class Spool:
             if not (CANONICAL_UUID.fullmatch(top.name) and top.is_dir(follow_symlinks=False)):
                 scan.rejected.append(Path(top.path))
                 continue
-            with os.scandir(top.path) as entries:
-                for entry in sorted(entries, key=lambda entry: entry.name):
-                    _classify(entry, scan)
+            try:
+                with os.scandir(top.path) as entries:
+                    for entry in sorted(entries, key=lambda entry: entry.name):
+                        _classify(entry, scan)
+            except FileNotFoundError:
+                # A replay running beside this one emptied and removed the folder.
+                continue
         return scan
 
     def _delete_session(self, session: str) -> int:
@@ -349,28 +368,25 @@ class Spool:
     def _size(self) -> int:
         # The files' sizes, temporary ones included; folders and what symlinks point to are not
         # counted.
-        total = 0
+        # A file or folder removed meanwhile (by a replay) counts as nothing.
         try:
             with os.scandir(self._root) as tops:
-                for top in tops:
-                    if not top.is_dir(follow_symlinks=False):
-                        total += top.stat(follow_symlinks=False).st_size
-                        continue
-                    with os.scandir(top.path) as entries:
-                        total += sum(
-                            entry.stat(follow_symlinks=False).st_size
-                            for entry in entries
-                            if not entry.is_dir(follow_symlinks=False)
-                        )
+                return sum(
+                    _file_size(top) if not top.is_dir(follow_symlinks=False) else _folder_size(top)
+                    for top in tops
+                )
         except FileNotFoundError:
             return 0
-        return total
 
     def _recover(self, min_age_s: float) -> int:
-        return sum(
-            remove_stale_temp_files(folder, min_age_s=min_age_s)
-            for folder in real_subfolders(self._root, CANONICAL_UUID)
-        )
+        removed = 0
+        for folder in real_subfolders(self._root, CANONICAL_UUID):
+            try:
+                removed += remove_stale_temp_files(folder, min_age_s=min_age_s)
+            except FileNotFoundError:
+                # A replay running beside this one emptied and removed the folder.
+                continue
+        return removed
 
 
 def _classify(entry: os.DirEntry[str], scan: SpoolScan) -> None:
@@ -387,6 +403,41 @@ def _classify(entry: os.DirEntry[str], scan: SpoolScan) -> None:
         scan.transcripts.append(path)
     else:
         scan.rejected.append(path)
+
+
+def _readable(entry: Callable[[], bytes], check: Callable[[bytes], object]) -> Callable[[], bytes]:
+    """Wrap an entry's encoder so that it returns only bytes the spool's reader accepts.
+
+    A segment or row that cannot be encoded, or whose entry the reader would refuse, would sit
+    in the spool failing every replay: refusing it here makes it a counted failure now.
+    """
+
+    def readable() -> bytes:
+        try:
+            data = entry()
+            check(data)
+        except Exception as exc:
+            raise SpoolError(f"not spooled, a replay could not read it back: {exc}") from exc
+        return data
+
+    return readable
+
+
+def _file_size(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _folder_size(folder: os.DirEntry[str]) -> int:
+    try:
+        with os.scandir(folder.path) as entries:
+            return sum(
+                _file_size(entry) for entry in entries if not entry.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return 0
 
 
 def _checked(path: Path, decode: Callable[..., T], data: bytes, **names: str) -> T:

@@ -7,8 +7,10 @@ so a replay stores the same bytes an earlier attempt may already have stored. A 
 
 Reading checks everything before anything is trusted: the names are canonical UUIDs, the
 content's ids match the names, every field has its type and range, and the WAV matches its size,
-checksum and the header :func:`~pipecat_audio_capture.wav.encode_wav` writes. Any mismatch raises
-:class:`~pipecat_audio_capture.errors.SpoolEntryError`.
+checksum and the header :func:`~pipecat_audio_capture.wav.encode_wav` writes, whose format is
+within :mod:`~pipecat_audio_capture.limits`. Any mismatch raises
+:class:`~pipecat_audio_capture.errors.SpoolEntryError`. The spool writes an entry only after
+reading it back this way, so it never keeps what a replay would refuse.
 """
 
 import hashlib
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from pipecat_audio_capture.errors import InvalidIdError, SpoolEntryError
+from pipecat_audio_capture.errors import AudioFormatError, InvalidIdError, SpoolEntryError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import PendingAudioSegment, Role, Speaker, TranscriptRecord
 from pipecat_audio_capture.safe_files import CANONICAL_UUID
@@ -168,11 +170,10 @@ def decode_segment(data: bytes, *, session_id: str, segment_id: str) -> SpooledS
         raise SpoolEntryError("the WAV's SHA-256 differs from the one recorded")
     sample_rate = _int(header, "sample_rate", 1)
     num_channels = _int(header, "num_channels", 1)
-    if num_channels > 2:
-        raise SpoolEntryError(f"num_channels is {num_channels}")
     try:
+        # Refuses formats outside the package's limits, as the capture does.
         expected = wav_header(len(wav) - HEADER_BYTES, sample_rate, num_channels)
-    except ValueError as exc:
+    except AudioFormatError as exc:
         raise SpoolEntryError(f"the WAV does not fit its format: {exc}") from exc
     if wav[:HEADER_BYTES] != expected:
         raise SpoolEntryError("the WAV header differs from the one this package writes")
@@ -188,6 +189,11 @@ def decode_segment(data: bytes, *, session_id: str, segment_id: str) -> SpooledS
         interrupted=_bool(header, "interrupted"),
         unplayed_ms=_optional_ms(header, "unplayed_ms"),
     )
+    try:
+        # The index stores the end time; a start near year 9999 has none.
+        _ = segment.ended_at
+    except OverflowError as exc:
+        raise SpoolEntryError("started_at plus the duration is past the last datetime") from exc
     return SpooledSegment(segment, wav, _str(header, "reason"), _time(header, "spooled_at"))
 
 
@@ -237,6 +243,9 @@ def _json_object(raw: bytes, keys: frozenset[str], expected_format: str) -> dict
         value = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SpoolEntryError(f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        # Thousands of nested brackets fit in the header's size limit.
+        raise SpoolEntryError("not valid JSON: nested too deeply") from exc
     if not isinstance(value, dict):
         raise SpoolEntryError("not a JSON object")
     if value.get("format") != expected_format or value.get("version") != FORMAT_VERSION:
@@ -300,9 +309,13 @@ def _optional_ms(values: dict[str, Any], key: str) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise SpoolEntryError(f"{key} is not a number")
-    if not math.isfinite(value) or value < 0:
-        raise SpoolEntryError(f"{key} is {value}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise SpoolEntryError(f"{key} is too large") from exc
+    if not math.isfinite(number) or number < 0:
+        raise SpoolEntryError(f"{key} is {number}")
+    return number
 
 
 def _time(values: dict[str, Any], key: str) -> datetime:
@@ -312,4 +325,7 @@ def _time(values: dict[str, Any], key: str) -> datetime:
         raise SpoolEntryError(f"{key} is not an ISO 8601 time: {exc}") from exc
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise SpoolEntryError(f"{key} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise SpoolEntryError(f"{key} is outside the years a datetime holds in UTC") from exc

@@ -12,6 +12,7 @@ from pipecat.utils.base_object import BaseObject
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import AudioCaptureError, SpoolError
 from pipecat_audio_capture.ids import new_id, require_uuid
+from pipecat_audio_capture.queues import joined, settled, stopped
 from pipecat_audio_capture.records import Role, Speaker, TranscriptRecord
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
@@ -46,7 +47,8 @@ class TranscriptRecorder(BaseObject):
     upserted per session, turn and role, so a retry never adds a row. With a ``spool_dir``, a
     row still failing after the retries, or unwritten when ``close()`` times out, is kept in the
     spool for :func:`~pipecat_audio_capture.replay.replay_spool`. Without a spool, or when the
-    spool refuses it, the row counts as failed.
+    spool refuses it (full, or a row its reader would refuse), the row counts as failed.
+    Whatever one row raises is that row's outcome, and the writer goes on with the next.
 
     Events:
 
@@ -121,26 +123,29 @@ class TranscriptRecorder(BaseObject):
     async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> None:
         """Wait until every transcript noted so far is stored, spooled or reported lost.
 
-        When ``timeout_s`` runs out, the write in progress is cancelled and the rows left go to
-        the spool (reason ``"close_timeout"``), which gets ``timeout_s`` more; without a spool,
-        or past that, they count as failed.
+        It returns within ``timeout_s``. With a spool, the store gets the first part of it and
+        the last ``CLOSE_SPOOL_SHARE`` is kept for spooling the rows left (reason
+        ``"close_timeout"``): the write in progress is cancelled and they go to the spool. What
+        is still unwritten at the end, or without a spool at the timeout, counts as failed.
         """
         if self._task is None:
             return
-        if not await _joined(self._jobs, timeout_s):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        spool_s = timeout_s * defaults.CLOSE_SPOOL_SHARE if self._spool is not None else 0.0
+        if not await joined(self._jobs, deadline - spool_s - loop.time()):
             logger.error(f"{self}: {self._jobs.qsize()} transcripts unwritten after {timeout_s}s")
             # The writer now hands what is left to the spool without waiting on the store.
             self._abandoning = True
             if self._save_task is not None:
                 self._save_task.cancel()
-            await _joined(self._jobs, timeout_s)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+            await joined(self._jobs, deadline - loop.time())
+        await stopped(self._task)
         self._task = None
         while not self._jobs.empty():
-            self._lost(self._jobs.get_nowait())
+            self._lost(self._jobs.get_nowait(), _close_timed_out())
             self._jobs.task_done()
-        await asyncio.gather(*self._emitting, return_exceptions=True)
+        await settled(self._emitting, deadline)
 
     async def _on_user_started(self, _aggregator: object, _strategy: object) -> None:
         self._user_starts.append(self._turn_ids.now())
@@ -185,14 +190,24 @@ class TranscriptRecorder(BaseObject):
     async def _drain(self) -> None:
         while True:
             pending = await self._jobs.get()
+            outcomes = self._outcomes()
             try:
                 await self._write(pending)
             except asyncio.CancelledError:
                 # close() gave up on the spool too.
-                self._lost(pending)
+                if self._outcomes() == outcomes:
+                    self._lost(pending, _close_timed_out())
                 raise
+            except Exception as exc:
+                # Whatever one row raises is that row's failure; the writer goes on.
+                logger.exception(f"{self}: unexpected error writing a {pending.role} transcript")
+                if self._outcomes() == outcomes:
+                    self._lost(pending, exc)
             finally:
                 self._jobs.task_done()
+
+    def _outcomes(self) -> int:
+        return self.stored + self.spooled + self.failed
 
     async def _write(self, pending: _Pending) -> None:
         speaker: Speaker = "user" if pending.role == "user" else "bot"
@@ -257,7 +272,7 @@ class TranscriptRecorder(BaseObject):
             return
         try:
             path = await self._spool.put_transcript(record, reason=reason)
-        except AudioCaptureError as spool_error:
+        except Exception as spool_error:
             refused = spool_error if isinstance(spool_error, SpoolError) or error is None else error
             self._fail(record, refused, detail=f"{error}; the spool refused it too: {spool_error}")
             return
@@ -269,15 +284,16 @@ class TranscriptRecorder(BaseObject):
         )
         self._emit("on_transcript_spooled", record, reason)
 
-    def _lost(self, pending: _Pending) -> None:
+    def _lost(self, pending: _Pending, error: Exception) -> None:
         speaker: Speaker = "user" if pending.role == "user" else "bot"
-        turn_id = self._turn_ids.claim(
-            speaker, started_at=pending.started_at, ended_at=pending.ended_at
-        )
-        self._fail(
-            self._record(pending, turn_id or new_id()),
-            AudioCaptureError("close timed out before the transcript was written or spooled"),
-        )
+        try:
+            turn_id = self._turn_ids.claim(
+                speaker, started_at=pending.started_at, ended_at=pending.ended_at
+            )
+        except Exception:
+            # The failure is reported all the same, under an id of its own.
+            turn_id = None
+        self._fail(self._record(pending, turn_id or new_id()), error)
 
     def _fail(self, record: TranscriptRecord, error: Exception, *, detail: str = "") -> None:
         self.failed += 1
@@ -294,21 +310,16 @@ class TranscriptRecorder(BaseObject):
         task.add_done_callback(self._emitting.discard)
 
 
-async def _joined(queue: asyncio.Queue[_Pending], timeout_s: float) -> bool:
-    """Wait until every item of ``queue`` is done; False if ``timeout_s`` passed first."""
-    try:
-        await asyncio.wait_for(queue.join(), timeout=timeout_s)
-    except TimeoutError:
-        return False
-    return True
+def _close_timed_out() -> AudioCaptureError:
+    return AudioCaptureError("close timed out before the transcript was written or spooled")
 
 
 def _parse(timestamp: str | None) -> datetime:
     if timestamp:
         try:
             parsed = datetime.fromisoformat(timestamp)
-        except ValueError:
-            logger.warning(f"unreadable turn timestamp {timestamp!r}; using the current time")
+        except (TypeError, ValueError):
+            logger.warning(f"unreadable turn timestamp {timestamp!r:.80}; using the current time")
         else:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)

@@ -3,11 +3,17 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard, cast
 
 import numpy as np
 
-from pipecat_audio_capture.limits import format_supported
+from pipecat_audio_capture.errors import AudioFormatError
+from pipecat_audio_capture.limits import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    format_supported,
+)
 from pipecat_audio_capture.records import SAMPLE_WIDTH_BYTES
 
 _HEADER_DTYPE = np.dtype(
@@ -32,6 +38,41 @@ _PCM_FORMAT = 1
 _MAX_DATA_BYTES = 0xFFFFFFFF - (HEADER_BYTES - 8)
 
 
+def check_format(sample_rate: object, num_channels: object) -> None:
+    """Refuse a format the package does not record.
+
+    Every layer accepts the formats of :mod:`~pipecat_audio_capture.limits`, so the WAV header,
+    the index and the spool meet nothing one of them would refuse; anything else, whatever its
+    type or size, is refused here before any arithmetic on it.
+
+    Args:
+        sample_rate: Sample rate in Hz.
+        num_channels: Number of interleaved channels.
+
+    Raises:
+        AudioFormatError: If either is not an integer within the limits.
+    """
+    integers = _is_int(sample_rate) and _is_int(num_channels)
+    if integers and format_supported(cast(int, sample_rate), cast(int, num_channels)):
+        return
+    raise AudioFormatError(
+        f"{_shown(sample_rate)} Hz, {_shown(num_channels)} channels: only "
+        f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz and 1-{MAX_CHANNELS} channels are recorded"
+    )
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    # bool is an int in Python, but True is not a sample rate.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """The value for a message, short whatever it is (Python refuses to print huge ints)."""
+    if _is_int(value) and abs(value).bit_length() <= 64:
+        return str(value)
+    return f"<{type(value).__name__}>"
+
+
 def wav_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
     """Return the 44-byte header of a 16-bit PCM WAV file.
 
@@ -41,15 +82,19 @@ def wav_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
         num_channels: Number of interleaved channels.
 
     Raises:
-        ValueError: If the sizes do not fit a WAV file.
+        AudioFormatError: If the format is not one the package records, or the size does not
+            fit a WAV file.
     """
+    check_format(sample_rate, num_channels)
     block_align = SAMPLE_WIDTH_BYTES * num_channels
-    if sample_rate <= 0 or num_channels <= 0:
-        raise ValueError(f"invalid format: {sample_rate} Hz, {num_channels} channels")
+    if not _is_int(data_size) or data_size < 0:
+        raise AudioFormatError(f"{_shown(data_size)} is not a size in bytes")
     if data_size % block_align:
-        raise ValueError(f"{data_size} bytes is not a whole number of {block_align}-byte frames")
+        raise AudioFormatError(
+            f"{data_size} bytes is not a whole number of {block_align}-byte frames"
+        )
     if data_size > _MAX_DATA_BYTES:
-        raise ValueError(f"{data_size} bytes of PCM exceed the 4 GiB limit of a WAV file")
+        raise AudioFormatError(f"{data_size} bytes of PCM exceed the 4 GiB limit of a WAV file")
     header = np.array(
         (
             b"RIFF",
@@ -79,8 +124,9 @@ def _header_template(sample_rate: int, num_channels: int) -> bytes:
 
 def _sized_header(data_size: int, sample_rate: int, num_channels: int) -> bytes:
     """``wav_header`` from the format's template: only the two size fields change."""
+    check_format(sample_rate, num_channels)
     block_align = SAMPLE_WIDTH_BYTES * num_channels
-    if data_size % block_align or data_size > _MAX_DATA_BYTES or data_size < 0:
+    if not _is_int(data_size) or data_size % block_align or not 0 <= data_size <= _MAX_DATA_BYTES:
         # The full builder says which rule the size breaks.
         return wav_header(data_size, sample_rate, num_channels)
     template = _header_template(sample_rate, num_channels)
@@ -111,8 +157,8 @@ def encode_wav(
         The WAV file's bytes.
 
     Raises:
-        ValueError: If the format or size cannot be a WAV file, or ``data_size`` is not the
-            size of ``pcm``.
+        AudioFormatError: If the format is not one the package records, the size cannot be a
+            WAV file's, or ``data_size`` is not the size of ``pcm``.
     """
     chunks = pcm if isinstance(pcm, list) else list(pcm)
     if data_size is None:
@@ -120,7 +166,9 @@ def encode_wav(
     # One join writes header and audio into the file's bytes: the audio is copied once.
     wav = b"".join([_sized_header(data_size, sample_rate, num_channels), *chunks])
     if len(wav) != HEADER_BYTES + data_size:
-        raise ValueError(f"data_size is {data_size} but the PCM holds {len(wav) - HEADER_BYTES}")
+        raise AudioFormatError(
+            f"data_size is {_shown(data_size)} but the PCM holds {len(wav) - HEADER_BYTES}"
+        )
     return wav
 
 

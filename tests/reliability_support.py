@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import json
 import time
 import wave
 from collections.abc import Callable
@@ -23,10 +24,21 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.utils.base_object import BaseObject
 
-from pipecat_audio_capture import SessionAudioCapture, TranscriptRecorder
+from pipecat_audio_capture import (
+    CompositeAudioStorage,
+    LocalAudioStorage,
+    SessionAudioCapture,
+    SQLiteAudioMetaStorage,
+    TranscriptRecorder,
+)
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.records import PendingAudioSegment, Speaker
-from pipecat_audio_capture.wav import HEADER_BYTES
+from pipecat_audio_capture.records import (
+    PendingAudioSegment,
+    SegmentMetadata,
+    Speaker,
+    TranscriptRecord,
+)
+from pipecat_audio_capture.wav import HEADER_BYTES, encode_wav
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -52,6 +64,75 @@ def pending_segment(
         num_channels=1,
         started_at=T0 + timedelta(seconds=index),
     )
+
+
+def spool_entry(session_id: str, **changes: Any) -> tuple[str, bytes]:
+    """A segment entry as the spool writes it, built here independently of the spool.
+
+    ``changes`` replace header fields (``wav=`` replaces the WAV bytes); the WAV's size and
+    checksum always match the WAV bytes. Returns the header's segment id and the entry.
+    """
+    segment = pending_segment(session_id)
+    wav = changes.pop("wav", None) or encode_wav(segment.pcm, 16000, 1)
+    header = {
+        "format": "pipecat-audio-capture/spool-segment",
+        "version": 1,
+        "session_id": session_id,
+        "segment_id": segment.segment_id,
+        "turn_id": segment.turn_id,
+        "speaker": "user",
+        "sample_rate": 16000,
+        "num_channels": 1,
+        "started_at": segment.started_at.isoformat(),
+        "interrupted": False,
+        "unplayed_ms": None,
+        "wav_bytes": len(wav),
+        "wav_sha256": hashlib.sha256(wav).hexdigest(),
+        "reason": "write_failed",
+        "spooled_at": T0.isoformat(),
+    }
+    header.update(changes)
+    return header["segment_id"], json.dumps(header).encode() + b"\n" + wav
+
+
+class FaultyStore:
+    """Local WAV files plus a SQLite index under ``root``, with faults on demand.
+
+    ``errors[segment_id]`` is raised when that segment's audio is stored; each callable in
+    ``on_store`` runs once, before the next audio write.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.files = LocalAudioStorage(root / "recordings")
+        self.index = SQLiteAudioMetaStorage(root / "index.sqlite3")
+        self.real = CompositeAudioStorage(files=self.files, metadata=self.index)
+        self.errors: dict[str, BaseException] = {}
+        self.on_store: list[Callable[[], None]] = []
+
+    async def store_segment(
+        self,
+        session_id: str,
+        segment_id: str,
+        speaker: Speaker,
+        data: bytes,
+        *,
+        turn_id: str | None = None,
+    ) -> str:
+        while self.on_store:
+            self.on_store.pop()()
+        if segment_id in self.errors:
+            raise self.errors[segment_id]
+        return await self.real.store_segment(session_id, segment_id, speaker, data, turn_id=turn_id)
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        await self.real.save_metadata(session_id, meta)
+
+    async def save_transcript(self, record: TranscriptRecord) -> None:
+        await self.real.save_transcript(record)
+
+    def stored_ids(self) -> list[str]:
+        """The segment ids of the WAV files stored, sorted."""
+        return sorted(path.stem for path in self.files.root.rglob("*.wav"))
 
 
 def wav_is_complete(path: Path) -> bool:

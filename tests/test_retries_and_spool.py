@@ -1,7 +1,6 @@
 """Retries, the local spool, its replay, and the queue-full and close-timeout policies."""
 
 import asyncio
-import hashlib
 import json
 import random
 import time
@@ -12,7 +11,14 @@ from typing import Any
 import index_support
 import pytest
 from index_support import IndexBackend, make_segment, make_transcript
-from reliability_support import T0, Conversation, Speech, events_of, pending_segment
+from reliability_support import (
+    T0,
+    Conversation,
+    Speech,
+    events_of,
+    pending_segment,
+    spool_entry,
+)
 
 from pipecat_audio_capture import (
     InvalidIdError,
@@ -413,7 +419,7 @@ async def test_close_timeout_hands_unwritten_segments_to_the_spool(tmp_path: Pat
     for segment in segments:
         capture.record_segment(segment)
 
-    stats = await asyncio.wait_for(capture.close(timeout_s=0.2), timeout=10)
+    stats = await asyncio.wait_for(capture.close(timeout_s=1.0), timeout=10)
 
     assert (stats.spooled, stats.dropped, stats.stored, stats.pending) == (3, 0, 0, 0)
     assert events["on_segment_spooled"] == [(segment, "close_timeout") for segment in segments]
@@ -485,7 +491,7 @@ async def test_transcripts_unwritten_at_close_timeout_are_spooled(tmp_path: Path
     await conversation.user_says("one", at=T0)
     await conversation.user_says("two", at=T0)
 
-    await asyncio.wait_for(recorder.close(timeout_s=0.2), timeout=10)
+    await asyncio.wait_for(recorder.close(timeout_s=1.0), timeout=10)
 
     assert (recorder.spooled, recorder.failed) == (2, 0)
     scan = await Spool(tmp_path / "spool").scan()
@@ -525,31 +531,6 @@ async def test_local_storage_stores_a_retried_segment_once(tmp_path: Path) -> No
 # --- hostile spool content -----------------------------------------------------------------------
 
 
-def entry_bytes(session_id: str, segment_id: str | None = None) -> tuple[str, bytes]:
-    """A valid segment entry, as the spool writes it (built here independently of it)."""
-    segment = pending_segment(session_id)
-    segment_id = segment_id or segment.segment_id
-    wav = encode_wav(segment.pcm, 16000, 1)
-    header = {
-        "format": "pipecat-audio-capture/spool-segment",
-        "version": 1,
-        "session_id": session_id,
-        "segment_id": segment_id,
-        "turn_id": segment.turn_id,
-        "speaker": "user",
-        "sample_rate": 16000,
-        "num_channels": 1,
-        "started_at": segment.started_at.isoformat(),
-        "interrupted": False,
-        "unplayed_ms": None,
-        "wav_bytes": len(wav),
-        "wav_sha256": hashlib.sha256(wav).hexdigest(),
-        "reason": "write_failed",
-        "spooled_at": T0.isoformat(),
-    }
-    return segment_id, json.dumps(header).encode() + b"\n" + wav
-
-
 def tampered(data: bytes, **changes: Any) -> bytes:
     head, _, wav = data.partition(b"\n")
     header = json.loads(head)
@@ -571,7 +552,7 @@ async def test_replay_leaves_entries_it_cannot_trust_untouched_and_reads_nothing
         files[path] = data
         return path
 
-    good_id, good = entry_bytes(session)
+    good_id, good = spool_entry(session)
     plant(f"{session}/{good_id}.segment", good)
     hostile = [
         plant(f"not-a-uuid/{good_id}.segment", good).parent,
@@ -580,14 +561,14 @@ async def test_replay_leaves_entries_it_cannot_trust_untouched_and_reads_nothing
         plant(f"{other_session}/{good_id}.segment", good),  # names another session inside
         plant(f"{session}/{new_id()}.wav", good),
     ]
-    cut_id, cut = entry_bytes(session)
+    cut_id, cut = spool_entry(session)
     hostile.append(plant(f"{session}/{cut_id}.segment", cut[:-10]))
-    bad_sum_id, bad_sum = entry_bytes(session)
+    bad_sum_id, bad_sum = spool_entry(session)
     hostile.append(plant(f"{session}/{bad_sum_id}.segment", tampered(bad_sum, wav_sha256="0" * 64)))
-    extra_id, extra = entry_bytes(session)
+    extra_id, extra = spool_entry(session)
     hostile.append(plant(f"{session}/{extra_id}.segment", tampered(extra, command="rm -rf /")))
     # Symlinks out of the spool: a session folder, and an entry, each pointing at valid data.
-    linked_id, linked = entry_bytes(session)
+    linked_id, linked = spool_entry(session)
     (outside / session).mkdir(parents=True)
     target = outside / session / f"{linked_id}.segment"
     target.write_bytes(linked)
@@ -670,7 +651,7 @@ async def test_the_audio_path_takes_segments_without_waiting_while_storage_hangs
     speech = Speech(capture, pace_s=0.005)
 
     await speech.speak(20)
-    stats = await asyncio.wait_for(capture.close(timeout_s=0.2), timeout=10)
+    stats = await asyncio.wait_for(capture.close(timeout_s=1.0), timeout=10)
 
     assert max(speech.call_s) < 0.01
     assert stats.spooled == 20 and not stats.lost_segment_ids
