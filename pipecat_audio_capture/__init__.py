@@ -4,9 +4,14 @@ Insert :class:`AudioCaptureProcessor` between the TTS service and ``transport.ou
 user and bot turn becomes its own WAV file, written in the background by
 :class:`SessionAudioCapture`, with a ``turn_id`` shared (through :class:`TurnIds`) with the turn's
 transcript.
+
+The names that need Pipecat (the processor, the writer, the transcript recorder, replay) are
+imported on first use, so the command-line tool's index commands start without loading Pipecat.
 """
 
-from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from pipecat_audio_capture.collector import AudioCaptureCollector
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
@@ -20,15 +25,20 @@ from pipecat_audio_capture.errors import (
     UnsafePathError,
     WriteTimeoutError,
 )
-from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
 from pipecat_audio_capture.records import (
     CaptureStats,
     PendingAudioSegment,
     SegmentMetadata,
     TranscriptRecord,
 )
-from pipecat_audio_capture.replay import ReplayReport, replay_spool
-from pipecat_audio_capture.retention import DeletionReport, PurgeReport, delete_session, purge
+from pipecat_audio_capture.retention import (
+    DeletionReport,
+    PurgeReport,
+    delete_session,
+    plan_delete_session,
+    plan_purge,
+    purge,
+)
 from pipecat_audio_capture.retry import RetryPolicy
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage import (
@@ -39,8 +49,23 @@ from pipecat_audio_capture.storage import (
     SQLiteAudioMetaStorage,
     TranscriptStore,
 )
-from pipecat_audio_capture.transcripts import TranscriptRecorder
 from pipecat_audio_capture.turn_ids import TurnIds, TurnSpan
+
+if TYPE_CHECKING:
+    from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
+    from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
+    from pipecat_audio_capture.replay import ReplayReport, replay_spool
+    from pipecat_audio_capture.transcripts import TranscriptRecorder
+
+_NEEDS_PIPECAT = {
+    "AudioCaptureProcessor": "pipecat_audio_capture.processor",
+    "ProcessorStats": "pipecat_audio_capture.processor",
+    "ReplayReport": "pipecat_audio_capture.replay",
+    "SessionAudioCapture": "pipecat_audio_capture.capture",
+    "SessionCaptureStats": "pipecat_audio_capture.capture",
+    "TranscriptRecorder": "pipecat_audio_capture.transcripts",
+    "replay_spool": "pipecat_audio_capture.replay",
+}
 
 __all__ = [
     "AudioCaptureCollector",
@@ -77,6 +102,18 @@ __all__ = [
     "UnsafePathError",
     "WriteTimeoutError",
     "delete_session",
+    "plan_delete_session",
+    "plan_purge",
     "purge",
     "replay_spool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a name that needs Pipecat on first use (PEP 562)."""
+    module = _NEEDS_PIPECAT.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -154,7 +154,16 @@ class SessionRetention(Protocol):
 
 
 @runtime_checkable
-class MetadataIndex(SessionRetention, Protocol):
+class SessionRowCounter(Protocol):
+    """Counts a session's index rows without removing any (a deletion's dry run)."""
+
+    async def count_session(self, session_id: str) -> DeletedRows:
+        """Return the rows ``delete_session`` would remove now."""
+        ...
+
+
+@runtime_checkable
+class MetadataIndex(SessionRetention, SessionRowCounter, Protocol):
     """A metadata backend that indexes segments and transcripts and reads them back."""
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
@@ -261,6 +270,7 @@ class ViewQueries:
     gaps: str
     segment: str
     old_sessions: str
+    session_rows: str
 
 
 def view_queries(placeholder: str) -> ViewQueries:
@@ -276,6 +286,9 @@ def view_queries(placeholder: str) -> ViewQueries:
         segment=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
         f" WHERE segment_id = {p}",
         old_sessions=SESSIONS_LAST_ACTIVITY.format(cutoff=p),
+        session_rows=f"SELECT (SELECT count(*) FROM session_audio_segments WHERE session_id = {p})"
+        f" AS segments, (SELECT count(*) FROM session_transcripts WHERE session_id = {p})"
+        " AS transcripts",
     )
 
 
@@ -352,6 +365,17 @@ class IndexReader(ABC):
         """
         rows = await self._read(self._queries.segment, (require_uuid(segment_id, "segment_id"),))
         return SegmentMetadata(**rows[0]) if rows else None
+
+    async def count_session(self, session_id: str) -> DeletedRows:
+        """Return the segment and transcript rows ``delete_session`` would remove now.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        session = require_uuid(session_id, "session_id")
+        (row,) = await self._read(self._queries.session_rows, (session, session))
+        return DeletedRows(segments=int(row["segments"]), transcripts=int(row["transcripts"]))
 
     async def sessions_older_than(self, cutoff: datetime) -> list[str]:
         """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.
