@@ -5,7 +5,9 @@ demo prints at the end of its call.
 """
 
 import json
+import re
 import shutil
+import sys
 import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
@@ -24,6 +26,14 @@ JSON_MS_DIGITS = 1
 """Decimals of millisecond values in JSON output: 0.1 ms, finer than any sample period matters."""
 
 _SEPARATOR = "  "
+
+
+class _Wrapper(textwrap.TextWrapper):
+    """Wraps at spaces, and after ``-``, ``+`` and ``/`` (``audio+transcript``, URLs)."""
+
+    wordsep_re = re.compile(r"(\s+|(?<=[-+/])(?=[^\s/]))")
+
+
 _SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
 
 
@@ -68,8 +78,9 @@ def format_call_log(
     Args:
         entries: The call log, as ``MetadataIndex.call_log`` returns it.
         gaps: The call's response gaps, as ``MetadataIndex.response_gaps`` returns them.
-        width: Fit the table in this many columns by wrapping the last three columns (down to
-            :data:`MIN_COLUMN_WIDTH` each); None for no limit.
+        width: Fit the table in this many columns (None for no limit): when it is wider, each
+            audio URL goes on a line of its own under its turn and the flag and text columns
+            wrap narrower (down to :data:`MIN_COLUMN_WIDTH`).
     """
     headers = ["#", "AT", "ROLE", "DURATION"]
     right = {0, 1, 3}
@@ -95,13 +106,19 @@ def format_call_log(
         ]
         rows.append(row)
     text_column = len(headers) - 2
+    table = render_table(headers, rows, right=right, wrap={text_column: TEXT_WIDTH})
+    if width is None or max(len(line) for line in table.splitlines()) <= width:
+        return table
+    # Too narrow for the audio URLs beside the text: each goes on a line of its own under its
+    # turn, and the flag and text columns wrap to fit what is left.
     return render_table(
-        headers,
-        rows,
+        headers[:-1],
+        [row[:-1] for row in rows],
         right=right,
         wrap={text_column: TEXT_WIDTH},
         width=width,
-        shrink=range(text_column - 1, len(headers)),
+        shrink=(text_column - 1, text_column),
+        notes=[f"audio: {row[-1]}" for row in rows],
     )
 
 
@@ -164,6 +181,7 @@ def render_table(
     wrap: Mapping[int, int] | None = None,
     width: int | None = None,
     shrink: Collection[int] = (),
+    notes: Sequence[str] | None = None,
 ) -> str:
     """Return rows as columns two spaces apart under upper-case headers.
 
@@ -176,13 +194,15 @@ def render_table(
         width: The widest a line may be; None for no limit.
         shrink: Columns that wrap narrower when the table is wider than ``width``, sharing what
             the other columns leave, none below :data:`MIN_COLUMN_WIDTH` or its header.
+        notes: One line per row, printed under it from the second column on (wrapped at
+            ``width``).
     """
     wrap = dict(wrap or {})
     if width is not None:
         wrap.update(_fitted(headers, rows, wrap, width, shrink))
     lines_of_rows = [
         [
-            (textwrap.wrap(cell, wrap[column]) or [""]) if column in wrap else [cell]
+            (_Wrapper(wrap[column]).wrap(cell) or [""]) if column in wrap else [cell]
             for column, cell in enumerate(row)
         ]
         for row in rows
@@ -199,11 +219,19 @@ def render_table(
         )
         return _SEPARATOR.join(padded).rstrip()
 
+    indent = " " * (widths[0] + len(_SEPARATOR))
+    note_wrapper = _Wrapper(
+        max(MIN_COLUMN_WIDTH, (width or sys.maxsize) - len(indent)),
+        initial_indent=indent,
+        subsequent_indent=indent,
+    )
     out = [line(headers)]
-    for row in lines_of_rows:
+    for number, row in enumerate(lines_of_rows):
         height = max(len(lines) for lines in row)
         for index in range(height):
             out.append(line([lines[index] if index < len(lines) else "" for lines in row]))
+        if notes is not None:
+            out += note_wrapper.wrap(notes[number])
     return "\n".join(out)
 
 

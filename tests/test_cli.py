@@ -716,3 +716,82 @@ async def test_the_cli_reads_an_index_a_bot_is_writing(tmp_path: Path) -> None:
 
     assert code == 0
     assert [summary["session_id"] for summary in json.loads(out)] == [call.session_id]
+
+
+# --- fitting the terminal, plurals, rounded JSON ----------------------------------------------
+
+
+def column_pieces(lines: list[str], start: int, end: int | None = None) -> list[str]:
+    return [line[start:end].strip() for line in lines if line[start:end].strip()]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_show_fits_the_width_columns_asks_for_and_loses_nothing(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: Recorded,
+    columns: int,
+) -> None:
+    call = recorded.call
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+    code, out, _ = run(capsys, "show", call.session_id, *recorded.index_args)
+
+    assert code == 0
+    _, _, header, *lines = out.splitlines()
+    assert max(len(line) for line in [header, *lines]) <= columns
+    # Row 2 (the bot turn of two segments) wraps; its audio URL follows on lines of its own.
+    first = next(i for i, line in enumerate(lines) if line.lstrip().startswith("2 "))
+    audio = next(i for i in range(first, len(lines)) if lines[i].lstrip().startswith("audio: "))
+    last = next(i for i, line in enumerate(lines) if line.lstrip().startswith("3 "))
+    row, url_lines = lines[first:audio], lines[audio:last]
+    assert "AUDIO" not in header
+    text = header.index("TEXT")
+    assert " ".join(column_pieces(row, text)) == call.texts[1]
+    interrupted = " ".join(column_pieces(row, header.index("INTERRUPTED"), text))
+    assert interrupted.replace("+ ", "+") == "audio+transcript (0.40 s unplayed)"
+    url = recorded.wav(call.segments[1]).as_uri()
+    assert "".join(line.strip() for line in url_lines) == f"audio: {url}"
+
+
+def test_show_keeps_rows_whole_when_the_width_allows(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, recorded: Recorded
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    wide = run(capsys, "show", recorded.call.session_id, *recorded.index_args)
+    monkeypatch.delenv("COLUMNS")
+    # Not a terminal and no $COLUMNS (a pipe, a file): not cut to a guessed width either.
+    piped = run(capsys, "show", recorded.call.session_id, *recorded.index_args)
+
+    assert wide == piped
+    assert len(wide[1].splitlines()) == 3 + 5
+
+
+def test_counts_are_in_words_that_agree(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
+) -> None:
+    from pipecat_audio_capture.cli_format import plural
+
+    assert [plural(1, "segment"), plural(2, "segment"), plural(0, "segment")] == [
+        "1 segment",
+        "2 segments",
+        "0 segments",
+    ]
+    assert plural(1, "entry", "entries") == "1 entry"
+    assert plural(3, "entry", "entries") == "3 entries"
+
+
+async def test_json_numbers_are_rounded(sqlite_index: IndexBackend) -> None:
+    session_id = new_id()
+    meta = make_segment(session_id, speaker="bot", duration_ms=1234.56789, unplayed_ms=0.1 + 0.2)
+    await sqlite_index.store.save_metadata(session_id, meta)
+    db = ["--db", str(sqlite_index.path)]
+
+    _, shown, _ = await run_in_thread("show", session_id, "--json", *db)
+    _, listed, _ = await run_in_thread("sessions", "--json", *db)
+
+    (turn,) = json.loads(shown)
+    (summary,) = json.loads(listed)
+    assert (turn["duration_ms"], turn["unplayed_ms"]) == (1234.6, 0.3)
+    assert summary["bot_talk_ms"] == 1234.6
+    assert '"unplayed_ms": 0.3,' in shown
