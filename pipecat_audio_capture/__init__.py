@@ -5,8 +5,9 @@ user and bot turn becomes its own WAV file, written in the background by
 :class:`SessionAudioCapture`, with a ``turn_id`` shared (through :class:`TurnIds`) with the turn's
 transcript.
 
-The names that need Pipecat (the processor, the writer, the transcript recorder, replay) are
-imported on first use, so the command-line tool's index commands start without loading Pipecat.
+The names that need Pipecat (the processor, the writer, the transcript recorder, replay) or
+numpy (the spool, retention) are imported on first use, so the command-line tool's index
+commands start without loading either.
 """
 
 from importlib import import_module
@@ -31,16 +32,7 @@ from pipecat_audio_capture.records import (
     SegmentMetadata,
     TranscriptRecord,
 )
-from pipecat_audio_capture.retention import (
-    DeletionReport,
-    PurgeReport,
-    delete_session,
-    plan_delete_session,
-    plan_purge,
-    purge,
-)
 from pipecat_audio_capture.retry import RetryPolicy
-from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage import (
     AudioStorage,
     CompositeAudioStorage,
@@ -55,15 +47,31 @@ if TYPE_CHECKING:
     from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
     from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
     from pipecat_audio_capture.replay import ReplayReport, replay_spool
+    from pipecat_audio_capture.retention import (
+        DeletionReport,
+        PurgeReport,
+        delete_session,
+        plan_delete_session,
+        plan_purge,
+        purge,
+    )
+    from pipecat_audio_capture.spool import Spool
     from pipecat_audio_capture.transcripts import TranscriptRecorder
 
-_NEEDS_PIPECAT = {
+_ON_FIRST_USE = {
     "AudioCaptureProcessor": "pipecat_audio_capture.processor",
+    "DeletionReport": "pipecat_audio_capture.retention",
     "ProcessorStats": "pipecat_audio_capture.processor",
+    "PurgeReport": "pipecat_audio_capture.retention",
     "ReplayReport": "pipecat_audio_capture.replay",
     "SessionAudioCapture": "pipecat_audio_capture.capture",
     "SessionCaptureStats": "pipecat_audio_capture.capture",
+    "Spool": "pipecat_audio_capture.spool",
     "TranscriptRecorder": "pipecat_audio_capture.transcripts",
+    "delete_session": "pipecat_audio_capture.retention",
+    "plan_delete_session": "pipecat_audio_capture.retention",
+    "plan_purge": "pipecat_audio_capture.retention",
+    "purge": "pipecat_audio_capture.retention",
     "replay_spool": "pipecat_audio_capture.replay",
 }
 
@@ -110,8 +118,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import a name that needs Pipecat on first use (PEP 562)."""
-    module = _NEEDS_PIPECAT.get(name)
+    """Import a name that needs Pipecat or numpy on first use (PEP 562)."""
+    module = _ON_FIRST_USE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module), name)

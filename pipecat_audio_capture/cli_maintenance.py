@@ -11,18 +11,11 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pipecat_audio_capture.cli_format import plural
 from pipecat_audio_capture.cli_index import CommandError, IndexTarget, SQLiteTarget, open_index
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.retention import (
-    DeletionReport,
-    delete_session,
-    plan_delete_session,
-    plan_purge,
-    purge,
-)
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
     SessionAudioCounter,
@@ -30,6 +23,9 @@ from pipecat_audio_capture.storage.base import (
 )
 from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.local import LocalAudioStorage
+
+if TYPE_CHECKING:
+    from pipecat_audio_capture.retention import DeletionReport
 
 
 class AudioBackend(AudioStorage, SessionAudioDeleter, SessionAudioCounter, Protocol):
@@ -112,6 +108,10 @@ async def run_delete(args: argparse.Namespace, target: IndexTarget) -> int:
         CommandError: If nothing of the session exists, the spool folder does not, or the
             question was not answered yes.
     """
+    # Imported here, as in run_purge: retention reads the spool, whose format loads numpy; the
+    # read commands start without it.
+    from pipecat_audio_capture.retention import delete_session, plan_delete_session
+
     session_id = require_uuid(args.session_id, "session id")
     spool: Path | None = args.spool
     check_spool(spool)
@@ -139,6 +139,8 @@ async def run_purge(args: argparse.Namespace, target: IndexTarget) -> int:
     Raises:
         CommandError: If the spool folder does not exist, or the question was not answered yes.
     """
+    from pipecat_audio_capture.retention import plan_purge, purge
+
     spool: Path | None = args.spool
     check_spool(spool)
     files = audio_storage(args, target)
@@ -212,7 +214,7 @@ def _read_answer() -> str:
             signal.signal(signal.SIGINT, previous)
 
 
-def _counts(report: DeletionReport) -> str:
+def _counts(report: "DeletionReport") -> str:
     return ", ".join(
         [
             plural(report.audio_objects, "audio file"),
