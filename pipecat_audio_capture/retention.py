@@ -13,6 +13,7 @@ remove nothing.
 """
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -102,13 +103,7 @@ async def delete_session(
     spooled = await Spool(spool_dir).delete_session(session) if spool_dir is not None else 0
     objects = await audio.delete_session(session)
     rows = await index.delete_session(session) if index is not None else DeletedRows(0, 0)
-    report = DeletionReport(
-        session_id=session,
-        spool_entries=spooled,
-        audio_objects=objects,
-        segment_rows=rows.segments,
-        transcript_rows=rows.transcripts,
-    )
+    report = _report(session, spooled, objects, rows)
     logger.info(f"deleted session {session}: {report}")
     return report
 
@@ -136,13 +131,7 @@ async def plan_delete_session(
     spooled = await Spool(spool_dir).count_session(session) if spool_dir is not None else 0
     objects = await audio.count_session(session)
     rows = await index.count_session(session) if index is not None else DeletedRows(0, 0)
-    return DeletionReport(
-        session_id=session,
-        spool_entries=spooled,
-        audio_objects=objects,
-        segment_rows=rows.segments,
-        transcript_rows=rows.transcripts,
-    )
+    return _report(session, spooled, objects, rows)
 
 
 async def plan_purge(
@@ -162,17 +151,11 @@ async def plan_purge(
         ValueError: If the period is negative.
         StorageError: If the cutoff is naive or the index cannot list the sessions.
     """
-    report = PurgeReport(cutoff=_cutoff(older_than, now))
-    for session in await index.sessions_older_than(report.cutoff):
-        try:
-            counted = await plan_delete_session(
-                session, audio=audio, index=index, spool_dir=spool_dir
-            )
-        except AudioCaptureError as exc:
-            report.failed[session] = str(exc)
-            continue
-        report.deleted.append(counted)
-    return report
+
+    async def count(session: str) -> DeletionReport:
+        return await plan_delete_session(session, audio=audio, index=index, spool_dir=spool_dir)
+
+    return await _each_old_session(PurgeReport(cutoff=_cutoff(older_than, now)), index, count)
 
 
 async def purge(
@@ -205,20 +188,44 @@ async def purge(
         ValueError: If the period is negative.
         StorageError: If the cutoff is naive or the index cannot list the sessions.
     """
-    report = PurgeReport(cutoff=_cutoff(older_than, now))
-    for session in await index.sessions_older_than(report.cutoff):
-        try:
-            deleted = await delete_session(session, audio=audio, index=index, spool_dir=spool_dir)
-        except AudioCaptureError as exc:
-            report.failed[session] = str(exc)
-            logger.error(f"could not delete session {session}; a re-run will retry it: {exc}")
-            continue
-        report.deleted.append(deleted)
+
+    async def delete(session: str) -> DeletionReport:
+        return await delete_session(session, audio=audio, index=index, spool_dir=spool_dir)
+
+    report = await _each_old_session(PurgeReport(cutoff=_cutoff(older_than, now)), index, delete)
     logger.info(
         f"purged {len(report.deleted)} sessions older than {report.cutoff.isoformat()}, "
         f"{len(report.failed)} failed"
     )
     return report
+
+
+async def _each_old_session(
+    report: PurgeReport,
+    index: SessionRetention,
+    step: Callable[[str], Awaitable[DeletionReport]],
+) -> PurgeReport:
+    """Run ``step`` on each session older than the report's cutoff, oldest first.
+
+    A session whose step fails goes to ``failed`` and the others go on.
+    """
+    for session in await index.sessions_older_than(report.cutoff):
+        try:
+            report.deleted.append(await step(session))
+        except AudioCaptureError as exc:
+            report.failed[session] = str(exc)
+            logger.error(f"session {session} failed; a re-run will retry it: {exc}")
+    return report
+
+
+def _report(session: str, spooled: int, objects: int, rows: DeletedRows) -> DeletionReport:
+    return DeletionReport(
+        session_id=session,
+        spool_entries=spooled,
+        audio_objects=objects,
+        segment_rows=rows.segments,
+        transcript_rows=rows.transcripts,
+    )
 
 
 def _cutoff(older_than: timedelta | datetime, now: datetime | None) -> datetime:

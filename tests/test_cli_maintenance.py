@@ -38,6 +38,24 @@ async def recorded(root: Path, start: datetime) -> RecordedCall:
     return call
 
 
+async def spooled_call(tmp_path):
+    """A call whose every segment went to the spool (storage was down): in no index, no folder."""
+    root, spool = tmp_path / "recordings", tmp_path / "spool"
+    index = SQLiteAudioMetaStorage(root / "index.sqlite3")
+    await index.run_migrations()
+    call = RecordedCall(datetime.now(UTC))
+    storage = CompositeAudioStorage(files=DownStorage(root), metadata=index)
+    capture = SessionAudioCapture(
+        call.session_id, storage, spool_dir=spool, retry=RetryPolicy(attempts=1)
+    )
+    for segment in call.segments:
+        capture.record_segment(segment)
+    stats = await capture.close()
+    await index.close()
+    assert stats.spooled == len(call.segments) and stats.stored == 0
+    return call, root, spool
+
+
 def wavs(root: Path, session_id: str) -> list[Path]:
     return sorted((root / session_id).glob("*.wav"))
 
@@ -74,19 +92,7 @@ async def test_purge_deletes_only_sessions_older_than_the_period(tmp_path):
 
 
 async def test_replay_stores_the_spool_once_and_a_second_run_stores_nothing(tmp_path):
-    root, spool = tmp_path / "recordings", tmp_path / "spool"
-    index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-    await index.run_migrations()
-    call = RecordedCall(datetime.now(UTC))
-    storage = CompositeAudioStorage(files=DownStorage(root), metadata=index)
-    capture = SessionAudioCapture(
-        call.session_id, storage, spool_dir=spool, retry=RetryPolicy(attempts=1)
-    )
-    for segment in call.segments:
-        capture.record_segment(segment)
-    stats = await capture.close()
-    await index.close()
-    assert stats.spooled == len(call.segments) and stats.stored == 0
+    call, root, spool = await spooled_call(tmp_path)
     db = str(root / "index.sqlite3")
 
     code, out, _ = await run_in_thread("replay", "--spool", str(spool), "--db", db)
@@ -157,23 +163,6 @@ async def test_a_mistyped_spool_folder_stops_a_deletion_before_anything_goes(tmp
 
     assert_one_line_error(code, out, err, "no spool folder at ")
     assert len(wavs(root, call.session_id)) == 5
-
-
-async def spooled_call(tmp_path):
-    """A call whose every segment went to the spool (storage was down): in no index, no folder."""
-    root, spool = tmp_path / "recordings", tmp_path / "spool"
-    index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-    await index.run_migrations()
-    call = RecordedCall(datetime.now(UTC))
-    storage = CompositeAudioStorage(files=DownStorage(root), metadata=index)
-    capture = SessionAudioCapture(
-        call.session_id, storage, spool_dir=spool, retry=RetryPolicy(attempts=1)
-    )
-    for segment in call.segments:
-        capture.record_segment(segment)
-    assert (await capture.close()).spooled == len(call.segments)
-    await index.close()
-    return call, root, spool
 
 
 async def test_delete_dry_run_counts_what_would_go_and_deletes_nothing(tmp_path):

@@ -67,9 +67,11 @@ async def rows_of(index: IndexBackend, session_id: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-async def test_deleting_a_session_removes_its_spool_audio_and_rows_and_nothing_else(
+async def doomed_and_kept(
     tmp_path: Path, index: IndexBackend
-) -> None:
+) -> tuple[LocalAudioStorage, Spool, str, str]:
+    """Two sessions (3 and 2 segments), each with audio, rows, and a segment and a transcript
+    in the spool."""
     files = LocalAudioStorage(tmp_path / "recordings")
     doomed = await record_session(files, index, segments=3)
     kept = await record_session(files, index)
@@ -78,6 +80,13 @@ async def test_deleting_a_session_removes_its_spool_audio_and_rows_and_nothing_e
         await spool.put_segment(pending_segment(session_id), reason="write_failed")
         record = TranscriptRecord(session_id, new_id(), "assistant", "hi", False, T0)
         await spool.put_transcript(record, reason="write_failed")
+    return files, spool, doomed, kept
+
+
+async def test_deleting_a_session_removes_its_spool_audio_and_rows_and_nothing_else(
+    tmp_path: Path, index: IndexBackend
+) -> None:
+    files, spool, doomed, kept = await doomed_and_kept(tmp_path, index)
 
     report = await delete_session(
         doomed, audio=files, index=index.store, spool_dir=tmp_path / "spool"
@@ -137,12 +146,7 @@ async def test_a_deletion_that_fails_before_the_rows_is_finished_by_a_rerun(
 async def test_a_dry_run_counts_exactly_what_the_deletion_then_removes(
     tmp_path: Path, index: IndexBackend
 ) -> None:
-    files = LocalAudioStorage(tmp_path / "recordings")
-    doomed = await record_session(files, index, segments=3)
-    kept = await record_session(files, index)
-    spool = Spool(tmp_path / "spool")
-    for session_id in (doomed, kept):
-        await spool.put_segment(pending_segment(session_id), reason="write_failed")
+    files, spool, doomed, kept = await doomed_and_kept(tmp_path, index)
     (files.root / doomed / "notes.txt").write_text("not ours: neither counted nor deleted")
     where = {"audio": files, "index": index.store, "spool_dir": spool.root}
 
@@ -151,7 +155,7 @@ async def test_a_dry_run_counts_exactly_what_the_deletion_then_removes(
     report = await delete_session(doomed, **where)
 
     assert plan == again == report
-    assert (plan.spool_entries, plan.audio_objects, plan.segment_rows) == (1, 3, 3)
+    assert (plan.spool_entries, plan.audio_objects, plan.segment_rows) == (2, 3, 3)
     assert not plan.empty
     assert (await plan_delete_session(doomed, **where)).empty
     assert (await plan_delete_session(kept, **where)).audio_objects == 2
