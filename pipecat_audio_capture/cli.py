@@ -5,7 +5,7 @@ Run ``pipecat-audio-capture --help`` (or ``python -m pipecat_audio_capture --hel
 Expected failures (a bad id, an unknown call, no index, no server) and usage errors (an unknown
 option, a value out of range) print one line on stderr and exit with 2.
 
-The index commands import neither Pipecat nor the demo: they start in a fraction of a second,
+The index commands import neither Pipecat nor numpy: they start in a fraction of a second,
 without Pipecat's banner.
 """
 
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: The arguments after the program name; ``sys.argv[1:]`` when None.
 
     Returns:
-        0 on success, 2 on a usage error or an expected failure (reported on stderr).
+        0 on success, 2 on a usage error or an expected failure (reported on stderr), 130 on
+        Ctrl-C.
     """
     for stream in (sys.stdout, sys.stderr):
         # A path from argv that is not UTF-8 holds surrogates, which must not end in a
@@ -432,8 +433,8 @@ def _parser() -> argparse.ArgumentParser:
         "delete one call's audio, spool entries and index rows",
         "Delete a call everywhere: its spool entries, then its audio (by its folder or prefix,\n"
         "indexed or not), then its index rows. Safe to run again after a partial failure; a\n"
-        "call of which nothing is left is an error. On a terminal it asks first (--yes does\n"
-        "not); from a script or a pipe it does not ask.",
+        "call of which nothing is left is an error. On a terminal it asks first, unless\n"
+        "--yes; from a script or a pipe it does not ask.",
     )
     delete.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     delete.add_argument("--spool", metavar="DIR", type=Path, help="spool folder, if used")
@@ -446,7 +447,7 @@ def _parser() -> argparse.ArgumentParser:
         "delete every call older than a retention period",
         "Delete, as `delete` does, every call whose last audio or transcript is older than\n"
         "--older-than. Exits 2 if a call could not be deleted (run it again to finish). On a\n"
-        "terminal it asks first (--yes does not); from a script or a pipe it does not ask.",
+        "terminal it asks first, unless --yes; from a script or a pipe it does not ask.",
     )
     purge.add_argument(
         "--older-than",
