@@ -176,6 +176,11 @@ def _to_stderr(message: str) -> None:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create the folder {out}: {exc.strerror or exc}") from exc
     # Imported here: the demo pulls in the Silero VAD model and the simulated call, which the
     # index commands never need.
     from pipecat_audio_capture.demo.recorded_call import record_demo_call

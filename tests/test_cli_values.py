@@ -79,6 +79,10 @@ def test_the_reported_values_give_one_line_and_exit_2_in_a_real_process(
         (["demo", "--speed", "0"], "--speed: expected a number"),
         (["demo", "--speed", "-2"], "--speed: expected a number"),
         (["demo", "--speed", "1e9"], "--speed: expected a number"),
+        (
+            ["demo", "--out", "/dev/null/recordings"],
+            "cannot create the folder /dev/null/recordings",
+        ),
         (["show", "0"], "session id is not a UUID: '0'"),
         (["show", "../" * 10_000], "session id is not a UUID"),
         (["show", "\udcff\n"], "session id is not a UUID: '\\udcff\\n'"),
@@ -95,7 +99,8 @@ def test_the_reported_values_give_one_line_and_exit_2_in_a_real_process(
 def test_a_value_out_of_range_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str, tmp_path: Path
 ) -> None:
-    db = [] if "--db" in argv else ["--db", str(tmp_path / "absent.sqlite3")]
+    takes_db = "--db" not in argv and argv[0] != "demo"
+    db = ["--db", str(tmp_path / "absent.sqlite3")] if takes_db else []
 
     code, out, err = run(capsys, *argv, *db)
 
