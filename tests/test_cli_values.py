@@ -178,3 +178,14 @@ def test_an_unknown_id_in_the_right_form_is_not_a_usage_error(
     code, _, err = run(capsys, "show", unknown, *recorded.index_args)
 
     assert_fails(code, err, f"session {unknown} not found in ")
+
+
+def test_a_path_that_is_not_utf8_is_printed_escaped_not_a_traceback(tmp_path: Path) -> None:
+    db = bytes(tmp_path) + b"/\xff.sqlite3"
+    argv: list[str | bytes] = [sys.executable, "-m", "pipecat_audio_capture"]
+
+    created = subprocess.run([*argv, "migrate", "--db", db], capture_output=True, check=False)
+    listed = subprocess.run([*argv, "sessions", "--db", db], capture_output=True, check=False)
+
+    assert created.returncode == listed.returncode == 0, created.stderr + listed.stderr
+    assert listed.stdout == b"no sessions in " + bytes(tmp_path) + b"/\\udcff.sqlite3\n"
