@@ -125,3 +125,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """List the names imported on first use too."""
+    return sorted({*globals(), *__all__})

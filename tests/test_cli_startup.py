@@ -203,3 +203,23 @@ def test_the_demos_closing_lines_run_as_printed_from_the_repository_root(tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_package_loads_pipecat_and_numpy_only_when_a_name_needs_them() -> None:
+    script = """
+import json, sys
+import pipecat_audio_capture as package
+before = sorted(m for m in ("pipecat", "numpy") if m in sys.modules)
+names = {name: getattr(package, name).__module__ for name in package.__all__}
+after = sorted(m for m in ("pipecat", "numpy") if m in sys.modules)
+print(json.dumps({"before": before, "after": after, "names": names, "dir": dir(package)}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["before"] == [] and report["after"] == ["numpy", "pipecat"]
+    assert report["names"]["AudioCaptureProcessor"] == "pipecat_audio_capture.processor"
+    assert report["names"]["plan_purge"] == "pipecat_audio_capture.retention"
+    assert set(report["names"]) <= set(report["dir"])
