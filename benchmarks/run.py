@@ -15,7 +15,16 @@ from pathlib import Path
 
 from loguru import logger
 
-from benchmarks import backends, call_audio, frame_cost, machine, memory, sessions, writer
+from benchmarks import (
+    backends,
+    call_audio,
+    cli_startup,
+    frame_cost,
+    machine,
+    memory,
+    sessions,
+    writer,
+)
 from benchmarks.report import Section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -37,6 +46,7 @@ class Config:
         uploads: Segments per upload run.
         sessions: How section 3 runs.
         call_minutes: Lengths of the calls section 5 builds a whole-call recording of.
+        cli_reps: Runs of each command of section 6.
     """
 
     call_s: float
@@ -50,6 +60,7 @@ class Config:
     uploads: int
     sessions: sessions.Plan
     call_minutes: tuple[int, ...]
+    cli_reps: int
 
 
 FULL = Config(
@@ -66,6 +77,7 @@ FULL = Config(
         ladder=(10, 25, 50, 100), reps=3, seconds=8.0, warmup_s=2.0, search_steps=2
     ),
     call_minutes=call_audio.CALL_MINUTES,
+    cli_reps=cli_startup.REPS,
 )
 QUICK = Config(
     call_s=120.0,
@@ -79,6 +91,7 @@ QUICK = Config(
     uploads=20,
     sessions=sessions.Plan(ladder=(25, 50), reps=1, seconds=3.0, warmup_s=1.0, search_steps=1),
     call_minutes=(2,),
+    cli_reps=3,
 )
 
 
@@ -151,8 +164,10 @@ def main() -> None:
     section_4 = asyncio.run(memory.measure(session_runs))
     print("5. whole-call recording...", flush=True)
     section_5 = call_audio.measure(config.call_minutes)
+    print("6. command-line start-up...", flush=True)
+    section_6 = asyncio.run(cli_startup.measure(config.cli_reps))
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
-    sections = [*found, section_3, section_4, section_5]
+    sections = [*found, section_3, section_4, section_5, section_6]
     text = results_markdown(command, load_at_start, sections, time.perf_counter() - start)
     args.output.write_text(text + "\n")
     print(f"wrote {args.output} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

@@ -2,17 +2,22 @@
 review calls in a browser.
 
 Run ``pipecat-audio-capture --help`` (or ``python -m pipecat_audio_capture --help``).
-Expected failures (a bad id, an unknown call, no index, no server) print one line on stderr and
-exit with 2; argparse usage errors exit with 2 as well.
+Expected failures (a bad id, an unknown call, no index, no server) and usage errors (an unknown
+option, a value out of range) print one line on stderr and exit with 2.
+
+The index commands import neither Pipecat nor numpy: they start in a fraction of a second,
+without Pipecat's banner.
 """
 
 import argparse
 import asyncio
+import io
 import os
+import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from loguru import logger
 
@@ -22,6 +27,8 @@ from pipecat_audio_capture.cli_format import (
     call_log_records,
     format_call_log,
     format_sessions,
+    output_width,
+    plural,
     session_records,
     to_json,
 )
@@ -35,12 +42,21 @@ from pipecat_audio_capture.cli_index import (
     open_index,
     resolve_target,
 )
+from pipecat_audio_capture.cli_invocation import invocation
 from pipecat_audio_capture.cli_maintenance import (
     add_audio_options,
-    retention_period,
+    add_deletion_options,
     run_delete,
     run_purge,
     run_replay,
+)
+from pipecat_audio_capture.cli_values import (
+    MAX_LIMIT,
+    MAX_OFFSET,
+    MAX_PORT,
+    retention_period,
+    speed,
+    whole_number,
 )
 from pipecat_audio_capture.errors import AudioCaptureError
 from pipecat_audio_capture.ids import require_uuid
@@ -50,10 +66,16 @@ PROG = "pipecat-audio-capture"
 EXIT_OK = 0
 EXIT_ERROR = 2
 """Expected failures share argparse's usage-error code."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as shells report a process ended by SIGINT."""
+
+_WHERE_OPTIONS = ("db", "dsn", "recordings", "bucket", "prefix", "spool")
+"""Options that say where the data is: accepted before the command as well as after it."""
+_EXCLUSIVE = (("db", "dsn"), ("recordings", "bucket"))
 
 _INDEX_HELP = f"""\
 the index:
-  Give --db PATH (a SQLite file) or --dsn URL (PostgreSQL) after the command.
+  Give --db PATH (a SQLite file) or --dsn URL (PostgreSQL), before or after the command.
   Without either: ${DSN_ENV}, else ${DB_ENV},
   else ./{DEFAULT_DB} (where the offline demo writes). A flag beats
   both variables; when both variables are set, the DSN wins. Read commands never
@@ -74,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         argv: The arguments after the program name; ``sys.argv[1:]`` when None.
 
     Returns:
-        0 on success, 2 on a usage error or an expected failure (reported on stderr).
+        0 on success, 2 on a usage error or an expected failure (reported on stderr), 130 on
+        Ctrl-C.
     """
+    for stream in (sys.stdout, sys.stderr):
+        # A path from argv that is not UTF-8 holds surrogates, which must not end in a
+        # UnicodeEncodeError when printed back.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        _apply_where_options(args)
     except SystemExit as exc:
         # --help and usage errors: argparse has printed what it had to say.
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
@@ -93,8 +122,51 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(command(args, target))
     except AudioCaptureError as exc:
         # Driver messages span lines (hints, SQL context); the CLI promises one.
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line that names the help to read."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the error as one line on stderr and exit with 2."""
+        print(f"{PROG}: error: {_one_line(message)} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def _apply_where_options(args: argparse.Namespace) -> None:
+    """Move the where-the-data-is options given before the command into the command's own.
+
+    Raises:
+        SystemExit: Through the command parser's ``error`` if the command does not take one,
+            one is given both before and after the command with different values, two
+            exclusive ones are given, or a required one is missing.
+    """
+    parser: argparse.ArgumentParser = args.command_parser
+    for name in _WHERE_OPTIONS:
+        before = getattr(args, f"before_{name}")
+        if before is None:
+            continue
+        if not hasattr(args, name):
+            parser.error(f"{args.command_name} does not take --{name}")
+        after = getattr(args, name)
+        if after is not None and after != before:
+            parser.error(f"--{name} is given twice, before and after {args.command_name}")
+        setattr(args, name, before)
+    for first, second in _EXCLUSIVE:
+        if getattr(args, first, None) is not None and getattr(args, second, None) is not None:
+            parser.error(f"argument --{second}: not allowed with argument --{first}")
+    for name in args.required_options:
+        if getattr(args, name) is None:
+            parser.error(f"{args.command_name} needs --{name}")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _to_stderr(message: str) -> None:
@@ -104,22 +176,32 @@ def _to_stderr(message: str) -> None:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create the folder {out}: {exc.strerror or exc}") from exc
     # Imported here: the demo pulls in the Silero VAD model and the simulated call, which the
     # index commands never need.
     from pipecat_audio_capture.demo.recorded_call import record_demo_call
 
     result = await record_demo_call(args.out, speed=args.speed)
     print(f"\ncall log of session {result.session_id} (from session_call_log):\n")
-    print(format_call_log(result.call_log, result.gaps))
+    print(format_call_log(result.call_log, result.gaps, width=output_width(os.environ, sys.stdout)))
     stats = result.stats
     print(
-        f"\n{stats.stored} of {stats.recorded} segments stored "
+        f"\n{stats.stored} of {plural(stats.recorded, 'segment')} stored "
         f"({stats.bytes_stored / 1000:.1f} kB) under {result.recordings.resolve()}/"
         f"{result.session_id}/, index {result.index_path.resolve()}"
     )
-    print(f"read it again with: {PROG} show {result.session_id} --db {result.index_path}")
+    # Each command on a line of its own, exactly as it runs from this folder in a new shell.
+    command = invocation()
+    db = shlex.quote(str(result.index_path))
     url = f"http://{defaults.SERVE_HOST}:{defaults.SERVE_PORT}/"
-    print(f"review it in a browser: {PROG} serve --db {result.index_path}, then open {url}")
+    print("\nread it again:")
+    print(f"  {command} show {result.session_id} --db {db}")
+    print(f"review it in a browser, then open {url}:")
+    print(f"  {command} serve --db {db}")
     return EXIT_OK if stats.stored == stats.recorded else EXIT_ERROR
 
 
@@ -143,7 +225,7 @@ async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
     else:
         started = entries[0].occurred_at
         print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
-        print(format_call_log(entries, gaps))
+        print(format_call_log(entries, gaps, width=output_width(os.environ, sys.stdout)))
     return EXIT_OK
 
 
@@ -161,10 +243,11 @@ async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
         print(
             f"{PROG}: error: turn {refusal.turn}: not exported: {refusal.reason}", file=sys.stderr
         )
-    print(f"exported {len(result.files)} files to {result.out_dir}: {', '.join(result.files)}")
+    written = plural(len(result.files), "file")
+    print(f"exported {written} to {result.out_dir}: {', '.join(result.files)}")
     if result.refused:
         print(
-            f"{PROG}: error: the audio of {len(result.refused)} turns was refused; "
+            f"{PROG}: error: the audio of {plural(len(result.refused), 'turn')} was refused; "
             "the rest was exported",
             file=sys.stderr,
         )
@@ -209,21 +292,17 @@ async def _read_call(
     return session_id, entries, gaps
 
 
-def _non_negative(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
+        usage="%(prog)s [-h] [WHERE OPTIONS] COMMAND ...",
         description="Record a demo call, and read the calls recorded by pipecat-audio-capture\n"
         "from their index.",
         epilog=f"{_INDEX_HELP}\nRun `{PROG} COMMAND --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    index_options = argparse.ArgumentParser(add_help=False)
+    _add_where_options(parser)
+    index_options = _Parser(add_help=False)
     choice = index_options.add_mutually_exclusive_group()
     choice.add_argument("--db", metavar="PATH", help=f"SQLite index file (${DB_ENV})")
     choice.add_argument("--dsn", metavar="URL", help=f"PostgreSQL DSN or URI (${DSN_ENV})")
@@ -232,17 +311,25 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, run: Command, summary: str, description: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
+            prog=f"{PROG} {name}",
             parents=[index_options],
             help=summary,
             description=description,
             epilog=_INDEX_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.set_defaults(command=run, standalone=False)
+        sub.set_defaults(
+            command=run,
+            standalone=False,
+            command_name=name,
+            command_parser=sub,
+            required_options=(),
+        )
         return sub
 
     demo = commands.add_parser(
         "demo",
+        prog=f"{PROG} demo",
         help="record a simulated call offline (no keys, no network, no server)",
         description="Run a simulated voice-bot call through a real Pipecat pipeline (Silero VAD,\n"
         "Pipecat's aggregators, scripted STT/LLM/TTS, real-time playback) with the recorder\n"
@@ -250,15 +337,21 @@ def _parser() -> argparse.ArgumentParser:
         "to OUT/index.sqlite3.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.set_defaults(command=_demo, standalone=True)
+    demo.set_defaults(
+        command=_demo,
+        standalone=True,
+        command_name="demo",
+        command_parser=demo,
+        required_options=(),
+    )
     demo.add_argument(
         "--out", metavar="DIR", type=Path, default=Path(DEFAULT_DB).parent, help="(./recordings)"
     )
     demo.add_argument(
         "--speed",
-        type=float,
+        type=speed,
         default=1.0,
-        help="times faster than real time (1.0); barge-in cuts are exact only at 1.0",
+        help="times faster than real time, 0.1-100 (1.0); barge-in cuts are exact only at 1.0",
     )
 
     sessions = add(
@@ -268,8 +361,15 @@ def _parser() -> argparse.ArgumentParser:
         "List the calls, newest first: start (UTC), length, turns, user and bot talk time,\n"
         "interruptions and the size of their WAV files.",
     )
-    sessions.add_argument("--limit", type=_non_negative, default=50, help="calls to list (50)")
-    sessions.add_argument("--offset", type=_non_negative, default=0, help="calls to skip (0)")
+    sessions.add_argument(
+        "--limit",
+        type=whole_number(1, MAX_LIMIT),
+        default=50,
+        help=f"calls to list, 1-{MAX_LIMIT} (50)",
+    )
+    sessions.add_argument(
+        "--offset", type=whole_number(0, MAX_OFFSET), default=0, help="calls to skip (0)"
+    )
     sessions.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     show = add(
@@ -325,7 +425,10 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default=defaults.SERVE_HOST, help=f"address to listen on ({defaults.SERVE_HOST})"
     )
     serve.add_argument(
-        "--port", type=_non_negative, default=defaults.SERVE_PORT, help=f"({defaults.SERVE_PORT})"
+        "--port",
+        type=whole_number(0, MAX_PORT),
+        default=defaults.SERVE_PORT,
+        help=f"0 picks a free one ({defaults.SERVE_PORT})",
     )
     serve.add_argument(
         "--recordings",
@@ -345,7 +448,8 @@ def _parser() -> argparse.ArgumentParser:
         "--bucket, rows to the index) and remove each entry once it is stored. Running it twice\n"
         "stores nothing twice. Exits 2 while entries remain.",
     )
-    replay.add_argument("--spool", metavar="DIR", type=Path, required=True, help="spool folder")
+    replay.add_argument("--spool", metavar="DIR", type=Path, help="spool folder (required)")
+    replay.set_defaults(required_options=("spool",))
     add_audio_options(replay)
 
     delete = add(
@@ -353,22 +457,49 @@ def _parser() -> argparse.ArgumentParser:
         run_delete,
         "delete one call's audio, spool entries and index rows",
         "Delete a call everywhere: its spool entries, then its audio (by its folder or prefix,\n"
-        "indexed or not), then its index rows. Safe to run again after a partial failure.",
+        "indexed or not), then its index rows. Safe to run again after a partial failure; a\n"
+        "call of which nothing is left is an error. On a terminal it asks first, unless\n"
+        "--yes; from a script or a pipe it does not ask.",
     )
     delete.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     delete.add_argument("--spool", metavar="DIR", type=Path, help="spool folder, if used")
     add_audio_options(delete)
+    add_deletion_options(delete)
 
     purge = add(
         "purge",
         run_purge,
         "delete every call older than a retention period",
         "Delete, as `delete` does, every call whose last audio or transcript is older than\n"
-        "--older-than. Exits 2 if a call could not be deleted (run it again to finish).",
+        "--older-than. Exits 2 if a call could not be deleted (run it again to finish). On a\n"
+        "terminal it asks first, unless --yes; from a script or a pipe it does not ask.",
     )
     purge.add_argument(
-        "--older-than", type=retention_period, required=True, help="period: 30d, 12h, 90m"
+        "--older-than",
+        type=retention_period,
+        required=True,
+        help="period: 30d, 12h, 90m, 3600s; 1s to 36500d",
     )
     purge.add_argument("--spool", metavar="DIR", type=Path, help="spool folder, if used")
     add_audio_options(purge)
+    add_deletion_options(purge)
     return parser
+
+
+def _add_where_options(parser: argparse.ArgumentParser) -> None:
+    """Add the where-the-data-is options a command also takes before its name."""
+    where = parser.add_argument_group(
+        "where the data is (also accepted after the command, by the commands that use it)"
+    )
+    index = where.add_mutually_exclusive_group()
+    index.add_argument("--db", metavar="PATH", dest="before_db", help="SQLite index file")
+    index.add_argument("--dsn", metavar="URL", dest="before_dsn", help="PostgreSQL DSN or URI")
+    audio = where.add_mutually_exclusive_group()
+    audio.add_argument(
+        "--recordings", metavar="DIR", type=Path, dest="before_recordings", help="audio folder"
+    )
+    audio.add_argument("--bucket", metavar="NAME", dest="before_bucket", help="GCS bucket")
+    where.add_argument(
+        "--prefix", metavar="PREFIX", dest="before_prefix", help="object prefix in the bucket"
+    )
+    where.add_argument("--spool", metavar="DIR", type=Path, dest="before_spool", help="spool")

@@ -5,18 +5,35 @@ demo prints at the end of its call.
 """
 
 import json
+import re
+import shutil
+import sys
 import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap, SessionSummary
 
 TEXT_WIDTH = 60
 """Transcripts wider than this wrap onto more lines, so the audio column stays in view."""
 
+MIN_COLUMN_WIDTH = 8
+"""Narrowest a column gets when a table is fitted to the terminal."""
+
+JSON_MS_DIGITS = 1
+"""Decimals of millisecond values in JSON output: 0.1 ms, finer than any sample period matters."""
+
 _SEPARATOR = "  "
+
+
+class _Wrapper(textwrap.TextWrapper):
+    """Wraps at spaces, and after ``-``, ``+`` and ``/`` (``audio+transcript``, URLs)."""
+
+    wordsep_re = re.compile(r"(\s+|(?<=[-+/])(?=[^\s/]))")
+
+
 _SIZE_UNITS = ("B", "kB", "MB", "GB", "TB")
 
 
@@ -48,7 +65,9 @@ def format_sessions(summaries: Sequence[SessionSummary]) -> str:
     return render_table(headers, rows, right=range(2, len(headers)))
 
 
-def format_call_log(entries: list[CallLogEntry], gaps: list[ResponseGap] | None = None) -> str:
+def format_call_log(
+    entries: list[CallLogEntry], gaps: list[ResponseGap] | None = None, *, width: int | None = None
+) -> str:
     """Return a call's turns as an aligned table, in the order they were spoken.
 
     Columns: turn number, time since the first turn started, role, duration of the audio,
@@ -59,6 +78,9 @@ def format_call_log(entries: list[CallLogEntry], gaps: list[ResponseGap] | None 
     Args:
         entries: The call log, as ``MetadataIndex.call_log`` returns it.
         gaps: The call's response gaps, as ``MetadataIndex.response_gaps`` returns them.
+        width: Fit the table in this many columns (None for no limit): when it is wider, each
+            audio URL goes on a line of its own under its turn and the flag and text columns
+            wrap narrower (down to :data:`MIN_COLUMN_WIDTH`).
     """
     headers = ["#", "AT", "ROLE", "DURATION"]
     right = {0, 1, 3}
@@ -84,11 +106,24 @@ def format_call_log(entries: list[CallLogEntry], gaps: list[ResponseGap] | None 
         ]
         rows.append(row)
     text_column = len(headers) - 2
-    return render_table(headers, rows, right=right, wrap={text_column: TEXT_WIDTH})
+    table = render_table(headers, rows, right=right, wrap={text_column: TEXT_WIDTH})
+    if width is None or max(len(line) for line in table.splitlines()) <= width:
+        return table
+    # Too narrow for the audio URLs beside the text: each goes on a line of its own under its
+    # turn, and the flag and text columns wrap to fit what is left.
+    return render_table(
+        headers[:-1],
+        [row[:-1] for row in rows],
+        right=right,
+        wrap={text_column: TEXT_WIDTH},
+        width=width,
+        shrink=(text_column - 1, text_column),
+        notes=[f"audio: {row[-1]}" for row in rows],
+    )
 
 
 def session_records(summaries: Sequence[SessionSummary]) -> list[dict[str, Any]]:
-    """Return the calls as JSON-ready dicts (timestamps in ISO 8601)."""
+    """Return the calls as JSON-ready dicts (ISO 8601 timestamps, milliseconds to 0.1 ms)."""
     return [_json_ready(asdict(summary)) for summary in summaries]
 
 
@@ -98,15 +133,18 @@ def call_log_records(
     """Return a call's turns as JSON-ready dicts.
 
     Each holds ``turn`` (its 1-based number in spoken order), every call-log field (timestamps in
-    ISO 8601), and ``response_gap_ms``: for a bot turn, how long the caller waited for it.
+    ISO 8601, milliseconds to 0.1 ms), and ``response_gap_ms``: for a bot turn, how long the
+    caller waited for it.
     """
     gap_of = response_gap_by_turn(gaps)
     return [
-        {
-            "turn": number,
-            **_json_ready(asdict(entry)),
-            "response_gap_ms": gap_of.get(entry.turn_id) if entry.role == "assistant" else None,
-        }
+        _json_ready(
+            {
+                "turn": number,
+                **asdict(entry),
+                "response_gap_ms": gap_of.get(entry.turn_id) if entry.role == "assistant" else None,
+            }
+        )
         for number, entry in enumerate(entries, start=1)
     ]
 
@@ -114,6 +152,20 @@ def call_log_records(
 def response_gap_by_turn(gaps: Sequence[ResponseGap]) -> dict[str | None, float | None]:
     """Map each bot turn that answered a user turn to its response gap in milliseconds."""
     return {gap.bot_turn_id: gap.gap_ms for gap in gaps if gap.bot_turn_id is not None}
+
+
+def output_width(environ: Mapping[str, str], stream: TextIO) -> int | None:
+    """Return the width to fit tables in: ``$COLUMNS``, else the terminal's, else None.
+
+    Output that goes to a file or a pipe is not cut to a guessed width (set ``COLUMNS`` for
+    that), so a script's ``grep`` still finds a whole line.
+    """
+    columns = environ.get("COLUMNS", "").strip()
+    if columns.isascii() and columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if stream.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def to_json(records: list[dict[str, Any]]) -> str:
@@ -127,6 +179,9 @@ def render_table(
     *,
     right: Collection[int] = (),
     wrap: Mapping[int, int] | None = None,
+    width: int | None = None,
+    shrink: Collection[int] = (),
+    notes: Sequence[str] | None = None,
 ) -> str:
     """Return rows as columns two spaces apart under upper-case headers.
 
@@ -136,11 +191,18 @@ def render_table(
         right: Columns aligned right (numbers).
         wrap: Columns whose cells wrap at a width, by column; a wrapped row takes more lines,
             blank in the other columns.
+        width: The widest a line may be; None for no limit.
+        shrink: Columns that wrap narrower when the table is wider than ``width``, sharing what
+            the other columns leave, none below :data:`MIN_COLUMN_WIDTH` or its header.
+        notes: One line per row, printed under it from the second column on (wrapped at
+            ``width``).
     """
-    wrap = wrap or {}
+    wrap = dict(wrap or {})
+    if width is not None:
+        wrap.update(_fitted(headers, rows, wrap, width, shrink))
     lines_of_rows = [
         [
-            (textwrap.wrap(cell, wrap[column]) or [""]) if column in wrap else [cell]
+            (_Wrapper(wrap[column]).wrap(cell) or [""]) if column in wrap else [cell]
             for column, cell in enumerate(row)
         ]
         for row in rows
@@ -157,11 +219,19 @@ def render_table(
         )
         return _SEPARATOR.join(padded).rstrip()
 
+    indent = " " * (widths[0] + len(_SEPARATOR))
+    note_wrapper = _Wrapper(
+        max(MIN_COLUMN_WIDTH, (width or sys.maxsize) - len(indent)),
+        initial_indent=indent,
+        subsequent_indent=indent,
+    )
     out = [line(headers)]
-    for row in lines_of_rows:
+    for number, row in enumerate(lines_of_rows):
         height = max(len(lines) for lines in row)
         for index in range(height):
             out.append(line([lines[index] if index < len(lines) else "" for lines in row]))
+        if notes is not None:
+            out += note_wrapper.wrap(notes[number])
     return "\n".join(out)
 
 
@@ -203,8 +273,51 @@ def _interruption(entry: CallLogEntry) -> str:
     return mark
 
 
+def _fitted(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    wrap: Mapping[int, int],
+    width: int,
+    shrink: Collection[int],
+) -> dict[int, int]:
+    """Return the wrap widths that fit the ``shrink`` columns into ``width``, if needed."""
+    natural = [len(header) for header in headers]
+    for row in rows:
+        for column, cell in enumerate(row):
+            natural[column] = max(natural[column], len(cell))
+    natural = [
+        min(size, wrap[column]) if column in wrap else size for column, size in enumerate(natural)
+    ]
+    fixed = sum(size for column, size in enumerate(natural) if column not in shrink)
+    available = width - fixed - len(_SEPARATOR) * (len(headers) - 1)
+    if sum(natural[column] for column in shrink) <= available:
+        return {}
+    # Equal shares, narrowest first: a column that needs less than its share leaves the rest
+    # to the wider ones.
+    fitted: dict[int, int] = {}
+    ordered = sorted(shrink, key=lambda column: natural[column])
+    for done, column in enumerate(ordered):
+        share = available // (len(ordered) - done)
+        floor = max(MIN_COLUMN_WIDTH, len(headers[column]))
+        fitted[column] = max(floor, min(natural[column], share))
+        available -= fitted[column]
+    return fitted
+
+
 def _json_ready(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: value.isoformat() if isinstance(value, datetime) else value
-        for key, value in record.items()
-    }
+    """Timestamps in ISO 8601; millisecond floats rounded to :data:`JSON_MS_DIGITS` decimals."""
+    return {key: _json_value(key, value) for key, value in record.items()}
+
+
+def _json_value(key: str, value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if key.endswith("_ms") and isinstance(value, float):
+        return round(value, JSON_MS_DIGITS)
+    return value
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """Return ``1 segment``, ``2 segments`` (or the irregular ``plural_form``: ``2 entries``)."""
+    word = singular if count == 1 else (plural_form or f"{singular}s")
+    return f"{count} {word}"

@@ -1,8 +1,8 @@
 """The audio formats every layer accepts, in one place.
 
 The WAV header and the spool reader accept exactly these ranges, and the index's CHECK
-constraints accept them all. The processor enforces them once, on the frame: audio outside them is counted and not
-recorded, so nothing downstream ever meets a format it would refuse.
+constraints accept them all. The processor enforces them once, on the frame: audio outside them
+is counted and not recorded, so nothing downstream ever meets a format it would refuse.
 """
 
 MIN_SAMPLE_RATE = 8_000

@@ -247,6 +247,15 @@ class Spool:
         """
         return await self._run(self._delete_session, require_uuid(session_id, "session_id"))
 
+    async def count_session(self, session_id: str) -> int:
+        """Return how many entries :meth:`delete_session` would remove now; removes nothing.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            SpoolError: If the session folder cannot be listed or is a symlink.
+        """
+        return await self._run(self._count_session, require_uuid(session_id, "session_id"))
+
     async def size_bytes(self) -> int:
         """Return the folder's current size, the number the cap applies to.
 
@@ -340,6 +349,18 @@ class Spool:
                 # A replay running beside this one emptied and removed the folder.
                 continue
         return scan
+
+    def _count_session(self, session: str) -> int:
+        folder = existing_real_folder(self._root, session)
+        if folder is None:
+            return 0
+        with os.scandir(folder) as entries:
+            return sum(
+                1
+                for entry in entries
+                if not entry.is_dir(follow_symlinks=False)
+                and (SEGMENT_NAME.fullmatch(entry.name) or TRANSCRIPT_NAME.fullmatch(entry.name))
+            )
 
     def _delete_session(self, session: str) -> int:
         folder = existing_real_folder(self._root, session)

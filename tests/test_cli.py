@@ -161,6 +161,8 @@ def index_args_of(backend: IndexBackend, request: pytest.FixtureRequest) -> list
 def no_index_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DB_ENV, raising=False)
     monkeypatch.delenv(DSN_ENV, raising=False)
+    # Tables are fitted to $COLUMNS when it is set; these tests read them at full width.
+    monkeypatch.delenv("COLUMNS", raising=False)
 
 
 @pytest_asyncio.fixture
@@ -217,7 +219,7 @@ def test_python_m_runs_the_console_entry() -> None:
     )
 
     assert help_run.returncode == 0
-    assert help_run.stdout.startswith("usage: pipecat-audio-capture [-h] COMMAND ...")
+    assert help_run.stdout.startswith("usage: pipecat-audio-capture [-h] [WHERE OPTIONS] COMMAND")
     for word in ("sessions", "show", "export", "migrate", DB_ENV, DSN_ENV, "the DSN wins"):
         assert word in help_run.stdout
     assert failing.returncode == 2
@@ -251,11 +253,13 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str
         pytest.param(["export", new_id()], id="export-without-out"),
     ],
 )
-def test_usage_errors_exit_with_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+def test_usage_errors_are_one_line_and_exit_with_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
     code, out, err = run(capsys, *argv)
 
-    assert (code, out) == (2, "")
-    assert err.startswith("usage: pipecat-audio-capture")
+    assert out == ""
+    assert_fails(code, err, "--help`)")
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -522,7 +526,7 @@ def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
 
     assert code == 2
     assert f"error: turn 3: not exported: no recording at {missing}\n" in err
-    assert err.endswith("error: the audio of 1 turns was refused; the rest was exported\n")
+    assert err.endswith("error: the audio of 1 turn was refused; the rest was exported\n")
     assert "Traceback" not in err
     assert out.startswith(f"exported 5 files to {out_dir}: 001-user.wav, 002-assistant-part1.wav, ")
     assert not (out_dir / "003-user.wav").exists()
@@ -807,3 +811,82 @@ async def test_the_cli_reads_an_index_a_bot_is_writing(tmp_path: Path) -> None:
 
     assert code == 0
     assert [summary["session_id"] for summary in json.loads(out)] == [call.session_id]
+
+
+# --- fitting the terminal, plurals, rounded JSON ----------------------------------------------
+
+
+def column_pieces(lines: list[str], start: int, end: int | None = None) -> list[str]:
+    return [line[start:end].strip() for line in lines if line[start:end].strip()]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_show_fits_the_width_columns_asks_for_and_loses_nothing(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: Recorded,
+    columns: int,
+) -> None:
+    call = recorded.call
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+    code, out, _ = run(capsys, "show", call.session_id, *recorded.index_args)
+
+    assert code == 0
+    _, _, header, *lines = out.splitlines()
+    assert max(len(line) for line in [header, *lines]) <= columns
+    # Row 2 (the bot turn of two segments) wraps; its audio URL follows on lines of its own.
+    first = next(i for i, line in enumerate(lines) if line.lstrip().startswith("2 "))
+    audio = next(i for i in range(first, len(lines)) if lines[i].lstrip().startswith("audio: "))
+    last = next(i for i, line in enumerate(lines) if line.lstrip().startswith("3 "))
+    row, url_lines = lines[first:audio], lines[audio:last]
+    assert "AUDIO" not in header
+    text = header.index("TEXT")
+    assert " ".join(column_pieces(row, text)) == call.texts[1]
+    interrupted = " ".join(column_pieces(row, header.index("INTERRUPTED"), text))
+    assert interrupted.replace("+ ", "+") == "audio+transcript (0.40 s unplayed)"
+    url = recorded.wav(call.segments[1]).as_uri()
+    assert "".join(line.strip() for line in url_lines) == f"audio: {url}"
+
+
+def test_show_keeps_rows_whole_when_the_width_allows(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, recorded: Recorded
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    wide = run(capsys, "show", recorded.call.session_id, *recorded.index_args)
+    monkeypatch.delenv("COLUMNS")
+    # Not a terminal and no $COLUMNS (a pipe, a file): not cut to a guessed width either.
+    piped = run(capsys, "show", recorded.call.session_id, *recorded.index_args)
+
+    assert wide == piped
+    assert len(wide[1].splitlines()) == 3 + 5
+
+
+def test_counts_are_in_words_that_agree(
+    capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
+) -> None:
+    from pipecat_audio_capture.cli_format import plural
+
+    assert [plural(1, "segment"), plural(2, "segment"), plural(0, "segment")] == [
+        "1 segment",
+        "2 segments",
+        "0 segments",
+    ]
+    assert plural(1, "entry", "entries") == "1 entry"
+    assert plural(3, "entry", "entries") == "3 entries"
+
+
+async def test_json_numbers_are_rounded(sqlite_index: IndexBackend) -> None:
+    session_id = new_id()
+    meta = make_segment(session_id, speaker="bot", duration_ms=1234.56789, unplayed_ms=0.1 + 0.2)
+    await sqlite_index.store.save_metadata(session_id, meta)
+    db = ["--db", str(sqlite_index.path)]
+
+    _, shown, _ = await run_in_thread("show", session_id, "--json", *db)
+    _, listed, _ = await run_in_thread("sessions", "--json", *db)
+
+    (turn,) = json.loads(shown)
+    (summary,) = json.loads(listed)
+    assert (turn["duration_ms"], turn["unplayed_ms"]) == (1234.6, 0.3)
+    assert summary["bot_talk_ms"] == 1234.6
+    assert '"unplayed_ms": 0.3,' in shown

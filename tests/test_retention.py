@@ -20,6 +20,8 @@ from pipecat_audio_capture import (
     StorageError,
     UnsafePathError,
     delete_session,
+    plan_delete_session,
+    plan_purge,
     purge,
 )
 from pipecat_audio_capture.ids import new_id
@@ -65,9 +67,11 @@ async def rows_of(index: IndexBackend, session_id: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-async def test_deleting_a_session_removes_its_spool_audio_and_rows_and_nothing_else(
+async def doomed_and_kept(
     tmp_path: Path, index: IndexBackend
-) -> None:
+) -> tuple[LocalAudioStorage, Spool, str, str]:
+    """Two sessions (3 and 2 segments), each with audio, rows, and a segment and a transcript
+    in the spool."""
     files = LocalAudioStorage(tmp_path / "recordings")
     doomed = await record_session(files, index, segments=3)
     kept = await record_session(files, index)
@@ -76,6 +80,13 @@ async def test_deleting_a_session_removes_its_spool_audio_and_rows_and_nothing_e
         await spool.put_segment(pending_segment(session_id), reason="write_failed")
         record = TranscriptRecord(session_id, new_id(), "assistant", "hi", False, T0)
         await spool.put_transcript(record, reason="write_failed")
+    return files, spool, doomed, kept
+
+
+async def test_deleting_a_session_removes_its_spool_audio_and_rows_and_nothing_else(
+    tmp_path: Path, index: IndexBackend
+) -> None:
+    files, spool, doomed, kept = await doomed_and_kept(tmp_path, index)
 
     report = await delete_session(
         doomed, audio=files, index=index.store, spool_dir=tmp_path / "spool"
@@ -130,6 +141,41 @@ async def test_a_deletion_that_fails_before_the_rows_is_finished_by_a_rerun(
 
     assert (report.audio_objects, report.segment_rows, report.transcript_rows) == (0, 2, 2)
     assert await rows_of(index, session_id) == (0, 0)
+
+
+async def test_a_dry_run_counts_exactly_what_the_deletion_then_removes(
+    tmp_path: Path, index: IndexBackend
+) -> None:
+    files, spool, doomed, kept = await doomed_and_kept(tmp_path, index)
+    (files.root / doomed / "notes.txt").write_text("not ours: neither counted nor deleted")
+    where = {"audio": files, "index": index.store, "spool_dir": spool.root}
+
+    plan = await plan_delete_session(doomed, **where)
+    again = await plan_delete_session(doomed, **where)
+    report = await delete_session(doomed, **where)
+
+    assert plan == again == report
+    assert (plan.spool_entries, plan.audio_objects, plan.segment_rows) == (2, 3, 3)
+    assert not plan.empty
+    assert (await plan_delete_session(doomed, **where)).empty
+    assert (await plan_delete_session(kept, **where)).audio_objects == 2
+
+
+async def test_a_purge_dry_run_finds_what_purge_then_deletes(
+    tmp_path: Path, index: IndexBackend
+) -> None:
+    files = LocalAudioStorage(tmp_path / "recordings")
+    day_ms = 24 * 3600 * 1000
+    old = await record_session(files, index)
+    await record_session(files, index, start_ms=40 * day_ms)
+    where = {"audio": files, "index": index.store, "now": at(45 * day_ms)}
+
+    plan = await plan_purge(older_than=timedelta(days=30), **where)
+    assert [counted.session_id for counted in plan.deleted] == [old]
+    assert await rows_of(index, old) == (2, 2)
+    report = await purge(older_than=timedelta(days=30), **where)
+
+    assert (plan.cutoff, plan.deleted, plan.failed) == (report.cutoff, report.deleted, {})
 
 
 async def test_purge_deletes_only_sessions_whose_last_audio_or_transcript_is_old(
@@ -253,6 +299,9 @@ async def test_a_composite_deletes_through_its_files_backend_or_says_it_cannot(
 
     with pytest.raises(StorageConfigError, match="cannot delete"):
         await CompositeAudioStorage(files=WriteOnly(), metadata=files).delete_session(session_id)
+    with pytest.raises(StorageConfigError, match="cannot count"):
+        await CompositeAudioStorage(files=WriteOnly(), metadata=files).count_session(session_id)
+    assert await composite.count_session(session_id) == 0
 
 
 # --- Google Cloud Storage ------------------------------------------------------------------------
@@ -276,6 +325,8 @@ async def test_deleting_a_session_deletes_each_object_by_generation_and_only_tha
     await direct.store_segment(kept, kept_segment, "user", WAV)
     proxy = fault_proxy()
     files = GCSAudioStorage(bucket=bucket_name, prefix="calls/", client=fake_gcs.client(proxy.url))
+    assert (await plan_delete_session(doomed, audio=direct)).audio_objects == 2
+    assert len(generations(gcs_client, bucket_name)) == 3
 
     report = await delete_session(doomed, audio=files)
 

@@ -56,3 +56,12 @@ class SessionAudioDeleter(Protocol):
         metadata was never indexed goes too. Deleting a deleted session does nothing.
         """
         ...
+
+
+@runtime_checkable
+class SessionAudioCounter(Protocol):
+    """Counts a session's stored recordings without removing any (a deletion's dry run)."""
+
+    async def count_session(self, session_id: str) -> int:
+        """Return how many files or objects ``delete_session`` would remove now."""
+        ...

@@ -5,6 +5,7 @@ from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRe
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
     MetadataStorage,
+    SessionAudioCounter,
     SessionAudioDeleter,
     TranscriptStore,
 )
@@ -74,3 +75,13 @@ class CompositeAudioStorage:
         if not isinstance(self._files, SessionAudioDeleter):
             raise StorageConfigError(f"{type(self._files).__name__} cannot delete recordings")
         return await self._files.delete_session(session_id)
+
+    async def count_session(self, session_id: str) -> int:
+        """Count the session's audio in the files backend, as :meth:`delete_session` would go.
+
+        Raises:
+            StorageConfigError: If the files backend cannot count.
+        """
+        if not isinstance(self._files, SessionAudioCounter):
+            raise StorageConfigError(f"{type(self._files).__name__} cannot count recordings")
+        return await self._files.count_session(session_id)

@@ -202,6 +202,19 @@ class GCSAudioStorage:
         logger.info(f"deleted {removed} objects under {self.url_for(folder)}")
         return removed
 
+    async def count_session(self, session_id: str) -> int:
+        """Return how many object generations :meth:`delete_session` would delete now.
+
+        Deletes nothing. Needs ``storage.objects.list``.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageConfigError: If no credentials can be found.
+            StorageError: If listing fails.
+        """
+        folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
+        return len(await asyncio.to_thread(self._generations, folder))
+
     def _get_client(self) -> storage.Client:
         # Finding default credentials can query the metadata server, so the client is built in
         # a worker thread, once, and not in __init__ on the event loop.
@@ -254,17 +267,24 @@ class GCSAudioStorage:
             )
         logger.info(f"{url} was already stored with the same bytes (a retried upload)")
 
-    def _delete_folder(self, folder: str) -> int:
+    def _generations(self, folder: str) -> list[storage.Blob]:
+        """List every generation of every object under ``folder``."""
         client = self._get_client()
         bucket = client.bucket(self._bucket_name)
-        removed = 0
         try:
-            blobs = list(
+            return list(
                 client.list_blobs(
                     bucket, prefix=folder, versions=True, timeout=self._timeout_s, retry=self._retry
                 )
             )
-            for blob in blobs:
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"could not list {self.url_for(folder)}: {exc}") from exc
+
+    def _delete_folder(self, folder: str) -> int:
+        bucket = self._get_client().bucket(self._bucket_name)
+        removed = 0
+        try:
+            for blob in self._generations(folder):
                 try:
                     bucket.delete_blob(
                         blob.name,

@@ -159,7 +159,16 @@ class SessionRetention(Protocol):
 
 
 @runtime_checkable
-class MetadataIndex(SessionRetention, Protocol):
+class SessionRowCounter(Protocol):
+    """Counts a session's index rows without removing any (a deletion's dry run)."""
+
+    async def count_session(self, session_id: str) -> DeletedRows:
+        """Return the rows ``delete_session`` would remove now."""
+        ...
+
+
+@runtime_checkable
+class MetadataIndex(SessionRetention, SessionRowCounter, Protocol):
     """A metadata backend that indexes segments and transcripts and reads them back."""
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
@@ -271,6 +280,7 @@ class ViewQueries:
     segment: str
     session_segments: str
     old_sessions: str
+    session_rows: str
 
 
 def view_queries(placeholder: str) -> ViewQueries:
@@ -288,6 +298,9 @@ def view_queries(placeholder: str) -> ViewQueries:
         session_segments=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
         f" WHERE session_id = {p} ORDER BY {SEGMENT_ORDER}",
         old_sessions=SESSIONS_LAST_ACTIVITY.format(cutoff=p),
+        session_rows=f"SELECT (SELECT count(*) FROM session_audio_segments WHERE session_id = {p})"
+        f" AS segments, (SELECT count(*) FROM session_transcripts WHERE session_id = {p})"
+        " AS transcripts",
     )
 
 
@@ -375,6 +388,17 @@ class IndexReader(ABC):
         session = require_uuid(session_id, "session_id")
         rows = await self._read(self._queries.session_segments, (session,))
         return [SegmentMetadata(**row) for row in rows]
+
+    async def count_session(self, session_id: str) -> DeletedRows:
+        """Return the segment and transcript rows ``delete_session`` would remove now.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        session = require_uuid(session_id, "session_id")
+        (row,) = await self._read(self._queries.session_rows, (session, session))
+        return DeletedRows(segments=int(row["segments"]), transcripts=int(row["transcripts"]))
 
     async def sessions_older_than(self, cutoff: datetime) -> list[str]:
         """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.

@@ -118,6 +118,20 @@ class LocalAudioStorage:
         logger.info(f"deleted {removed} recordings of session {session} under {self._root}")
         return removed
 
+    async def count_session(self, session_id: str) -> int:
+        """Return how many WAV files :meth:`delete_session` would remove now; removes nothing.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            UnsafePathError: If the session folder is a symlink.
+            StorageError: If the folder cannot be listed.
+        """
+        session = require_uuid(session_id, "session_id")
+        try:
+            return await asyncio.to_thread(_count_session, self._root, session)
+        except OSError as exc:
+            raise StorageError(f"could not list session {session}'s recordings: {exc}") from exc
+
     async def recover(self, *, min_age_s: float = defaults.TEMP_FILE_MIN_AGE_S) -> int:
         """Remove the temporary files of writes that never completed (call it at startup).
 
@@ -172,6 +186,18 @@ def _delete_session(root: Path, session: str) -> int:
     folder.rmdir()
     fsync_folder(root)
     return removed
+
+
+def _count_session(root: Path, session: str) -> int:
+    folder = existing_real_folder(root, session)
+    if folder is None:
+        return 0
+    with os.scandir(folder) as entries:
+        return sum(
+            1
+            for entry in entries
+            if _SEGMENT_FILE.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False)
+        )
 
 
 def _recover(root: Path, min_age_s: float) -> int:
