@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipecat_audio_capture tests examples benchmarks
-	$(BIN)/ruff format --check pipecat_audio_capture tests examples benchmarks
+	$(BIN)/ruff check pipecat_audio_capture tests examples benchmarks scripts
+	$(BIN)/ruff format --check pipecat_audio_capture tests examples benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -12,6 +12,7 @@ from pipecat_audio_capture.errors import (
     AudioCaptureError,
     InvalidIdError,
     MigrationError,
+    MissingExtraError,
     SpoolEntryError,
     SpoolError,
     SpoolFullError,
@@ -42,7 +43,11 @@ from pipecat_audio_capture.storage import (
 from pipecat_audio_capture.transcripts import TranscriptRecorder
 from pipecat_audio_capture.turn_ids import TurnIds, TurnSpan
 
+__version__ = "0.1.0"
+"""The package version; ``pyproject.toml`` reads it from here."""
+
 __all__ = [
+    "__version__",
     "AudioCaptureCollector",
     "AudioCaptureError",
     "AudioCaptureProcessor",
@@ -54,6 +59,7 @@ __all__ = [
     "LocalAudioStorage",
     "MetadataStorage",
     "MigrationError",
+    "MissingExtraError",
     "PendingAudioSegment",
     "ProcessorStats",
     "PurgeReport",

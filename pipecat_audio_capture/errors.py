@@ -53,3 +53,21 @@ class SpoolEntryError(SpoolError):
 class UnsafePathError(StorageError):
     """A folder or file on the way to a recording is a symlink or otherwise leads outside its
     root; nothing is read, written or deleted through it."""
+
+
+class MissingExtraError(AudioCaptureError, ImportError):
+    """A module needs an optional dependency (an extra) that is not installed.
+
+    The message ends with the command that installs it. It is an ``ImportError`` too, so code
+    that probes for optional modules keeps working.
+    """
+
+    def __init__(self, extra: str) -> None:
+        """Initialize the error.
+
+        Args:
+            extra: The extra to install, e.g. ``"gcs"``.
+        """
+        self.extra = extra
+        self.install_command = f"pip install 'pipecat-audio-capture[{extra}]'"
+        super().__init__(f"this needs the {extra} extra, install it with: {self.install_command}")

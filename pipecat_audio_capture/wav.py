@@ -1,6 +1,7 @@
 """WAV encoding: a 44-byte RIFF header built with numpy in front of the PCM bytes."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -121,17 +122,44 @@ def encode_wav(
     return wav
 
 
-def pcm_of_wav(wav: bytes) -> np.ndarray:
-    """Return the samples of a WAV file written by :func:`encode_wav` as int16 (frames x channels).
+@dataclass(frozen=True)
+class WavAudio:
+    """The format and PCM bytes of a canonical 16-bit PCM WAV file."""
+
+    sample_rate: int
+    num_channels: int
+    pcm: bytes
+
+
+def read_wav(wav: bytes) -> WavAudio:
+    """Parse a canonical 16-bit PCM WAV file (a 44-byte header, as :func:`encode_wav` writes).
 
     Raises:
-        ValueError: If ``wav`` does not start with the header this module writes.
+        ValueError: If ``wav`` is not such a file, or its data size disagrees with its length.
     """
     if len(wav) < HEADER_BYTES:
         raise ValueError("too short to be a WAV file")
     header = np.frombuffer(wav[:HEADER_BYTES], dtype=_HEADER_DTYPE)[0]
     if header["riff"] != b"RIFF" or header["wave"] != b"WAVE" or header["data"] != b"data":
         raise ValueError("not a canonical PCM WAV file")
+    if header["audio_format"] != _PCM_FORMAT or header["bits_per_sample"] != 8 * SAMPLE_WIDTH_BYTES:
+        raise ValueError("not 16-bit PCM")
     channels = int(header["num_channels"])
-    samples = np.frombuffer(wav, dtype="<i2", offset=HEADER_BYTES, count=-1)
-    return samples.reshape(-1, channels)
+    sample_rate = int(header["sample_rate"])
+    if channels < 1 or sample_rate < 1:
+        raise ValueError(f"impossible format: {sample_rate} Hz, {channels} channels")
+    pcm = wav[HEADER_BYTES:]
+    if int(header["data_size"]) != len(pcm) or len(pcm) % (SAMPLE_WIDTH_BYTES * channels):
+        raise ValueError(f"data size {int(header['data_size'])} but {len(pcm)} bytes follow")
+    return WavAudio(sample_rate=sample_rate, num_channels=channels, pcm=pcm)
+
+
+def pcm_of_wav(wav: bytes) -> np.ndarray:
+    """Return the samples of a WAV file written by :func:`encode_wav` as int16 (frames x channels).
+
+    Raises:
+        ValueError: If ``wav`` is not a canonical 16-bit PCM WAV file.
+    """
+    audio = read_wav(wav)
+    samples = np.frombuffer(audio.pcm, dtype="<i2")
+    return samples.reshape(-1, audio.num_channels)
