@@ -125,8 +125,7 @@ def exchange_frames(
     frames: list[Frame] = []
 
     def microphone(seconds: float, frequency_hz: float) -> None:
-        audio = tone(MIC_FRAME_S, user_sample_rate, frequency_hz)
-        for _ in range(round(seconds / MIC_FRAME_S)):
+        for audio in _chunks(seconds, user_sample_rate, MIC_FRAME_S, frequency_hz):
             frames.append(InputAudioRawFrame(audio, user_sample_rate, 1))
             frames.append(SleepFrame(MIC_FRAME_S))
 
@@ -137,12 +136,19 @@ def exchange_frames(
     microphone(response_gap_s, 0.0)
 
     frames.append(BotStartedSpeakingFrame())
-    chunk = tone(SPEAKER_CHUNK_S, bot_sample_rate, BOT_TONE_HZ)
     quiet = tone(MIC_FRAME_S, user_sample_rate, 0.0)
     mic_per_chunk = round(SPEAKER_CHUNK_S / MIC_FRAME_S)
-    for _ in range(round(bot_speech_s / SPEAKER_CHUNK_S)):
+    for chunk in _chunks(bot_speech_s, bot_sample_rate, SPEAKER_CHUNK_S, BOT_TONE_HZ):
         frames.append(SleepFrame(SPEAKER_CHUNK_S))
         frames += [InputAudioRawFrame(quiet, user_sample_rate, 1) for _ in range(mic_per_chunk)]
         frames.append(TTSAudioRawFrame(chunk, bot_sample_rate, 1))
     frames += [SleepFrame(SPEAKER_CHUNK_S), BotStoppedSpeakingFrame()]
     return frames
+
+
+def _chunks(seconds: float, sample_rate: int, chunk_s: float, frequency_hz: float) -> list[bytes]:
+    """``seconds`` of one continuous tone in chunks of ``chunk_s``, the last one shorter if the
+    length is not a whole number of chunks."""
+    audio = tone(seconds, sample_rate, frequency_hz)
+    chunk_bytes = round(chunk_s * sample_rate) * 2
+    return [audio[start : start + chunk_bytes] for start in range(0, len(audio), chunk_bytes)]

@@ -46,11 +46,10 @@ async def test_exchange_frames_record_one_user_and_one_bot_segment_with_run_test
     # The pre-roll holds the quiet lead-in, then the caller's tone follows.
     assert user.duration_ms == pytest.approx(600.0)
     assert user.sample_rate == 16000
-    expected_user = tone(0.2, 16000, 0.0) + tone(0.02, 16000, USER_TONE_HZ) * 20
-    assert pcm(user) == expected_user
+    assert pcm(user) == tone(0.2, 16000, 0.0) + tone(0.4, 16000, USER_TONE_HZ)
     assert bot.duration_ms == pytest.approx(600.0)
     assert bot.sample_rate == 24000
-    assert pcm(bot) == tone(0.04, 24000, BOT_TONE_HZ) * 15
+    assert pcm(bot) == tone(0.6, 24000, BOT_TONE_HZ)
     assert not user.interrupted and not bot.interrupted
     assert user.turn_id != bot.turn_id
     assert (user.turn_id, bot.turn_id) == (turn_ids.user, turn_ids.bot)
@@ -96,6 +95,19 @@ async def test_exchange_frames_honour_other_sample_rates() -> None:
     assert (user.sample_rate, bot.sample_rate) == (8000, 16000)
     assert user.duration_ms == pytest.approx(500.0)
     assert bot.duration_ms == pytest.approx(600.0)
+
+
+async def test_lengths_that_are_not_whole_frames_are_kept_exactly() -> None:
+    collector = InMemoryAudioCollector()
+    processor = AudioCaptureProcessor(collector)
+    frames = exchange_frames(
+        user_speech_s=0.35, bot_speech_s=0.5, lead_silence_s=0.01, response_gap_s=0.0
+    )
+    await run_test(processor, frames_to_send=frames)
+
+    user, bot = collector.segments
+    assert user.duration_ms == pytest.approx(360.0)
+    assert bot.duration_ms == pytest.approx(500.0)
 
 
 def test_tone_is_a_sine_and_zero_hertz_is_silence() -> None:
