@@ -153,6 +153,7 @@ def test_sdist_holds_the_examples_tests_and_license_the_test_suite_needs(built: 
         "examples/production_bot.py",
         "examples/offline_demo.py",
         "tests/test_production_bot_example.py",
+        "tests/test_readme.py",
         "scripts/render_demo_assets.py",
     } <= names
     assert not any("__pycache__" in name for name in names)
