@@ -47,7 +47,6 @@ __version__ = "0.1.0"
 """The package version; ``pyproject.toml`` reads it from here."""
 
 __all__ = [
-    "__version__",
     "AudioCaptureCollector",
     "AudioCaptureError",
     "AudioCaptureProcessor",
@@ -82,6 +81,7 @@ __all__ = [
     "TurnSpan",
     "UnsafePathError",
     "WriteTimeoutError",
+    "__version__",
     "delete_session",
     "purge",
     "replay_spool",
