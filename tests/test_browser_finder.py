@@ -76,20 +76,26 @@ def test_nothing_found_says_in_one_line_what_to_install(empty_path: Path) -> Non
     assert BROWSER_ENV in message
 
 
-def test_finder_script_exits_1_with_the_hint_when_nothing_is_found(
-    empty_path: Path, tmp_path: Path
-) -> None:
-    result = subprocess.run(
+def run_finder(path: Path, home: Path) -> "subprocess.CompletedProcess[str]":
+    """Run ``python tests/browser_finder.py`` with only ``path`` on PATH and an empty
+    Playwright browser cache."""
+    return subprocess.run(
         [sys.executable, str(FINDER)],
         capture_output=True,
         text=True,
         env={
-            "PATH": str(empty_path),
-            "PLAYWRIGHT_BROWSERS_PATH": str(tmp_path / "no-browsers"),
-            "HOME": str(tmp_path),
+            "PATH": str(path),
+            "PLAYWRIGHT_BROWSERS_PATH": str(home / "no-browsers"),
+            "HOME": str(home),
         },
         timeout=60,
     )
+
+
+def test_finder_script_exits_1_with_the_hint_when_nothing_is_found(
+    empty_path: Path, tmp_path: Path
+) -> None:
+    result = run_finder(empty_path, tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("no Chromium or Chrome found")
@@ -98,17 +104,7 @@ def test_finder_script_exits_1_with_the_hint_when_nothing_is_found(
 
 def test_finder_script_names_the_browser_it_found(empty_path: Path, tmp_path: Path) -> None:
     browser = _executable(empty_path, "chromium-browser")
-    result = subprocess.run(
-        [sys.executable, str(FINDER)],
-        capture_output=True,
-        text=True,
-        env={
-            "PATH": str(empty_path),
-            "PLAYWRIGHT_BROWSERS_PATH": str(tmp_path / "no-browsers"),
-            "HOME": str(tmp_path),
-        },
-        timeout=60,
-    )
+    result = run_finder(empty_path, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"browser tests drive {browser}\n"
 

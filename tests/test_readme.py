@@ -490,7 +490,8 @@ async def test_gcs_production_block_stores_in_the_emulator_and_indexes_in_postgr
 # SQL blocks.
 
 
-def _indexed_call() -> tuple[str, list[Any], list[Any]]:
+async def _index_a_call(index: PostgresAudioMetaStorage | SQLiteAudioMetaStorage) -> str:
+    """Write a call of two turns (the bot's cut short) to ``index``, close it, return its id."""
     session_id = new_id()
     user = make_segment(session_id, speaker="user", start_ms=0, duration_ms=2000)
     bot = make_segment(
@@ -501,13 +502,20 @@ def _indexed_call() -> tuple[str, list[Any], list[Any]]:
         interrupted=True,
         unplayed_ms=800,
     )
-    transcripts = [
-        make_transcript(session_id, user.turn_id, "user", "Where is my order", at_ms=0),
-        make_transcript(
-            session_id, bot.turn_id, "assistant", "It left", at_ms=2300, interrupted=True
-        ),
-    ]
-    return session_id, [user, bot], transcripts
+    try:
+        for segment in (user, bot):
+            await index.save_metadata(session_id, segment)
+        await index.save_transcript(
+            make_transcript(session_id, user.turn_id, "user", "Where is my order", at_ms=0)
+        )
+        await index.save_transcript(
+            make_transcript(
+                session_id, bot.turn_id, "assistant", "It left", at_ms=2300, interrupted=True
+            )
+        )
+    finally:
+        await index.close()
+    return session_id
 
 
 def _is_postgres_only(block: Block) -> bool:
@@ -517,15 +525,7 @@ def _is_postgres_only(block: Block) -> bool:
 async def test_every_sql_block_runs_on_postgres_against_a_recorded_call(
     pg_schema: PgSchema,
 ) -> None:
-    session_id, segments, transcripts = _indexed_call()
-    pg = await PostgresAudioMetaStorage.connect(pg_schema.dsn)
-    try:
-        for segment in segments:
-            await pg.save_metadata(session_id, segment)
-        for record in transcripts:
-            await pg.save_transcript(record)
-    finally:
-        await pg.close()
+    session_id = await _index_a_call(await PostgresAudioMetaStorage.connect(pg_schema.dsn))
     async with await psycopg.AsyncConnection.connect(pg_schema.dsn) as conn:
         for block in blocks_under("Example queries", "sql"):
             cursor = await conn.execute(block.code, {"sid": session_id})
@@ -534,16 +534,8 @@ async def test_every_sql_block_runs_on_postgres_against_a_recorded_call(
 
 
 async def test_sql_blocks_not_marked_postgresql_run_on_sqlite_too(tmp_path: Path) -> None:
-    session_id, segments, transcripts = _indexed_call()
     path = tmp_path / "index.sqlite3"
-    index = SQLiteAudioMetaStorage(path)
-    try:
-        for segment in segments:
-            await index.save_metadata(session_id, segment)
-        for record in transcripts:
-            await index.save_transcript(record)
-    finally:
-        await index.close()
+    session_id = await _index_a_call(SQLiteAudioMetaStorage(path))
     portable = [b for b in blocks_under("Example queries", "sql") if not _is_postgres_only(b)]
     assert portable
     with contextlib.closing(sqlite3.connect(path)) as conn:
