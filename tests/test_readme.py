@@ -173,8 +173,10 @@ async def run_python(block: Block, namespace: dict[str, Any], root: Path | None 
     if inspect.iscoroutine(result):
         await result
     for name, value in list(namespace.items()):
-        if name.startswith("test_") and inspect.iscoroutinefunction(value):
-            await value()
+        if name.startswith("test_") and callable(value):
+            outcome = value()
+            if inspect.iscoroutine(outcome):
+                await outcome
 
 
 def cli_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
