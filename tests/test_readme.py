@@ -258,7 +258,7 @@ async def _run_quick_start(folder: Path) -> QuickStartCall:
     )
     async with asyncio.timeout(QUICK_START_TIMEOUT_S):
         await asyncio.gather(bot, transport.run_client())
-    match = re.fullmatch(r"session (\S+): (\d+) of (\d+) turns stored", printed[-1])
+    match = re.fullmatch(r"session (\S+): (\d+) of (\d+) segments stored", printed[-1])
     assert match, printed
     return QuickStartCall(folder, match[1], "\n".join(printed))
 
@@ -283,7 +283,7 @@ async def test_quick_start_records_every_turn_into_wavs_and_the_sqlite_index(
 ) -> None:
     recordings = quick_start.folder / "recordings"
     wavs = sorted((recordings / quick_start.session_id).glob("*.wav"))
-    assert quick_start.output.endswith(f": {len(wavs)} of {len(wavs)} turns stored")
+    assert quick_start.output.endswith(f": {len(wavs)} of {len(wavs)} segments stored")
     assert len(wavs) >= 3  # the greeting, the caller, the answer
     index = SQLiteAudioMetaStorage(recordings / "index.sqlite3")
     try:
