@@ -24,6 +24,7 @@ import pipecat_audio_capture
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = ROOT / "pipecat_audio_capture"
 DIST_NAME = "pipecat-audio-capture"
+DIST_INFO = f"pipecat_audio_capture-{pipecat_audio_capture.__version__}.dist-info"
 # Not part of a source tree: environments, caches, build output and recordings of local runs.
 NOT_SOURCE = shutil.ignore_patterns(
     ".venv",
@@ -110,7 +111,7 @@ def test_wheel_ships_every_data_file_of_the_package(built: Built) -> None:
 def test_wheel_holds_only_the_package_and_no_dev_only_module(built: Built) -> None:
     names = built.wheel_names()
     top_levels = {name.split("/")[0] for name in names}
-    assert top_levels == {"pipecat_audio_capture", "pipecat_audio_capture-0.1.0.dist-info"}
+    assert top_levels == {"pipecat_audio_capture", DIST_INFO}
     modules = {name for name in names if name.endswith(".py")}
     source_modules = {
         path.relative_to(ROOT).as_posix()
@@ -124,8 +125,8 @@ def test_wheel_holds_only_the_package_and_no_dev_only_module(built: Built) -> No
 
 def test_wheel_metadata_declares_spdx_license_urls_and_real_extras_only(built: Built) -> None:
     names = built.wheel_names()
-    assert "pipecat_audio_capture-0.1.0.dist-info/licenses/LICENSE" in names
-    metadata = built.wheel_text("pipecat_audio_capture-0.1.0.dist-info/METADATA")
+    assert f"{DIST_INFO}/licenses/LICENSE" in names
+    metadata = built.wheel_text(f"{DIST_INFO}/METADATA")
     headers = [line.partition(": ") for line in metadata.split("\n\n")[0].splitlines()]
     assert ("License-Expression", ": ", "BSD-2-Clause") in headers
     assert not any(name == "License" for name, _, _ in headers)
