@@ -1,11 +1,11 @@
-# Everything runs in a project-local virtual environment, so a fresh machine needs only Python 3.11+
-# and make.
+# Everything runs in a project-local virtual environment, so a fresh machine needs only Python 3.11+,
+# make, and for `make test` a PostgreSQL server and a Chromium or Chrome (downloaded when missing).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck demo clean bench
+.PHONY: test lint typecheck browser demo clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipecat_audio_capture tests examples benchmarks
-	$(BIN)/ruff format --check pipecat_audio_capture tests examples benchmarks
+	$(BIN)/ruff check pipecat_audio_capture tests examples benchmarks scripts
+	$(BIN)/ruff format --check pipecat_audio_capture tests examples benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# The browser tests drive any installed Chromium or Chrome (tests/browser_finder.py says where it
+# looks); without one, Playwright downloads its own Chromium once.
+browser: $(STAMP)
+	@$(BIN)/python tests/browser_finder.py --install --log $(VENV)/playwright-install.log
+
+test: lint typecheck browser
 	$(BIN)/pytest -q
 
 # The main job: a simulated call recorded end to end, offline, on the embedded SQLite index.

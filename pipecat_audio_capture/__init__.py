@@ -20,6 +20,7 @@ from pipecat_audio_capture.errors import (
     CallAudioError,
     InvalidIdError,
     MigrationError,
+    MissingExtraError,
     SpoolEntryError,
     SpoolEntryGoneError,
     SpoolError,
@@ -45,6 +46,9 @@ from pipecat_audio_capture.storage import (
     TranscriptStore,
 )
 from pipecat_audio_capture.turn_ids import TurnIds, TurnSpan
+
+__version__ = "0.1.0"
+"""The package version; ``pyproject.toml`` reads it from here."""
 
 if TYPE_CHECKING:
     from pipecat_audio_capture.call_audio import (
@@ -112,6 +116,7 @@ __all__ = [
     "LocalAudioStorage",
     "MetadataStorage",
     "MigrationError",
+    "MissingExtraError",
     "PendingAudioSegment",
     "ProcessorStats",
     "PurgeReport",
@@ -136,6 +141,7 @@ __all__ = [
     "TurnSpan",
     "UnsafePathError",
     "WriteTimeoutError",
+    "__version__",
     "delete_session",
     "local_segment_opener",
     "plan_call_audio",

@@ -73,3 +73,21 @@ class CallAudioError(AudioCaptureError):
     """A call's stereo recording cannot be built: the call has no usable segment, its rows
     belong to several calls, the requested format is unsupported, or it would not fit a WAV
     file. A single unreadable segment is not this error: it is reported and left silent."""
+
+
+class MissingExtraError(AudioCaptureError, ImportError):
+    """A module needs an optional dependency (an extra) that is not installed.
+
+    The message ends with the command that installs it. It is an ``ImportError`` too, so code
+    that probes for optional modules keeps working.
+    """
+
+    def __init__(self, extra: str) -> None:
+        """Initialize the error.
+
+        Args:
+            extra: The extra to install, e.g. ``"gcs"``.
+        """
+        self.extra = extra
+        self.install_command = f"pip install 'pipecat-audio-capture[{extra}]'"
+        super().__init__(f"this needs the {extra} extra, install it with: {self.install_command}")

@@ -1,5 +1,6 @@
 """WAV encoding: a 44-byte RIFF header built with numpy in front of the PCM bytes."""
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -172,20 +173,13 @@ def encode_wav(
     return wav
 
 
-def pcm_of_wav(wav: bytes) -> np.ndarray:
-    """Return the samples of a WAV file written by :func:`encode_wav` as int16 (frames x channels).
+@dataclass(frozen=True)
+class WavAudio:
+    """The format and PCM bytes of a canonical 16-bit PCM WAV file."""
 
-    Raises:
-        ValueError: If ``wav`` does not start with the header this module writes.
-    """
-    if len(wav) < HEADER_BYTES:
-        raise ValueError("too short to be a WAV file")
-    header = np.frombuffer(wav[:HEADER_BYTES], dtype=_HEADER_DTYPE)[0]
-    if header["riff"] != b"RIFF" or header["wave"] != b"WAVE" or header["data"] != b"data":
-        raise ValueError("not a canonical PCM WAV file")
-    channels = int(header["num_channels"])
-    samples = np.frombuffer(wav, dtype="<i2", offset=HEADER_BYTES, count=-1)
-    return samples.reshape(-1, channels)
+    sample_rate: int
+    num_channels: int
+    pcm: bytes
 
 
 @dataclass(frozen=True)
@@ -239,3 +233,28 @@ def read_wav_header(file: BinaryIO) -> WavFormat:
     if not format_supported(sample_rate, num_channels):
         raise ValueError(f"unsupported format: {sample_rate} Hz, {num_channels} channels")
     return WavFormat(sample_rate, num_channels, int(header["data_size"]))
+
+
+def read_wav(wav: bytes) -> WavAudio:
+    """Parse a canonical 16-bit PCM WAV file (a 44-byte header, as :func:`encode_wav` writes).
+
+    Raises:
+        ValueError: If ``wav`` is not such a file, its format is outside the package's limits, or
+            its data size disagrees with its length.
+    """
+    header = read_wav_header(io.BytesIO(wav[:HEADER_BYTES]))
+    pcm = wav[HEADER_BYTES:]
+    if header.data_size != len(pcm) or len(pcm) % header.frame_bytes:
+        raise ValueError(f"data size {header.data_size} but {len(pcm)} bytes follow")
+    return WavAudio(sample_rate=header.sample_rate, num_channels=header.num_channels, pcm=pcm)
+
+
+def pcm_of_wav(wav: bytes) -> np.ndarray:
+    """Return the samples of a WAV file written by :func:`encode_wav` as int16 (frames x channels).
+
+    Raises:
+        ValueError: If ``wav`` is not a canonical 16-bit PCM WAV file.
+    """
+    audio = read_wav(wav)
+    samples = np.frombuffer(audio.pcm, dtype="<i2")
+    return samples.reshape(-1, audio.num_channels)

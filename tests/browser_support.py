@@ -1,8 +1,8 @@
 """The call review as a user runs it: ``pipecat-audio-capture serve`` in a subprocess, and Chromium.
 
-Chromium is Debian's package (``apt-get install chromium``), driven by the Playwright client
-without Playwright's own browser download. A missing browser fails the tests that need it, with
-how to install it: they never skip, so a green run always means a real browser played the audio.
+The browser is any installed Chromium or Chrome (:mod:`browser_finder` says where it looks),
+driven by the Playwright client. A missing browser fails the tests that need it, with how to
+install one: they never skip, so a green run always means a real browser played the audio.
 """
 
 import importlib.util
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from browser_finder import NoBrowserError, find_chromium, playwright_chromium_path
 
 from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
 from pipecat_audio_capture.web.security import TOKEN_ENV
@@ -26,7 +27,6 @@ from pipecat_audio_capture.web.security import TOKEN_ENV
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -113,36 +113,36 @@ def _wait_for_url(lines: "queue.Queue[str | None]", output: list[str]) -> str:
             return line.rsplit(" at ", 1)[1].strip()
 
 
-def require_chromium() -> None:
-    """Fail the calling test unless Chromium and the Playwright client are installed.
+def require_chromium() -> Path:
+    """Return the browser to drive; fail the calling test unless one and the Playwright client
+    are installed.
 
     Raises:
         pytest.fail.Exception: If either is missing, with how to install it.
     """
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
-            "(apt-get install -y chromium)"
-        )
     if importlib.util.find_spec("playwright") is None:
         pytest.fail("the Playwright client is missing: pip install playwright")
+    try:
+        return find_chromium(playwright_chromium_path())
+    except NoBrowserError as exc:
+        pytest.fail(str(exc))
 
 
 @contextmanager
 def chromium() -> Iterator["Browser"]:
-    """Launch Debian's headless Chromium through Playwright, and close it on exit.
+    """Launch the installed Chromium or Chrome headless through Playwright; close it on exit.
 
     Playwright's sync API runs an event loop in the calling thread while the browser is open:
     ``asyncio.run`` cannot be called there until it is closed.
 
     Raises:
-        pytest.fail.Exception: If Chromium or the Playwright client is not installed.
+        pytest.fail.Exception: If no browser or the Playwright client is installed.
     """
-    require_chromium()
+    executable = require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

@@ -1,6 +1,5 @@
 """The whole call as one stereo WAV, built from the stored segments of a recorded call."""
 
-import asyncio
 import io
 import os
 import tracemalloc
@@ -479,32 +478,6 @@ def test_local_opener_refuses_a_symlinked_recording(tmp_path: Path) -> None:
         ("unreadable", True)
     ]
     assert not pcm_of_wav(out.read_bytes()).any()
-
-
-def readme_block(heading: str) -> str:
-    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"\n{heading}\n", 1)[1]
-    return section.split("```python\n", 1)[1].split("\n```", 1)[0]
-
-
-def test_the_readme_example_builds_the_newest_demo_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    async def record() -> None:
-        backend = index_support.SQLiteBackend(tmp_path / "recordings" / "index.sqlite3")
-        await backend.migrate()
-        await record_script(LocalAudioStorage(tmp_path / "recordings"), backend)
-        await backend.store.close()
-
-    asyncio.run(record())
-    monkeypatch.chdir(tmp_path)
-
-    exec(compile(readme_block("### Whole-call recording"), "README.md", "exec"), {})
-
-    with (tmp_path / "call.wav").open("rb") as file:
-        wav = read_wav_header(file)
-    assert (wav.sample_rate, wav.num_channels) == (BOT_RATE, 2)
-    assert capsys.readouterr().out.splitlines()[-1] == "call.wav: 5.5 s, 24000 Hz stereo"
 
 
 def test_a_requested_sample_rate_resamples_every_segment_to_it() -> None:

@@ -355,15 +355,31 @@ def _record_aggregator_events(
         )
 
 
-def build_call_pipeline(
-    *,
-    script: CallScript = DEFAULT_SCRIPT,
-    speed: float = 1.0,
-    recorder_processors: Sequence[FrameProcessor] = (),
-    after_output_processors: Sequence[FrameProcessor] = (),
-    on_aggregators: OnAggregators | None = None,
-) -> SimulatedCall:
-    """Build a simulated call, ready to :meth:`~SimulatedCall.run`.
+@dataclass
+class CallServices:
+    """The scripted ends of a simulated call, for a pipeline of one's own.
+
+    Parameters:
+        microphone: The input transport (``transport.input()``): the caller's microphone.
+        stt: The speech-to-text service.
+        user_aggregator: The real ``LLMUserAggregator``, with Silero VAD.
+        llm: The LLM.
+        tts: The text-to-speech service.
+        speaker: The output transport (``transport.output()``).
+        assistant_aggregator: The real ``LLMAssistantAggregator``.
+    """
+
+    microphone: ScriptedMicrophone
+    stt: ScriptedSTTService
+    user_aggregator: LLMUserAggregator
+    llm: ScriptedLLM
+    tts: ScriptedTTSService
+    speaker: SimulatedSpeaker
+    assistant_aggregator: LLMAssistantAggregator
+
+
+def build_call_services(*, script: CallScript = DEFAULT_SCRIPT, speed: float = 1.0) -> CallServices:
+    """Build the scripted services and transports of a call, and Pipecat's real aggregators.
 
     User turns are decided by Pipecat's ``VADUserTurnStartStrategy`` (Silero VAD, default
     ``VADParams``) and ``SpeechTimeoutUserTurnStopStrategy``: the turn ends 0.6 s (call time)
@@ -374,10 +390,6 @@ def build_call_pipeline(
     Args:
         script: What is said, and when.
         speed: How many times faster than real time to run (1.0 is real time).
-        recorder_processors: Processors placed between the TTS and ``transport.output()``.
-        after_output_processors: Processors placed right after ``transport.output()``.
-        on_aggregators: Called with the user and assistant aggregators before the pipeline is
-            built, e.g. to attach transcript handlers to their events.
     """
     if speed <= 0:
         raise ValueError(f"speed must be positive, got {speed}")
@@ -391,18 +403,52 @@ def build_call_pipeline(
             vad_analyzer=SileroVADAnalyzer(), user_turn_strategies=user_turns
         ),
     )
-    microphone = ScriptedMicrophone(script=script, audio=load_user_audio(script), speed=speed)
-    speaker = SimulatedSpeaker(speed=speed)
+    return CallServices(
+        microphone=ScriptedMicrophone(script=script, audio=load_user_audio(script), speed=speed),
+        stt=ScriptedSTTService(transcripts=[line.text for line in script.user_lines]),
+        user_aggregator=user_aggregator,
+        llm=ScriptedLLM(
+            answers=[exchange.bot.text for exchange in script.exchanges],
+            first_token_delay_s=LLM_FIRST_TOKEN_S / speed,
+        ),
+        tts=ScriptedTTSService(recordings=load_bot_audio(script)),
+        speaker=SimulatedSpeaker(speed=speed),
+        assistant_aggregator=assistant_aggregator,
+    )
+
+
+def build_call_pipeline(
+    *,
+    script: CallScript = DEFAULT_SCRIPT,
+    speed: float = 1.0,
+    recorder_processors: Sequence[FrameProcessor] = (),
+    after_output_processors: Sequence[FrameProcessor] = (),
+    on_aggregators: OnAggregators | None = None,
+) -> SimulatedCall:
+    """Build a simulated call, ready to :meth:`~SimulatedCall.run`.
+
+    The services are :func:`build_call_services`'s, in a cascaded bot's pipeline.
+
+    Args:
+        script: What is said, and when.
+        speed: How many times faster than real time to run (1.0 is real time).
+        recorder_processors: Processors placed between the TTS and ``transport.output()``.
+        after_output_processors: Processors placed right after ``transport.output()``.
+        on_aggregators: Called with the user and assistant aggregators before the pipeline is
+            built, e.g. to attach transcript handlers to their events.
+    """
+    services = build_call_services(script=script, speed=speed)
+    microphone = services.microphone
+    speaker = services.speaker
+    user_aggregator = services.user_aggregator
+    assistant_aggregator = services.assistant_aggregator
     pipeline = Pipeline(
         [
             microphone,
-            ScriptedSTTService(transcripts=[line.text for line in script.user_lines]),
+            services.stt,
             user_aggregator,
-            ScriptedLLM(
-                answers=[exchange.bot.text for exchange in script.exchanges],
-                first_token_delay_s=LLM_FIRST_TOKEN_S / speed,
-            ),
-            ScriptedTTSService(recordings=load_bot_audio(script)),
+            services.llm,
+            services.tts,
             *recorder_processors,
             speaker,
             *after_output_processors,

@@ -1,15 +1,16 @@
 """The simulated call's script: what the caller says, what the bot answers, and when.
 
-Every line has a prerecorded WAV in ``assets/`` (rendered by :mod:`.render_assets`), named after
-its text, so a script built from the same lines (fewer exchanges, no barge-in, an earlier hang-up)
-needs no new recordings.
+Every line has a prerecorded WAV in ``assets/`` (rendered by ``scripts/render_demo_assets.py``),
+named after its text, so a script built from the same lines (fewer exchanges, no barge-in, an
+earlier hang-up) needs no new recordings.
 """
 
 import hashlib
 import re
-import wave
 from dataclasses import dataclass
 from importlib import resources
+
+from pipecat_audio_capture.wav import read_wav
 
 USER_SAMPLE_RATE = 16000
 """The caller's microphone: 16 kHz, what Silero VAD and smart-turn expect."""
@@ -121,14 +122,13 @@ def asset_name(speaker: str, text: str) -> str:
 def _read_asset(name: str, sample_rate: int) -> bytes:
     """Return the 16-bit mono PCM of a bundled recording, checking its format."""
     path = resources.files(_ASSETS_PACKAGE).joinpath(_ASSETS_DIR, name)
-    with path.open("rb") as file, wave.open(file, "rb") as wav:
-        found = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
-        if found != (sample_rate, 1, 2):
-            raise ValueError(
-                f"{name}: expected {sample_rate} Hz mono 16-bit, got {found[0]} Hz, "
-                f"{found[1]} channels, {found[2] * 8}-bit"
-            )
-        return wav.readframes(wav.getnframes())
+    wav = read_wav(path.read_bytes())
+    if (wav.sample_rate, wav.num_channels) != (sample_rate, 1):
+        raise ValueError(
+            f"{name}: expected {sample_rate} Hz mono, got {wav.sample_rate} Hz, "
+            f"{wav.num_channels} channels"
+        )
+    return wav.pcm
 
 
 def load_user_audio(script: CallScript) -> list[bytes]:

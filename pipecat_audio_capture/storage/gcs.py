@@ -1,6 +1,7 @@
 """WAV files in a Google Cloud Storage bucket, uploaded create-only through the official client.
 
-Needs the ``gcs`` extra (``google-cloud-storage``). Nothing else in the package imports this
+Needs the ``gcs`` extra (``google-cloud-storage``); without it, importing this module raises
+:class:`~pipecat_audio_capture.errors.MissingExtraError`. Nothing else in the package imports this
 module, so the package works without that library installed.
 """
 
@@ -11,19 +12,23 @@ import json
 import threading
 import uuid
 
-import google_crc32c
-from google.api_core import exceptions as api_exceptions
-from google.api_core.retry import Retry
-from google.auth import exceptions as auth_exceptions
-from google.cloud import storage
-from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
-from google.cloud.storage.retry import DEFAULT_RETRY
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import StorageConfigError, StorageError
+from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import SegmentMetadata, Speaker
+
+try:
+    import google_crc32c
+    from google.api_core import exceptions as api_exceptions
+    from google.api_core.retry import Retry
+    from google.auth import exceptions as auth_exceptions
+    from google.cloud import storage
+    from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+    from google.cloud.storage.retry import DEFAULT_RETRY
+except ImportError as exc:
+    raise MissingExtraError("gcs") from exc
 
 CONTENT_TYPE = "audio/wav"
 

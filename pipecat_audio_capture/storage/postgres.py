@@ -1,6 +1,8 @@
 """The metadata index on PostgreSQL, through psycopg 3 and an async connection pool.
 
-Needs the ``postgres`` extra. This is the only module of the package that imports psycopg.
+Needs the ``postgres`` extra; without it, importing this module raises
+:class:`~pipecat_audio_capture.errors.MissingExtraError`. This is the only module of the package
+that imports psycopg.
 """
 
 import asyncio
@@ -10,16 +12,15 @@ from datetime import UTC, datetime
 from typing import Any, Self
 from uuid import UUID
 
-import psycopg
 from loguru import logger
-from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import MigrationError, StorageConfigError, StorageError
+from pipecat_audio_capture.errors import (
+    MigrationError,
+    MissingExtraError,
+    StorageConfigError,
+    StorageError,
+)
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
@@ -30,6 +31,16 @@ from pipecat_audio_capture.storage.index import (
     checked_transcript,
     view_queries,
 )
+
+try:
+    import psycopg
+    from psycopg import AsyncConnection
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:
+    raise MissingExtraError("postgres") from exc
 
 MIGRATION_LOCK_ID = int.from_bytes(b"audiocap", "big")
 """Key of the advisory lock that serializes migration runs across the whole database."""

@@ -1,9 +1,10 @@
-"""Render the recordings the simulated call plays, with espeak-ng and SoX.
+"""Render the recordings the simulated call plays, with espeak-ng and SoX (a maintainer tool,
+kept out of the package).
 
 The WAVs in ``assets/`` are committed, so this only runs when a line of the script changes::
 
     apt-get install -y espeak-ng sox
-    python -m pipecat_audio_capture.demo.render_assets
+    python scripts/render_demo_assets.py        # from the repository root
 
 The committed set was made with Debian 12's espeak-ng 1.51 and SoX 14.4.2; rendering is
 deterministic, so re-running it reproduces the files byte for byte. Each recording has its
@@ -29,7 +30,7 @@ from pipecat_audio_capture.demo.script import (
     asset_name,
 )
 
-ASSETS_DIR = Path(__file__).parent / "assets"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "pipecat_audio_capture" / "demo" / "assets"
 
 USER_VOICE = "en-us+f3"
 BOT_VOICE = "en-gb+m3"
