@@ -20,12 +20,15 @@ from pipecat_audio_capture.errors import (
     UnsafePathError,
     WriteTimeoutError,
 )
+from pipecat_audio_capture.latency import LatencyRecorder
 from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
 from pipecat_audio_capture.records import (
     CaptureStats,
+    LatencyStage,
     PendingAudioSegment,
     SegmentMetadata,
     TranscriptRecord,
+    TurnLatencyRecord,
 )
 from pipecat_audio_capture.replay import ReplayReport, replay_spool
 from pipecat_audio_capture.retention import DeletionReport, PurgeReport, delete_session, purge
@@ -38,6 +41,7 @@ from pipecat_audio_capture.storage import (
     MetadataStorage,
     SQLiteAudioMetaStorage,
     TranscriptStore,
+    TurnLatencyStore,
 )
 from pipecat_audio_capture.transcripts import TranscriptRecorder
 from pipecat_audio_capture.turn_ids import TurnIds, TurnSpan
@@ -51,6 +55,8 @@ __all__ = [
     "CompositeAudioStorage",
     "DeletionReport",
     "InvalidIdError",
+    "LatencyRecorder",
+    "LatencyStage",
     "LocalAudioStorage",
     "MetadataStorage",
     "MigrationError",
@@ -73,6 +79,8 @@ __all__ = [
     "TranscriptRecorder",
     "TranscriptStore",
     "TurnIds",
+    "TurnLatencyRecord",
+    "TurnLatencyStore",
     "TurnSpan",
     "UnsafePathError",
     "WriteTimeoutError",

@@ -1,6 +1,7 @@
-"""Delivering the spool: store every spooled segment and transcript row, then remove its entry."""
+"""Delivering the spool: store every spooled segment and index row, then remove its entry."""
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pipecat_audio_capture.capture import metadata_for
 from pipecat_audio_capture.errors import SpoolEntryError
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
-from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore
+from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore, TurnLatencyStore
 
 DEFAULT_REPLAY_RETRY = RetryPolicy(attempts=defaults.REPLAY_ATTEMPTS)
 """Retries of each replay step: a blip is retried, an outage leaves the entry for next time."""
@@ -28,6 +29,9 @@ class ReplayReport:
         segments_failed: Segments that storage still refused; their entries are kept.
         transcripts_failed: Transcript rows the store still refused; their entries are kept.
         transcripts_kept: Transcript entries left in place because no transcript store was given.
+        latencies_stored: Latency breakdowns now stored; their entries are gone.
+        latencies_failed: Latency breakdowns the store still refused; their entries are kept.
+        latencies_kept: Latency entries left in place because no latency store was given.
         rejected: Files in the spool that are not valid entries (corrupt, renamed, symlinks);
             left in place, untouched.
         temp_files_removed: Temporary files of interrupted spool writes that were removed.
@@ -39,6 +43,9 @@ class ReplayReport:
     segments_failed: int = 0
     transcripts_failed: int = 0
     transcripts_kept: int = 0
+    latencies_stored: int = 0
+    latencies_failed: int = 0
+    latencies_kept: int = 0
     rejected: int = 0
     temp_files_removed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -46,8 +53,8 @@ class ReplayReport:
     @property
     def remaining(self) -> int:
         """Entries and files still in the spool after the run."""
-        failed = self.segments_failed + self.transcripts_failed
-        return failed + self.transcripts_kept + self.rejected
+        failed = self.segments_failed + self.transcripts_failed + self.latencies_failed
+        return failed + self.transcripts_kept + self.latencies_kept + self.rejected
 
     @property
     def complete(self) -> bool:
@@ -60,6 +67,7 @@ async def replay_spool(
     storage: AudioStorage,
     transcript_store: TranscriptStore | None = None,
     *,
+    latency_store: TurnLatencyStore | None = None,
     retry: RetryPolicy = DEFAULT_REPLAY_RETRY,
     write_timeout_s: float = defaults.WRITE_TIMEOUT_S,
     temp_min_age_s: float = defaults.TEMP_FILE_MIN_AGE_S,
@@ -68,7 +76,8 @@ async def replay_spool(
 
     A segment's entry is removed only after both its audio and its metadata are stored. Both
     stores are idempotent (one object per ``segment_id``, one row per ``segment_id``; one
-    transcript row per session, turn and role), so a replay interrupted between the two steps,
+    transcript row per session, turn and role; one latency row per session and bot turn), so a
+    replay interrupted between the two steps,
     or run twice, or run by two processes at once, never stores anything twice: the next run
     finds the entry and completes it. An entry that fails stays for the next run; one that is
     not a valid entry (see :mod:`~pipecat_audio_capture.spool_format`) is never read as data,
@@ -81,6 +90,9 @@ async def replay_spool(
             ``CompositeAudioStorage``).
         transcript_store: Where transcript rows go (e.g. the metadata index). Without it,
             transcript entries stay in the spool (``transcripts_kept``).
+        latency_store: Where latency breakdowns go; by default ``transcript_store`` when it
+            stores them too (both indexes do). Without one, latency entries stay in the spool
+            (``latencies_kept``).
         retry: Attempts and backoff of each step of each entry.
         write_timeout_s: Longest one attempt may take.
         temp_min_age_s: Temporary files of spool writes older than this are removed first;
@@ -104,10 +116,18 @@ async def replay_spool(
             report.transcripts_kept += 1
             continue
         await _replay_transcript(spool, path, transcript_store, report, retry, write_timeout_s)
+    if latency_store is None and isinstance(transcript_store, TurnLatencyStore):
+        latency_store = transcript_store
+    for path in scan.latencies:
+        if latency_store is None:
+            report.latencies_kept += 1
+            continue
+        await _replay_latency(spool, path, latency_store, report, retry, write_timeout_s)
     log = logger.info if report.complete else logger.warning
     log(
-        f"replayed spool {spool.root}: {report.segments_stored} segments and "
-        f"{report.transcripts_stored} transcripts stored, {report.remaining} entries remain"
+        f"replayed spool {spool.root}: {report.segments_stored} segments, "
+        f"{report.transcripts_stored} transcripts and {report.latencies_stored} latency rows "
+        f"stored, {report.remaining} entries remain"
     )
     return report
 
@@ -169,20 +189,58 @@ async def _replay_transcript(
     except SpoolEntryError as exc:
         _reject(report, path, str(exc))
         return
+    record = entry.record
+    what = f"the spooled {record.role} transcript of turn {record.turn_id}"
+    if await _store_row(
+        spool, path, lambda: store.save_transcript(record), what, report, retry, write_timeout_s
+    ):
+        report.transcripts_stored += 1
+    else:
+        report.transcripts_failed += 1
+
+
+async def _replay_latency(
+    spool: Spool,
+    path: Path,
+    store: TurnLatencyStore,
+    report: ReplayReport,
+    retry: RetryPolicy,
+    write_timeout_s: float,
+) -> None:
     try:
-        await retrying(
-            lambda: store.save_transcript(entry.record),
-            policy=retry,
-            attempt_timeout_s=write_timeout_s,
-            what=f"the spooled {entry.record.role} transcript of turn {entry.record.turn_id}",
-        )
+        entry = await spool.read_latency(path)
+    except SpoolEntryError as exc:
+        _reject(report, path, str(exc))
+        return
+    record = entry.record
+    what = f"the spooled latency of turn {record.turn_id}"
+    if await _store_row(
+        spool, path, lambda: store.save_turn_latency(record), what, report, retry, write_timeout_s
+    ):
+        report.latencies_stored += 1
+    else:
+        report.latencies_failed += 1
+
+
+async def _store_row(
+    spool: Spool,
+    path: Path,
+    save: Callable[[], Awaitable[None]],
+    what: str,
+    report: ReplayReport,
+    retry: RetryPolicy,
+    write_timeout_s: float,
+) -> bool:
+    """Store one spooled row and remove its entry; False (and the error noted) if it failed."""
+    try:
+        await retrying(save, policy=retry, attempt_timeout_s=write_timeout_s, what=what)
         await spool.remove(path)
     except Exception as exc:
-        report.transcripts_failed += 1
+        # Whatever a backend raises, one entry must not stop the others.
         report.errors.append(f"{path}: {exc}")
-        logger.error(f"could not replay spooled transcript {path}; it stays in the spool: {exc}")
-        return
-    report.transcripts_stored += 1
+        logger.error(f"could not replay {what} from {path}; it stays in the spool: {exc}")
+        return False
+    return True
 
 
 def _reject(report: ReplayReport, path: Path, why: str) -> None:

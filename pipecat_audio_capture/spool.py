@@ -6,6 +6,7 @@ Layout (see :mod:`pipecat_audio_capture.spool_format` for the files)::
       {session_id}/
         {segment_id}.segment              one line of JSON, then the WAV bytes
         {turn_id}.{role}.transcript       the transcript row as JSON
+        {turn_id}.latency                 the bot turn's latency breakdown as JSON
 
 Entries are written like recordings: a temporary file, fsync, rename, fsync of the folder, so an
 entry is either whole or absent after a crash. All spool I/O runs on one thread of its own, not on
@@ -38,7 +39,7 @@ from pipecat_audio_capture.errors import (
     UnsafePathError,
 )
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import PendingAudioSegment, TranscriptRecord
+from pipecat_audio_capture.records import PendingAudioSegment, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.safe_files import (
     CANONICAL_UUID,
     ensure_real_folder,
@@ -51,14 +52,19 @@ from pipecat_audio_capture.safe_files import (
     write_atomically,
 )
 from pipecat_audio_capture.spool_format import (
+    LATENCY_NAME,
     SEGMENT_NAME,
     TRANSCRIPT_NAME,
+    SpooledLatency,
     SpooledSegment,
     SpooledTranscript,
+    decode_latency,
     decode_segment,
     decode_transcript,
+    encode_latency,
     encode_segment,
     encode_transcript,
+    latency_file_name,
     segment_file_name,
     transcript_file_name,
 )
@@ -77,6 +83,7 @@ class SpoolScan:
     Parameters:
         segments: Segment entry files, by session then name.
         transcripts: Transcript entry files, by session then name.
+        latencies: Latency entry files, by session then name.
         rejected: Files and folders that are not entries (foreign names, symlinks, folders
             inside a session). They are never read or removed by the package.
         temporary: Temporary files of entry writes in progress, or of crashed ones.
@@ -84,15 +91,17 @@ class SpoolScan:
 
     segments: list[Path]
     transcripts: list[Path]
+    latencies: list[Path]
     rejected: list[Path]
     temporary: list[Path]
 
 
 class Spool:
-    """A folder of segments and transcript rows waiting to be stored.
+    """A folder of segments, transcript rows and latency rows waiting to be stored.
 
-    :class:`~pipecat_audio_capture.SessionAudioCapture` and
-    :class:`~pipecat_audio_capture.TranscriptRecorder` write to it when storage fails;
+    :class:`~pipecat_audio_capture.SessionAudioCapture`,
+    :class:`~pipecat_audio_capture.TranscriptRecorder` and
+    :class:`~pipecat_audio_capture.LatencyRecorder` write to it when storage fails;
     :func:`~pipecat_audio_capture.replay.replay_spool` stores its entries later and removes them.
     Paths are built only from canonical UUIDs, and nothing below the root is followed if it is a
     symlink.
@@ -174,6 +183,24 @@ class Spool:
         data = encode_transcript(record, reason=reason, spooled_at=datetime.now(UTC))
         return await self._run(self._put, session, name, lambda: data)
 
+    async def put_latency(self, record: TurnLatencyRecord, *, reason: str) -> Path:
+        """Spool a bot turn's latency breakdown (replacing a spooled one of the same turn).
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            SpoolFullError: If the entry would take the folder past ``max_bytes``.
+            SpoolError: If the entry cannot be encoded or written.
+            UnsafePathError: If the session's folder in the spool is a symlink.
+        """
+        session = require_uuid(record.session_id, "session_id")
+        name = latency_file_name(record.turn_id)
+        try:
+            data = encode_latency(record, reason=reason, spooled_at=datetime.now(UTC))
+        except ValueError as exc:
+            # A number JSON cannot hold (NaN, infinity): the reader would refuse the entry.
+            raise SpoolError(f"cannot encode the latency of turn {record.turn_id}: {exc}") from exc
+        return await self._run(self._put, session, name, lambda: data)
+
     async def scan(self) -> SpoolScan:
         """List the entries, and what in the folder is not one.
 
@@ -210,6 +237,20 @@ class Spool:
         data = await self._run(self._read, session, path.name)
         return _checked(path, decode_transcript, data, session_id=session, **match.groupdict())
 
+    async def read_latency(self, path: Path) -> SpooledLatency:
+        """Read and check a latency entry listed by :meth:`scan`.
+
+        Raises:
+            SpoolEntryError: If it is not a valid entry (or not in this spool).
+            SpoolError: If it cannot be read.
+        """
+        match = LATENCY_NAME.fullmatch(path.name)
+        session = self._session_of(path)
+        if match is None:
+            raise SpoolEntryError(f"{path} is not named like a latency entry")
+        data = await self._run(self._read, session, path.name)
+        return _checked(path, decode_latency, data, session_id=session, **match.groupdict())
+
     async def remove(self, path: Path) -> None:
         """Remove an entry whose data is stored, and its session folder once empty.
 
@@ -218,7 +259,7 @@ class Spool:
             SpoolError: If it cannot be removed.
         """
         session = self._session_of(path)
-        if not (SEGMENT_NAME.fullmatch(path.name) or TRANSCRIPT_NAME.fullmatch(path.name)):
+        if not _is_entry_name(path.name):
             raise SpoolEntryError(f"{path} is not named like a spool entry")
         await self._run(self._discard, session, path.name)
 
@@ -307,7 +348,7 @@ class Spool:
             raise SpoolEntryError(str(exc)) from exc
 
     def _scan(self) -> SpoolScan:
-        scan = SpoolScan([], [], [], [])
+        scan = SpoolScan([], [], [], [], [])
         try:
             with os.scandir(self._root) as entries:
                 tops = sorted(entries, key=lambda entry: entry.name)
@@ -331,9 +372,7 @@ class Spool:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False) or not (
-                    SEGMENT_NAME.fullmatch(entry.name)
-                    or TRANSCRIPT_NAME.fullmatch(entry.name)
-                    or is_temp_name(entry.name)
+                    _is_entry_name(entry.name) or is_temp_name(entry.name)
                 ):
                     foreign.append(entry.name)
                     continue
@@ -385,8 +424,14 @@ def _classify(entry: os.DirEntry[str], scan: SpoolScan) -> None:
         scan.segments.append(path)
     elif TRANSCRIPT_NAME.fullmatch(entry.name):
         scan.transcripts.append(path)
+    elif LATENCY_NAME.fullmatch(entry.name):
+        scan.latencies.append(path)
     else:
         scan.rejected.append(path)
+
+
+def _is_entry_name(name: str) -> bool:
+    return any(pattern.fullmatch(name) for pattern in (SEGMENT_NAME, TRANSCRIPT_NAME, LATENCY_NAME))
 
 
 def _checked(path: Path, decode: Callable[..., T], data: bytes, **names: str) -> T:
