@@ -7,17 +7,7 @@ from pathlib import Path
 import index_support
 import pytest
 from index_support import IndexBackend, new_id
-from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
-    Frame,
-    LLMFullResponseStartFrame,
-    LLMTextFrame,
-    TranscriptionFrame,
-    TTSAudioRawFrame,
-    VADUserStartedSpeakingFrame,
-    VADUserStoppedSpeakingFrame,
-)
-from pipecat.observers.base_observer import FramePushed
+from latency_support import STOP_SECS, Pipeline
 from pipecat.observers.user_bot_latency_observer import (
     LatencyBreakdown,
     LatencyContribution,
@@ -25,7 +15,6 @@ from pipecat.observers.user_bot_latency_observer import (
     MeasuredFrom,
     UserBotLatencyObserver,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from reliability_support import events_of
 
 from pipecat_audio_capture import LatencyRecorder, RetryPolicy, TurnIds
@@ -42,48 +31,7 @@ postgres_index = index_support.postgres_index
 pg_pool = index_support.pg_pool
 pg_schema = index_support.pg_schema
 
-STOP_SECS = 0.2
 NO_RETRY = RetryPolicy(attempts=1)
-
-
-class Pipeline:
-    """The frames a cascaded bot pushes in one response, as Pipecat's observer sees them."""
-
-    def __init__(self, observer: UserBotLatencyObserver) -> None:
-        self.observer = observer
-        self.stt = FrameProcessor(name="STT#0")
-        self.llm = FrameProcessor(name="LLM#0")
-        self.tts = FrameProcessor(name="TTS#0")
-        self.transport = FrameProcessor(name="Transport#0")
-
-    async def push(self, frame: Frame, source: FrameProcessor) -> None:
-        await self.observer.on_push_frame(
-            FramePushed(
-                source=source,
-                destination=source,
-                frame=frame,
-                direction=FrameDirection.DOWNSTREAM,
-                timestamp=0,
-            )
-        )
-
-    async def user_speaks_and_falls_silent(self) -> None:
-        await self.push(VADUserStartedSpeakingFrame(), self.transport)
-        # 0.3 s of speech, then the VAD says the user stopped STOP_SECS after the last word.
-        await asyncio.sleep(0.3 + STOP_SECS)
-        await self.push(VADUserStoppedSpeakingFrame(stop_secs=STOP_SECS), self.transport)
-
-    async def bot_prepares_an_answer(self) -> None:
-        await asyncio.sleep(0.05)
-        await self.push(TranscriptionFrame("hi", "user", "2025-01-01T00:00:00"), self.stt)
-        await asyncio.sleep(0.05)
-        await self.push(LLMFullResponseStartFrame(), self.llm)
-        await asyncio.sleep(0.1)
-        await self.push(LLMTextFrame("Hello."), self.llm)
-        await self.push(TTSAudioRawFrame(b"\0\0" * 160, 16000, 1), self.tts)
-
-    async def bot_starts_speaking(self) -> None:
-        await self.push(BotStartedSpeakingFrame(), self.transport)
 
 
 class FlakyLatencyStore:

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 import index_support
 import pytest
 from index_support import T0, IndexBackend, at, make_segment, make_transcript, new_id
+from latency_support import STAGES, TOTAL_MS, make_latency, stage
 
 from pipecat_audio_capture.errors import InvalidIdError, StorageError
-from pipecat_audio_capture.records import LatencyStage, TurnLatencyRecord
 from pipecat_audio_capture.retention import delete_session
 from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.index import LATENCY_STAGES, TurnLatency
@@ -20,50 +20,6 @@ sqlite_index = index_support.sqlite_index
 postgres_index = index_support.postgres_index
 pg_pool = index_support.pg_pool
 pg_schema = index_support.pg_schema
-
-
-def _stage(stage: str, owner: str, offset_ms: float, duration_ms: float) -> LatencyStage:
-    return LatencyStage(
-        stage=stage,
-        label=stage.replace("_", " "),
-        owner=owner,
-        owner_kind="service",
-        offset_ms=offset_ms,
-        duration_ms=duration_ms,
-    )
-
-
-STAGES = (
-    _stage("endpointing_wait", "config: VAD stop_secs", 0.0, 200.0),
-    _stage("transcription", "DeepgramSTTService#0", 200.0, 125.5),
-    _stage("turn_detection", "config: user turn strategies", 325.5, 300.0),
-    _stage("llm_inference", "OpenAILLMService#0", 625.5, 812.25),
-    # A key this version has no column for: it goes to other_ms.
-    _stage("quantum_wait", "FutureService#0", 1437.75, 40.0),
-    _stage("speech_synthesis", "CartesiaTTSService#0", 1477.75, 359.0),
-    _stage("pipeline", "pipecat", 0.0, 12.0),
-)
-TOTAL_MS = sum(stage.duration_ms for stage in STAGES)
-
-
-def make_latency(
-    session_id: str,
-    turn_id: str,
-    *,
-    bot_ms: float = 5000.0,
-    stages: tuple[LatencyStage, ...] = STAGES,
-) -> TurnLatencyRecord:
-    total_ms = sum(stage.duration_ms for stage in stages)
-    return TurnLatencyRecord(
-        session_id=session_id,
-        turn_id=turn_id,
-        measured_from="user_silence",
-        started_at=at(bot_ms - total_ms),
-        bot_started_at=at(bot_ms),
-        total_ms=total_ms,
-        user_turn_ms=625.5,
-        stages=stages,
-    )
 
 
 async def test_a_breakdown_reads_back_as_one_row_with_each_stage_in_ms(
@@ -142,8 +98,8 @@ async def test_rows_come_in_the_order_the_bot_spoke(index: IndexBackend) -> None
         pytest.param({"measured_from": "vad"}, id="unknown-anchor"),
         pytest.param({"started_at": at(6000)}, id="bot-before-the-wait-began"),
         pytest.param({"stages": ()}, id="no-stages"),
-        pytest.param({"stages": (_stage("llm_inference", "x", 0.0, math.nan),)}, id="nan-stage"),
-        pytest.param({"stages": (_stage("llm_inference", "x", 0.0, -5.0),)}, id="negative-stage"),
+        pytest.param({"stages": (stage("llm_inference", "x", 0.0, math.nan),)}, id="nan-stage"),
+        pytest.param({"stages": (stage("llm_inference", "x", 0.0, -5.0),)}, id="negative-stage"),
         pytest.param({"started_at": datetime(2025, 1, 1)}, id="naive-time"),
     ],
 )
