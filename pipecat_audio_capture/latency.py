@@ -14,16 +14,18 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import AudioCaptureError, SpoolError
+from pipecat_audio_capture.errors import AudioCaptureError
 from pipecat_audio_capture.ids import new_id, require_uuid
 from pipecat_audio_capture.records import LatencyStage, MeasuredFrom, TurnLatencyRecord
-from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.retry import RetryPolicy
+from pipecat_audio_capture.row_writer import BackgroundRowWriter
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import TurnLatencyStore
 from pipecat_audio_capture.turn_ids import TurnIds, TurnSpan
@@ -64,7 +66,7 @@ class _Pending:
         )
 
 
-class LatencyRecorder(BaseObject):
+class LatencyRecorder(BackgroundRowWriter[_Pending, TurnLatencyRecord]):
     """Stores each response's latency breakdown with the ``turn_id`` of the bot turn it timed.
 
     Attach it to Pipecat's ``UserBotLatencyObserver`` (the pipeline needs
@@ -101,6 +103,8 @@ class LatencyRecorder(BaseObject):
       ``record`` is None for a breakdown that could not be read.
     """
 
+    ROW_KIND = "latency"
+
     def __init__(
         self,
         session_id: str,
@@ -131,29 +135,21 @@ class LatencyRecorder(BaseObject):
             spool_max_bytes: Largest size of the spool folder.
             **kwargs: Passed to Pipecat's ``BaseObject``.
         """
-        super().__init__(**kwargs)
+        super().__init__(
+            write_timeout_s=write_timeout_s,
+            retry=retry,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            **kwargs,
+        )
         self._session_id = require_uuid(session_id, "session_id")
         self._turn_ids = turn_ids
         self._store = store
         self._tolerance_s = tolerance_s
         self._claim_wait_s = claim_wait_s
-        self._write_timeout_s = write_timeout_s
-        self._retry = retry if retry is not None else RetryPolicy()
-        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir is not None else None
         self._taken: deque[str] = deque(maxlen=defaults.TURN_HISTORY)
-        self._jobs: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._save_task: asyncio.Task[None] | None = None
-        self._abandoning = False
-        self._emitting: set[asyncio.Task[None]] = set()
-        self.stored = 0
-        self.spooled = 0
-        self.failed = 0
         self.skipped = 0
         self.unmatched = 0
-        self._register_event_handler("on_latency_stored")
-        self._register_event_handler("on_latency_spooled")
-        self._register_event_handler("on_latency_failed")
 
     def attach(self, observer: ObserverT) -> ObserverT:
         """Subscribe to a ``UserBotLatencyObserver``'s ``on_latency_breakdown`` and return it.
@@ -164,92 +160,36 @@ class LatencyRecorder(BaseObject):
         observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
         return observer
 
-    async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> None:
-        """Wait until every breakdown noted so far is stored, spooled or reported lost.
-
-        When ``timeout_s`` runs out, the write in progress is cancelled and the rows left go to
-        the spool (reason ``"close_timeout"``), which gets ``timeout_s`` more; without a spool,
-        or past that, they count as failed.
-        """
-        if self._task is None:
-            return
-        if not await _drained(self._jobs, timeout_s):
-            logger.error(f"{self}: {self._jobs.qsize()} latency rows unwritten after {timeout_s}s")
-            self._abandoning = True
-            if self._save_task is not None:
-                self._save_task.cancel()
-            await _drained(self._jobs, timeout_s)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-        while not self._jobs.empty():
-            self._lost(self._jobs.get_nowait(), "close timed out before the row was written")
-            self._jobs.task_done()
-        await asyncio.gather(*self._emitting, return_exceptions=True)
-
     async def _on_breakdown(self, _observer: object, breakdown: Any) -> None:
         heard_at = self._turn_ids.now()
         try:
             pending = _pending(breakdown, heard_at)
         except (AttributeError, TypeError, ValueError, OverflowError) as exc:
-            self.failed += 1
-            logger.error(f"{self}: unreadable latency breakdown, not stored: {exc}")
-            self._emit("on_latency_failed", None, AudioCaptureError(f"unreadable: {exc}"))
+            self._fail(None, AudioCaptureError(f"unreadable latency breakdown: {exc}"))
             return
         if pending is None:
             self.skipped += 1
             logger.debug(f"{self}: skipping a latency breakdown with nothing measured")
             return
-        self._jobs.put_nowait(pending)
-        if self._task is None:
-            # Owned by the recorder rather than the observer so it outlives the pipeline until
-            # close() has written the last rows.
-            self._task = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"{self}::drain"
-            )
+        self._enqueue(pending)
 
-    async def _drain(self) -> None:
-        while True:
-            pending = await self._jobs.get()
-            try:
-                await self._write(pending)
-            except asyncio.CancelledError:
-                self._lost(pending, "close timed out before the row was written or spooled")
-                raise
-            finally:
-                self._jobs.task_done()
+    async def _row(self, pending: _Pending, *, abandoning: bool) -> TurnLatencyRecord:
+        return pending.record(self._session_id, await self._bot_turn(pending, abandoning))
 
-    async def _write(self, pending: _Pending) -> None:
-        record = pending.record(self._session_id, await self._bot_turn(pending))
-        if self._abandoning:
-            await self._divert(record, "close_timeout")
-            return
-        self._save_task = asyncio.get_running_loop().create_task(
-            retrying(
-                lambda: self._store.save_turn_latency(record),
-                policy=self._retry,
-                attempt_timeout_s=self._write_timeout_s,
-                what=f"the latency of turn {record.turn_id}",
-            )
-        )
-        try:
-            await self._save_task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            # Only the save was cancelled, by close() running out of time.
-            await self._divert(record, "close_timeout")
-            return
-        except Exception as exc:
-            await self._divert(record, "write_failed", error=exc)
-            return
-        finally:
-            self._save_task = None
-        self.stored += 1
-        await self._call_event_handler("on_latency_stored", record)
+    def _lost_row(self, pending: _Pending) -> TurnLatencyRecord:
+        span = self._match(pending)
+        return pending.record(self._session_id, span.turn_id if span else new_id())
 
-    async def _bot_turn(self, pending: _Pending) -> str:
+    async def _save(self, row: TurnLatencyRecord) -> None:
+        await self._store.save_turn_latency(row)
+
+    async def _spool_row(self, spool: Spool, row: TurnLatencyRecord, reason: str) -> Path:
+        return await spool.put_latency(row, reason=reason)
+
+    def _describe(self, row: TurnLatencyRecord) -> str:
+        return f"the latency of turn {row.turn_id}"
+
+    async def _bot_turn(self, pending: _Pending, abandoning: bool) -> str:
         """Take the bot turn the breakdown timed (see the class docstring), or a new id."""
         deadline = pending.heard_at + self._claim_wait_s
         while True:
@@ -257,7 +197,7 @@ class LatencyRecorder(BaseObject):
             if span is not None:
                 self._taken.append(span.turn_id)
                 return span.turn_id
-            if self._abandoning or self._turn_ids.now() >= deadline:
+            if abandoning or self._turn_ids.now() >= deadline:
                 break
             await asyncio.sleep(_POLL_S)
         self.unmatched += 1
@@ -278,45 +218,6 @@ class LatencyRecorder(BaseObject):
         return min(
             candidates, key=lambda span: abs(span.started_at - pending.heard_at), default=None
         )
-
-    async def _divert(
-        self, record: TurnLatencyRecord, reason: str, *, error: Exception | None = None
-    ) -> None:
-        """Spool a row that the store did not take, or report it lost."""
-        if self._spool is None:
-            self._fail(record, error or AudioCaptureError(f"unwritten: {reason}"))
-            return
-        try:
-            path = await self._spool.put_latency(record, reason=reason)
-        except AudioCaptureError as spool_error:
-            refused = spool_error if isinstance(spool_error, SpoolError) or error is None else error
-            self._fail(record, refused, detail=f"{error}; the spool refused it too: {spool_error}")
-            return
-        self.spooled += 1
-        cause = f": {error}" if error is not None else ""
-        logger.warning(
-            f"{self}: kept the latency of turn {record.turn_id} in the spool at {path} "
-            f"({reason}{cause}); replay the spool to store it"
-        )
-        self._emit("on_latency_spooled", record, reason)
-
-    def _lost(self, pending: _Pending, why: str) -> None:
-        span = self._match(pending)
-        record = pending.record(self._session_id, span.turn_id if span else new_id())
-        self._fail(record, AudioCaptureError(why))
-
-    def _fail(self, record: TurnLatencyRecord, error: Exception, *, detail: str = "") -> None:
-        self.failed += 1
-        logger.error(
-            f"{self}: failed to store the latency of turn {record.turn_id}: {detail or error}"
-        )
-        self._emit("on_latency_failed", record, error)
-
-    def _emit(self, event: str, *args: object) -> None:
-        # Also called from close(), after the writer task is gone; event handlers run as tasks.
-        task = asyncio.get_running_loop().create_task(self._call_event_handler(event, *args))
-        self._emitting.add(task)
-        task.add_done_callback(self._emitting.discard)
 
 
 def _pending(breakdown: Any, heard_at: float) -> _Pending | None:
@@ -361,12 +262,3 @@ def _ms(seconds: Any, *, allow_negative: bool = False) -> float:
     if not math.isfinite(value) or (value < 0 and not allow_negative):
         raise ValueError(f"{seconds!r} is not a duration in seconds")
     return value
-
-
-async def _drained(queue: asyncio.Queue[_Pending], timeout_s: float) -> bool:
-    """Wait until every item of ``queue`` is done; False if ``timeout_s`` passed first."""
-    try:
-        await asyncio.wait_for(queue.join(), timeout=timeout_s)
-    except TimeoutError:
-        return False
-    return True

@@ -1,18 +1,32 @@
 """Delivering the spool: store every spooled segment and index row, then remove its entry."""
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.capture import metadata_for
 from pipecat_audio_capture.errors import SpoolEntryError
+from pipecat_audio_capture.records import TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore, TurnLatencyStore
+
+RecordT = TypeVar("RecordT")
+RecordT_co = TypeVar("RecordT_co", covariant=True)
+
+
+class _Spooled(Protocol[RecordT_co]):
+    """A spool entry read back: what it holds is its ``record``."""
+
+    @property
+    def record(self) -> RecordT_co: ...
+
 
 DEFAULT_REPLAY_RETRY = RetryPolicy(attempts=defaults.REPLAY_ATTEMPTS)
 """Retries of each replay step: a blip is retried, an outage leaves the entry for next time."""
@@ -111,18 +125,34 @@ async def replay_spool(
         _reject(report, path, "not a spool entry")
     for path in scan.segments:
         await _replay_segment(spool, path, storage, report, retry, write_timeout_s)
-    for path in scan.transcripts:
-        if transcript_store is None:
-            report.transcripts_kept += 1
-            continue
-        await _replay_transcript(spool, path, transcript_store, report, retry, write_timeout_s)
+    if transcript_store is None:
+        report.transcripts_kept += len(scan.transcripts)
+    else:
+        report.transcripts_stored, report.transcripts_failed = await _replay_rows(
+            spool,
+            scan.transcripts,
+            spool.read_transcript,
+            transcript_store.save_transcript,
+            _transcript_what,
+            report,
+            retry,
+            write_timeout_s,
+        )
     if latency_store is None and isinstance(transcript_store, TurnLatencyStore):
         latency_store = transcript_store
-    for path in scan.latencies:
-        if latency_store is None:
-            report.latencies_kept += 1
-            continue
-        await _replay_latency(spool, path, latency_store, report, retry, write_timeout_s)
+    if latency_store is None:
+        report.latencies_kept += len(scan.latencies)
+    else:
+        report.latencies_stored, report.latencies_failed = await _replay_rows(
+            spool,
+            scan.latencies,
+            spool.read_latency,
+            latency_store.save_turn_latency,
+            _latency_what,
+            report,
+            retry,
+            write_timeout_s,
+        )
     log = logger.info if report.complete else logger.warning
     log(
         f"replayed spool {spool.root}: {report.segments_stored} segments, "
@@ -176,71 +206,53 @@ async def _replay_segment(
     report.segments_stored += 1
 
 
-async def _replay_transcript(
+async def _replay_rows(
     spool: Spool,
-    path: Path,
-    store: TranscriptStore,
+    paths: list[Path],
+    read: Callable[[Path], Awaitable[_Spooled[RecordT]]],
+    save: Callable[[RecordT], Awaitable[None]],
+    describe: Callable[[RecordT], str],
     report: ReplayReport,
     retry: RetryPolicy,
     write_timeout_s: float,
-) -> None:
-    try:
-        entry = await spool.read_transcript(path)
-    except SpoolEntryError as exc:
-        _reject(report, path, str(exc))
-        return
-    record = entry.record
-    what = f"the spooled {record.role} transcript of turn {record.turn_id}"
-    if await _store_row(
-        spool, path, lambda: store.save_transcript(record), what, report, retry, write_timeout_s
-    ):
-        report.transcripts_stored += 1
-    else:
-        report.transcripts_failed += 1
+) -> tuple[int, int]:
+    """Store each spooled index row and remove its entry; invalid entries are rejected.
+
+    Returns:
+        How many rows were stored, and how many the store still refused (their entries stay).
+    """
+    stored = failed = 0
+    for path in paths:
+        try:
+            record = (await read(path)).record
+        except SpoolEntryError as exc:
+            _reject(report, path, str(exc))
+            continue
+        what = describe(record)
+        try:
+            await retrying(
+                functools.partial(save, record),
+                policy=retry,
+                attempt_timeout_s=write_timeout_s,
+                what=what,
+            )
+            await spool.remove(path)
+        except Exception as exc:
+            # Whatever a backend raises, one entry must not stop the others.
+            failed += 1
+            report.errors.append(f"{path}: {exc}")
+            logger.error(f"could not replay {what} from {path}; it stays in the spool: {exc}")
+            continue
+        stored += 1
+    return stored, failed
 
 
-async def _replay_latency(
-    spool: Spool,
-    path: Path,
-    store: TurnLatencyStore,
-    report: ReplayReport,
-    retry: RetryPolicy,
-    write_timeout_s: float,
-) -> None:
-    try:
-        entry = await spool.read_latency(path)
-    except SpoolEntryError as exc:
-        _reject(report, path, str(exc))
-        return
-    record = entry.record
-    what = f"the spooled latency of turn {record.turn_id}"
-    if await _store_row(
-        spool, path, lambda: store.save_turn_latency(record), what, report, retry, write_timeout_s
-    ):
-        report.latencies_stored += 1
-    else:
-        report.latencies_failed += 1
+def _transcript_what(record: TranscriptRecord) -> str:
+    return f"the spooled {record.role} transcript of turn {record.turn_id}"
 
 
-async def _store_row(
-    spool: Spool,
-    path: Path,
-    save: Callable[[], Awaitable[None]],
-    what: str,
-    report: ReplayReport,
-    retry: RetryPolicy,
-    write_timeout_s: float,
-) -> bool:
-    """Store one spooled row and remove its entry; False (and the error noted) if it failed."""
-    try:
-        await retrying(save, policy=retry, attempt_timeout_s=write_timeout_s, what=what)
-        await spool.remove(path)
-    except Exception as exc:
-        # Whatever a backend raises, one entry must not stop the others.
-        report.errors.append(f"{path}: {exc}")
-        logger.error(f"could not replay {what} from {path}; it stays in the spool: {exc}")
-        return False
-    return True
+def _latency_what(record: TurnLatencyRecord) -> str:
+    return f"the spooled latency of turn {record.turn_id}"
 
 
 def _reject(report: ReplayReport, path: Path, why: str) -> None:

@@ -22,6 +22,7 @@ current size before writing, so together they can pass the cap by at most one en
 import asyncio
 import functools
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -216,12 +217,7 @@ class Spool:
             SpoolEntryError: If it is not a valid entry (or not in this spool).
             SpoolError: If it cannot be read.
         """
-        match = SEGMENT_NAME.fullmatch(path.name)
-        session = self._session_of(path)
-        if match is None:
-            raise SpoolEntryError(f"{path} is not named like a segment entry")
-        data = await self._run(self._read, session, path.name)
-        return _checked(path, decode_segment, data, session_id=session, **match.groupdict())
+        return await self._read_entry(path, SEGMENT_NAME, "segment", decode_segment)
 
     async def read_transcript(self, path: Path) -> SpooledTranscript:
         """Read and check a transcript entry listed by :meth:`scan`.
@@ -230,12 +226,7 @@ class Spool:
             SpoolEntryError: If it is not a valid entry (or not in this spool).
             SpoolError: If it cannot be read.
         """
-        match = TRANSCRIPT_NAME.fullmatch(path.name)
-        session = self._session_of(path)
-        if match is None:
-            raise SpoolEntryError(f"{path} is not named like a transcript entry")
-        data = await self._run(self._read, session, path.name)
-        return _checked(path, decode_transcript, data, session_id=session, **match.groupdict())
+        return await self._read_entry(path, TRANSCRIPT_NAME, "transcript", decode_transcript)
 
     async def read_latency(self, path: Path) -> SpooledLatency:
         """Read and check a latency entry listed by :meth:`scan`.
@@ -244,12 +235,7 @@ class Spool:
             SpoolEntryError: If it is not a valid entry (or not in this spool).
             SpoolError: If it cannot be read.
         """
-        match = LATENCY_NAME.fullmatch(path.name)
-        session = self._session_of(path)
-        if match is None:
-            raise SpoolEntryError(f"{path} is not named like a latency entry")
-        data = await self._run(self._read, session, path.name)
-        return _checked(path, decode_latency, data, session_id=session, **match.groupdict())
+        return await self._read_entry(path, LATENCY_NAME, "latency", decode_latency)
 
     async def remove(self, path: Path) -> None:
         """Remove an entry whose data is stored, and its session folder once empty.
@@ -296,6 +282,16 @@ class Spool:
             SpoolError: If the folder cannot be cleaned.
         """
         return await self._run(self._recover, min_age_s)
+
+    async def _read_entry(
+        self, path: Path, name: re.Pattern[str], kind: str, decode: Callable[..., T]
+    ) -> T:
+        match = name.fullmatch(path.name)
+        session = self._session_of(path)
+        if match is None:
+            raise SpoolEntryError(f"{path} is not named like a {kind} entry")
+        data = await self._run(self._read, session, path.name)
+        return _checked(path, decode, data, session_id=session, **match.groupdict())
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()

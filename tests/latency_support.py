@@ -18,6 +18,7 @@ from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_audio_capture.records import LatencyStage, TurnLatencyRecord
+from pipecat_audio_capture.turn_ids import TurnIds
 
 
 def stage(stage: str, owner: str, offset_ms: float, duration_ms: float) -> LatencyStage:
@@ -105,3 +106,18 @@ class Pipeline:
 
     async def bot_starts_speaking(self) -> None:
         await self.push(BotStartedSpeakingFrame(), self.transport)
+
+    async def answer(self, turn_ids: TurnIds | None = None) -> str | None:
+        """One whole response; with ``turn_ids``, its bot turn opens before the bot speaks.
+
+        Returns:
+            The bot turn's id, or None without ``turn_ids``.
+        """
+        await self.user_speaks_and_falls_silent()
+        await self.bot_prepares_an_answer()
+        # As the processor does when the first TTS audio reaches it.
+        turn_id = turn_ids.start_turn("bot") if turn_ids is not None else None
+        await self.bot_starts_speaking()
+        # The observer runs its event handlers as tasks: let them note the breakdown.
+        await asyncio.sleep(0.05)
+        return turn_id

@@ -74,10 +74,7 @@ async def test_a_breakdown_pairs_with_the_bot_turn_the_processor_opened(
     earlier = turn_ids.start_turn("bot")
     turn_ids.end_turn(earlier)
 
-    await call.user_speaks_and_falls_silent()
-    await call.bot_prepares_an_answer()
-    answer = turn_ids.start_turn("bot")  # the first TTS audio reached the processor
-    await call.bot_starts_speaking()
+    answer = await call.answer(turn_ids)
 
     [(turn_id, endpointing_ms, total_ms)] = await _responses(index, recorder)
     assert turn_id == answer
@@ -112,12 +109,11 @@ async def test_each_response_pairs_with_its_own_turn_and_leaves_it_to_the_transc
     call = Pipeline(recorder.attach(UserBotLatencyObserver()))
     answers = []
     for _ in range(2):
-        await call.user_speaks_and_falls_silent()
-        await call.bot_prepares_an_answer()
-        answers.append(turn_ids.start_turn("bot"))
-        await call.bot_starts_speaking()
-        await asyncio.sleep(0.1)
-        turn_ids.end_turn(answers[-1])
+        answer = await call.answer(turn_ids)
+        assert answer is not None
+        answers.append(answer)
+        await asyncio.sleep(0.05)
+        turn_ids.end_turn(answer)
 
     rows = await _responses(index, recorder)
 
@@ -134,9 +130,7 @@ async def test_a_breakdown_with_no_bot_turn_is_kept_under_an_id_of_its_own(
     recorder = _recorder(turn_ids, index.store, claim_wait_s=0.1)
     call = Pipeline(recorder.attach(UserBotLatencyObserver()))
 
-    await call.user_speaks_and_falls_silent()
-    await call.bot_prepares_an_answer()
-    await call.bot_starts_speaking()
+    await call.answer()
 
     [(turn_id, _, _)] = await _responses(index, recorder)
     assert turn_id not in {span.turn_id for span in turn_ids.spans("bot")}
@@ -190,11 +184,7 @@ async def test_rows_the_index_refuses_are_spooled_and_replayed_once(
     recorder = _recorder(turn_ids, store, spool_dir=tmp_path / "spool")
     events = events_of(recorder, "on_latency_spooled")
     call = Pipeline(recorder.attach(UserBotLatencyObserver()))
-    await call.user_speaks_and_falls_silent()
-    await call.bot_prepares_an_answer()
-    answer = turn_ids.start_turn("bot")
-    await call.bot_starts_speaking()
-    await asyncio.sleep(0.05)
+    answer = await call.answer(turn_ids)
     await recorder.close(timeout_s=5.0)
 
     assert (recorder.spooled, recorder.stored) == (1, 0)
@@ -223,10 +213,7 @@ async def test_latency_entries_stay_without_a_store_and_a_corrupt_one_is_left_al
         turn_ids, FlakyLatencyStore(sqlite_index.store, 99), spool_dir=spool, claim_wait_s=0.1
     )
     call = Pipeline(recorder.attach(UserBotLatencyObserver()))
-    await call.user_speaks_and_falls_silent()
-    await call.bot_prepares_an_answer()
-    await call.bot_starts_speaking()
-    await asyncio.sleep(0.05)
+    await call.answer()
     await recorder.close(timeout_s=5.0)
     [entry] = (await Spool(spool).scan()).latencies
     corrupt = entry.with_name(f"{new_id()}.latency")

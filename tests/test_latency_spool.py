@@ -12,7 +12,7 @@ from index_support import new_id
 from latency_support import Pipeline, make_latency
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 
-from pipecat_audio_capture import LatencyRecorder, RetryPolicy, TurnIds
+from pipecat_audio_capture import LatencyRecorder, RetryPolicy, TurnIds, migrations
 from pipecat_audio_capture.errors import MigrationError, SpoolEntryError, SpoolError
 from pipecat_audio_capture.migrations import load_migrations
 from pipecat_audio_capture.records import TurnLatencyRecord
@@ -100,8 +100,6 @@ async def test_a_latency_row_json_cannot_hold_is_refused_by_the_spool(tmp_path: 
 def test_migration_versions_may_skip_numbers_but_not_repeat(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipecat_audio_capture import migrations
-
     folder = tmp_path / "sqlite"
     folder.mkdir()
     monkeypatch.setattr(migrations, "files", lambda _package: tmp_path)
@@ -137,11 +135,7 @@ async def test_rows_unwritten_when_close_times_out_go_to_the_spool(tmp_path: Pat
         spool_dir=tmp_path,
     )
     call = Pipeline(recorder.attach(UserBotLatencyObserver()))
-    await call.user_speaks_and_falls_silent()
-    await call.bot_prepares_an_answer()
-    answer = turn_ids.start_turn("bot")
-    await call.bot_starts_speaking()
-    await asyncio.sleep(0.05)
+    answer = await call.answer(turn_ids)
 
     await recorder.close(timeout_s=0.3)
 
