@@ -87,8 +87,8 @@ class LatencyRecorder(BackgroundRowWriter[_Pending, TurnLatencyRecord]):
     numbers are kept. These claims are the recorder's own: they do not take a turn away from the
     transcript recorder.
 
-    A breakdown with no named parts (the observer measured nothing, e.g. a greeting with no
-    client) is skipped (counted in :attr:`skipped`). One whose numbers are not finite counts as
+    A breakdown with no named parts (the observer had no start to measure from) is skipped
+    (counted in :attr:`skipped`). One whose numbers are not finite counts as
     failed. Rows are written once per session and bot turn, retried as ``retry`` says, each
     attempt bounded by ``write_timeout_s``; with a ``spool_dir`` a row still failing is kept in
     the spool for :func:`~pipecat_audio_capture.replay.replay_spool`, otherwise it counts as
