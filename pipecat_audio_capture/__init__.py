@@ -32,9 +32,11 @@ from pipecat_audio_capture.errors import (
 )
 from pipecat_audio_capture.records import (
     CaptureStats,
+    LatencyStage,
     PendingAudioSegment,
     SegmentMetadata,
     TranscriptRecord,
+    TurnLatencyRecord,
 )
 from pipecat_audio_capture.retry import RetryPolicy
 from pipecat_audio_capture.storage import (
@@ -44,6 +46,7 @@ from pipecat_audio_capture.storage import (
     MetadataStorage,
     SQLiteAudioMetaStorage,
     TranscriptStore,
+    TurnLatencyStore,
 )
 from pipecat_audio_capture.turn_ids import TurnIds, TurnSpan
 
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
         write_session_call_audio,
     )
     from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
+    from pipecat_audio_capture.latency import LatencyRecorder
     from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
     from pipecat_audio_capture.replay import ReplayReport, replay_spool
     from pipecat_audio_capture.retention import (
@@ -86,6 +90,7 @@ _ON_FIRST_USE = {
     "write_session_call_audio": "pipecat_audio_capture.call_audio_session",
     "AudioCaptureProcessor": "pipecat_audio_capture.processor",
     "DeletionReport": "pipecat_audio_capture.retention",
+    "LatencyRecorder": "pipecat_audio_capture.latency",
     "ProcessorStats": "pipecat_audio_capture.processor",
     "PurgeReport": "pipecat_audio_capture.retention",
     "ReplayReport": "pipecat_audio_capture.replay",
@@ -113,6 +118,8 @@ __all__ = [
     "CompositeAudioStorage",
     "DeletionReport",
     "InvalidIdError",
+    "LatencyRecorder",
+    "LatencyStage",
     "LocalAudioStorage",
     "MetadataStorage",
     "MigrationError",
@@ -138,6 +145,8 @@ __all__ = [
     "TranscriptRecorder",
     "TranscriptStore",
     "TurnIds",
+    "TurnLatencyRecord",
+    "TurnLatencyStore",
     "TurnSpan",
     "UnsafePathError",
     "WriteTimeoutError",

@@ -151,3 +151,52 @@ class CaptureStats:
     def pending(self) -> int:
         """Segments recorded but neither stored nor lost yet."""
         return self.recorded - self.stored - self.dropped - self.failed
+
+
+MeasuredFrom = Literal["user_silence", "client_connected"]
+
+
+@dataclass(frozen=True)
+class LatencyStage:
+    """One named part of a response's wait, as Pipecat's ``UserBotLatencyObserver`` names it.
+
+    Parameters:
+        stage: Pipecat's stable key (``"transcription"``, ``"llm_inference"``, ...).
+        label: How Pipecat words it (``"LLM inference"``).
+        owner: Who spent the time: a processor's name, or a ``"config: ..."`` setting.
+        owner_kind: ``"service"``, ``"setting"``, ``"bot"`` or ``"pipeline"``.
+        offset_ms: When it began, after the wait began.
+        duration_ms: How long it took.
+    """
+
+    stage: str
+    label: str
+    owner: str
+    owner_kind: str
+    offset_ms: float
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class TurnLatencyRecord:
+    """Why one response took the time it took, linked to the bot turn it produced.
+
+    Parameters:
+        session_id: UUID of the call.
+        turn_id: UUID of the bot turn (the same as its audio's and its transcript's).
+        measured_from: ``"user_silence"`` for an answer, ``"client_connected"`` for a greeting.
+        started_at: When the wait began: the user fell silent, or the pipeline was ready (UTC).
+        bot_started_at: When the bot started speaking (UTC).
+        total_ms: The whole wait; the stages add up to it.
+        user_turn_ms: From the user falling silent to the user turn being released, if observed.
+        stages: The parts of the wait in the order they happened.
+    """
+
+    session_id: str
+    turn_id: str
+    measured_from: MeasuredFrom
+    started_at: datetime
+    bot_started_at: datetime
+    total_ms: float
+    user_turn_ms: float | None
+    stages: tuple[LatencyStage, ...]

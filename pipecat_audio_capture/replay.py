@@ -1,21 +1,33 @@
-"""Delivering the spool: store every spooled segment and transcript row, then remove its entry."""
+"""Delivering the spool: store every spooled segment and index row, then remove its entry."""
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.capture import metadata_for
 from pipecat_audio_capture.errors import SpoolEntryError, SpoolEntryGoneError
+from pipecat_audio_capture.records import TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
-from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore
+from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore, TurnLatencyStore
 
 T = TypeVar("T")
+RecordT = TypeVar("RecordT")
+RecordT_co = TypeVar("RecordT_co", covariant=True)
+
+
+class _Spooled(Protocol[RecordT_co]):
+    """A spool entry read back: what it holds is its ``record``."""
+
+    @property
+    def record(self) -> RecordT_co: ...
+
 
 DEFAULT_REPLAY_RETRY = RetryPolicy(attempts=defaults.REPLAY_ATTEMPTS)
 """Retries of each replay step: a blip is retried, an outage leaves the entry for next time."""
@@ -32,6 +44,9 @@ class ReplayReport:
         segments_failed: Segments that storage still refused; their entries are kept.
         transcripts_failed: Transcript rows the store still refused; their entries are kept.
         transcripts_kept: Transcript entries left in place because no transcript store was given.
+        latencies_stored: Latency breakdowns now stored; their entries are gone.
+        latencies_failed: Latency breakdowns the store still refused; their entries are kept.
+        latencies_kept: Latency entries left in place because no latency store was given.
         rejected: Files in the spool that are not valid entries (corrupt, renamed, symlinks,
             a format outside the limits); left in place, untouched.
         gone: Entries removed between this run's scan and its read: another replay running
@@ -45,6 +60,9 @@ class ReplayReport:
     segments_failed: int = 0
     transcripts_failed: int = 0
     transcripts_kept: int = 0
+    latencies_stored: int = 0
+    latencies_failed: int = 0
+    latencies_kept: int = 0
     rejected: int = 0
     gone: int = 0
     temp_files_removed: int = 0
@@ -53,8 +71,8 @@ class ReplayReport:
     @property
     def remaining(self) -> int:
         """Entries and files still in the spool after the run."""
-        failed = self.segments_failed + self.transcripts_failed
-        return failed + self.transcripts_kept + self.rejected
+        failed = self.segments_failed + self.transcripts_failed + self.latencies_failed
+        return failed + self.transcripts_kept + self.latencies_kept + self.rejected
 
     @property
     def complete(self) -> bool:
@@ -66,6 +84,7 @@ async def replay_spool(
     spool_dir: str | os.PathLike[str],
     storage: AudioStorage,
     transcript_store: TranscriptStore | None = None,
+    latency_store: TurnLatencyStore | None = None,
     *,
     retry: RetryPolicy = DEFAULT_REPLAY_RETRY,
     write_timeout_s: float = defaults.WRITE_TIMEOUT_S,
@@ -75,7 +94,8 @@ async def replay_spool(
 
     A segment's entry is removed only after both its audio and its metadata are stored. Both
     stores are idempotent (one object per ``segment_id``, one row per ``segment_id``; one
-    transcript row per session, turn and role), so a replay interrupted between the two steps,
+    transcript row per session, turn and role; one latency row per session and bot turn), so a
+    replay interrupted between the two steps,
     or run twice, or run by two processes at once, never stores anything twice: the next run
     finds the entry and completes it. Each entry is handled on its own: whatever one raises is
     reported for that entry (in ``report.errors`` and a count) and the run goes on with the next.
@@ -90,6 +110,9 @@ async def replay_spool(
             ``CompositeAudioStorage``).
         transcript_store: Where transcript rows go (e.g. the metadata index). Without it,
             transcript entries stay in the spool (``transcripts_kept``).
+        latency_store: Where latency breakdowns go; by default ``transcript_store`` when it
+            stores them too (both indexes do). Without one, latency entries stay in the spool
+            (``latencies_kept``).
         retry: Attempts and backoff of each step of each entry.
         write_timeout_s: Longest one attempt may take.
         temp_min_age_s: Temporary files of spool writes older than this are removed first;
@@ -111,12 +134,38 @@ async def replay_spool(
     for path in scan.transcripts:
         if transcript_store is None:
             report.transcripts_kept += 1
-            continue
-        await _replay_transcript(spool, path, transcript_store, report, retry, write_timeout_s)
+        elif await _replay_row(
+            spool,
+            path,
+            spool.read_transcript,
+            transcript_store.save_transcript,
+            _transcript_what,
+            report,
+            retry,
+            write_timeout_s,
+        ):
+            report.transcripts_stored += 1
+    if latency_store is None and isinstance(transcript_store, TurnLatencyStore):
+        latency_store = transcript_store
+    for path in scan.latencies:
+        if latency_store is None:
+            report.latencies_kept += 1
+        elif await _replay_row(
+            spool,
+            path,
+            spool.read_latency,
+            latency_store.save_turn_latency,
+            _latency_what,
+            report,
+            retry,
+            write_timeout_s,
+        ):
+            report.latencies_stored += 1
     log = logger.info if report.complete else logger.warning
     log(
-        f"replayed spool {spool.root}: {report.segments_stored} segments and "
-        f"{report.transcripts_stored} transcripts stored, {report.remaining} entries remain"
+        f"replayed spool {spool.root}: {report.segments_stored} segments, "
+        f"{report.transcripts_stored} transcripts and {report.latencies_stored} latency rows "
+        f"stored, {report.remaining} entries remain"
     )
     return report
 
@@ -161,29 +210,42 @@ async def _replay_segment(
     report.segments_stored += 1
 
 
-async def _replay_transcript(
+async def _replay_row(
     spool: Spool,
     path: Path,
-    store: TranscriptStore,
+    read: Callable[[Path], Awaitable[_Spooled[RecordT]]],
+    save: Callable[[RecordT], Awaitable[None]],
+    describe: Callable[[RecordT], str],
     report: ReplayReport,
     retry: RetryPolicy,
     write_timeout_s: float,
-) -> None:
-    entry = await _read(spool.read_transcript, path, report)
+) -> bool:
+    """Store one spooled index row and remove its entry; whether it is now stored."""
+    entry = await _read(read, path, report)
     if entry is None:
-        return
+        return False
+    record = entry.record
     try:
         await retrying(
-            lambda: store.save_transcript(entry.record),
+            functools.partial(save, record),
             policy=retry,
             attempt_timeout_s=write_timeout_s,
-            what=f"the spooled {entry.record.role} transcript of turn {entry.record.turn_id}",
+            what=describe(record),
         )
         await spool.remove(path)
     except Exception as exc:
+        # Whatever a backend raises, one entry must not stop the others.
         _failed(report, path, exc)
-        return
-    report.transcripts_stored += 1
+        return False
+    return True
+
+
+def _transcript_what(record: TranscriptRecord) -> str:
+    return f"the spooled {record.role} transcript of turn {record.turn_id}"
+
+
+def _latency_what(record: TurnLatencyRecord) -> str:
+    return f"the spooled latency of turn {record.turn_id}"
 
 
 async def _read(read: Callable[[Path], Awaitable[T]], path: Path, report: ReplayReport) -> T | None:
@@ -204,6 +266,8 @@ async def _read(read: Callable[[Path], Awaitable[T]], path: Path, report: Replay
 def _failed(report: ReplayReport, path: Path, error: Exception) -> None:
     if path.name.endswith(".segment"):
         report.segments_failed += 1
+    elif path.name.endswith(".latency"):
+        report.latencies_failed += 1
     else:
         report.transcripts_failed += 1
     report.errors.append(f"{path}: {error}")

@@ -38,10 +38,11 @@ class DeletionReport:
 
     Parameters:
         session_id: UUID of the session.
-        spool_entries: Spooled segments and transcript rows removed.
+        spool_entries: Spooled segments, transcript rows and latency rows removed.
         audio_objects: WAV files, or bucket object generations, removed.
         segment_rows: Index rows of segments removed.
         transcript_rows: Index rows of transcripts removed.
+        latency_rows: Index rows of latency breakdowns removed.
     """
 
     session_id: str
@@ -49,6 +50,7 @@ class DeletionReport:
     audio_objects: int
     segment_rows: int
     transcript_rows: int
+    latency_rows: int = 0
 
     @property
     def empty(self) -> bool:
@@ -225,6 +227,7 @@ def _report(session: str, spooled: int, objects: int, rows: DeletedRows) -> Dele
         audio_objects=objects,
         segment_rows=rows.segments,
         transcript_rows=rows.transcripts,
+        latency_rows=rows.latencies,
     )
 
 

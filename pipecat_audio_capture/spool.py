@@ -6,6 +6,7 @@ Layout (see :mod:`pipecat_audio_capture.spool_format` for the files)::
       {session_id}/
         {segment_id}.segment              one line of JSON, then the WAV bytes
         {turn_id}.{role}.transcript       the transcript row as JSON
+        {turn_id}.latency                 the bot turn's latency breakdown as JSON
 
 Entries are written like recordings: a temporary file, fsync, rename, fsync of the folder, so an
 entry is either whole or absent after a crash. All spool I/O runs on one thread of its own, not on
@@ -21,6 +22,7 @@ current size before writing, so together they can pass the cap by at most one en
 import asyncio
 import functools
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from pipecat_audio_capture.errors import (
     UnsafePathError,
 )
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import PendingAudioSegment, TranscriptRecord
+from pipecat_audio_capture.records import PendingAudioSegment, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.safe_files import (
     CANONICAL_UUID,
     ensure_real_folder,
@@ -52,14 +54,19 @@ from pipecat_audio_capture.safe_files import (
     write_atomically,
 )
 from pipecat_audio_capture.spool_format import (
+    LATENCY_NAME,
     SEGMENT_NAME,
     TRANSCRIPT_NAME,
+    SpooledLatency,
     SpooledSegment,
     SpooledTranscript,
+    decode_latency,
     decode_segment,
     decode_transcript,
+    encode_latency,
     encode_segment,
     encode_transcript,
+    latency_file_name,
     segment_file_name,
     transcript_file_name,
 )
@@ -78,6 +85,7 @@ class SpoolScan:
     Parameters:
         segments: Segment entry files, by session then name.
         transcripts: Transcript entry files, by session then name.
+        latencies: Latency entry files, by session then name.
         rejected: Files and folders that are not entries (foreign names, symlinks, folders
             inside a session). They are never read or removed by the package.
         temporary: Temporary files of entry writes in progress, or of crashed ones.
@@ -85,15 +93,17 @@ class SpoolScan:
 
     segments: list[Path]
     transcripts: list[Path]
+    latencies: list[Path]
     rejected: list[Path]
     temporary: list[Path]
 
 
 class Spool:
-    """A folder of segments and transcript rows waiting to be stored.
+    """A folder of segments, transcript rows and latency rows waiting to be stored.
 
-    :class:`~pipecat_audio_capture.SessionAudioCapture` and
-    :class:`~pipecat_audio_capture.TranscriptRecorder` write to it when storage fails;
+    :class:`~pipecat_audio_capture.SessionAudioCapture`,
+    :class:`~pipecat_audio_capture.TranscriptRecorder` and
+    :class:`~pipecat_audio_capture.LatencyRecorder` write to it when storage fails;
     :func:`~pipecat_audio_capture.replay.replay_spool` stores its entries later and removes them.
     Paths are built only from canonical UUIDs, and nothing below the root is followed if it is a
     symlink.
@@ -185,6 +195,28 @@ class Spool:
 
         return await self._run(self._put, session, name, _readable(entry, check))
 
+    async def put_latency(self, record: TurnLatencyRecord, *, reason: str) -> Path:
+        """Spool a bot turn's latency breakdown (replacing a spooled one of the same turn).
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            SpoolFullError: If the entry would take the folder past ``max_bytes``.
+            SpoolError: If the entry would not read back (a number JSON cannot hold, say) or
+                cannot be written.
+            UnsafePathError: If the session's folder in the spool is a symlink.
+        """
+        session = require_uuid(record.session_id, "session_id")
+        name = latency_file_name(record.turn_id)
+        turn_id = name.split(".", 1)[0]
+
+        def entry() -> bytes:
+            return encode_latency(record, reason=reason, spooled_at=datetime.now(UTC))
+
+        def check(data: bytes) -> object:
+            return decode_latency(data, session_id=session, turn_id=turn_id)
+
+        return await self._run(self._put, session, name, _readable(entry, check))
+
     async def scan(self) -> SpoolScan:
         """List the entries, and what in the folder is not one.
 
@@ -201,12 +233,7 @@ class Spool:
             SpoolEntryGoneError: If it was removed since the scan (another replay took it).
             SpoolError: If it cannot be read.
         """
-        match = SEGMENT_NAME.fullmatch(path.name)
-        session = self._session_of(path)
-        if match is None:
-            raise SpoolEntryError(f"{path} is not named like a segment entry")
-        data = await self._run(self._read, session, path.name)
-        return _checked(path, decode_segment, data, session_id=session, **match.groupdict())
+        return await self._read_entry(path, SEGMENT_NAME, "segment", decode_segment)
 
     async def read_transcript(self, path: Path) -> SpooledTranscript:
         """Read and check a transcript entry listed by :meth:`scan`.
@@ -216,12 +243,16 @@ class Spool:
             SpoolEntryGoneError: If it was removed since the scan (another replay took it).
             SpoolError: If it cannot be read.
         """
-        match = TRANSCRIPT_NAME.fullmatch(path.name)
-        session = self._session_of(path)
-        if match is None:
-            raise SpoolEntryError(f"{path} is not named like a transcript entry")
-        data = await self._run(self._read, session, path.name)
-        return _checked(path, decode_transcript, data, session_id=session, **match.groupdict())
+        return await self._read_entry(path, TRANSCRIPT_NAME, "transcript", decode_transcript)
+
+    async def read_latency(self, path: Path) -> SpooledLatency:
+        """Read and check a latency entry listed by :meth:`scan`.
+
+        Raises:
+            SpoolEntryError: If it is not a valid entry (or not in this spool).
+            SpoolError: If it cannot be read.
+        """
+        return await self._read_entry(path, LATENCY_NAME, "latency", decode_latency)
 
     async def remove(self, path: Path) -> None:
         """Remove an entry whose data is stored, and its session folder once empty.
@@ -231,7 +262,7 @@ class Spool:
             SpoolError: If it cannot be removed.
         """
         session = self._session_of(path)
-        if not (SEGMENT_NAME.fullmatch(path.name) or TRANSCRIPT_NAME.fullmatch(path.name)):
+        if not _is_entry_name(path.name):
             raise SpoolEntryError(f"{path} is not named like a spool entry")
         await self._run(self._discard, session, path.name)
 
@@ -277,6 +308,16 @@ class Spool:
             SpoolError: If the folder cannot be cleaned.
         """
         return await self._run(self._recover, min_age_s)
+
+    async def _read_entry(
+        self, path: Path, name: re.Pattern[str], kind: str, decode: Callable[..., T]
+    ) -> T:
+        match = name.fullmatch(path.name)
+        session = self._session_of(path)
+        if match is None:
+            raise SpoolEntryError(f"{path} is not named like a {kind} entry")
+        data = await self._run(self._read, session, path.name)
+        return _checked(path, decode, data, session_id=session, **match.groupdict())
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -331,7 +372,7 @@ class Spool:
             raise SpoolEntryGoneError(f"{self._root / session / name} is gone") from exc
 
     def _scan(self) -> SpoolScan:
-        scan = SpoolScan([], [], [], [])
+        scan = SpoolScan([], [], [], [], [])
         try:
             with os.scandir(self._root) as entries:
                 tops = sorted(entries, key=lambda entry: entry.name)
@@ -371,9 +412,7 @@ class Spool:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False) or not (
-                    SEGMENT_NAME.fullmatch(entry.name)
-                    or TRANSCRIPT_NAME.fullmatch(entry.name)
-                    or is_temp_name(entry.name)
+                    _is_entry_name(entry.name) or is_temp_name(entry.name)
                 ):
                     foreign.append(entry.name)
                     continue
@@ -422,6 +461,8 @@ def _classify(entry: os.DirEntry[str], scan: SpoolScan) -> None:
         scan.segments.append(path)
     elif TRANSCRIPT_NAME.fullmatch(entry.name):
         scan.transcripts.append(path)
+    elif LATENCY_NAME.fullmatch(entry.name):
+        scan.latencies.append(path)
     else:
         scan.rejected.append(path)
 
@@ -459,6 +500,10 @@ def _folder_size(folder: os.DirEntry[str]) -> int:
             )
     except FileNotFoundError:
         return 0
+
+
+def _is_entry_name(name: str) -> bool:
+    return any(pattern.fullmatch(name) for pattern in (SEGMENT_NAME, TRANSCRIPT_NAME, LATENCY_NAME))
 
 
 def _checked(path: Path, decode: Callable[..., T], data: bytes, **names: str) -> T:

@@ -3,7 +3,8 @@
 A segment entry, ``{session_id}/{segment_id}.segment``, is one line of JSON (the segment's
 fields, the WAV's size and SHA-256) followed by the WAV bytes exactly as they were to be stored,
 so a replay stores the same bytes an earlier attempt may already have stored. A transcript entry,
-``{session_id}/{turn_id}.{role}.transcript``, is the row as JSON.
+``{session_id}/{turn_id}.{role}.transcript``, is the row as JSON, and so is a latency entry,
+``{session_id}/{turn_id}.latency`` (a bot turn's latency breakdown).
 
 Reading checks everything before anything is trusted: the names are canonical UUIDs, the
 content's ids match the names, every field has its type and range, and the WAV matches its size,
@@ -17,18 +18,27 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from pipecat_audio_capture.errors import AudioFormatError, InvalidIdError, SpoolEntryError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import PendingAudioSegment, Role, Speaker, TranscriptRecord
+from pipecat_audio_capture.records import (
+    LatencyStage,
+    MeasuredFrom,
+    PendingAudioSegment,
+    Role,
+    Speaker,
+    TranscriptRecord,
+    TurnLatencyRecord,
+)
 from pipecat_audio_capture.safe_files import CANONICAL_UUID
 from pipecat_audio_capture.wav import HEADER_BYTES, wav_header
 
 SEGMENT_FORMAT = "pipecat-audio-capture/spool-segment"
 TRANSCRIPT_FORMAT = "pipecat-audio-capture/spool-transcript"
+LATENCY_FORMAT = "pipecat-audio-capture/spool-latency"
 FORMAT_VERSION = 1
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -38,6 +48,10 @@ SEGMENT_NAME = re.compile(rf"(?P<segment_id>{CANONICAL_UUID.pattern})\.segment")
 TRANSCRIPT_NAME = re.compile(
     rf"(?P<turn_id>{CANONICAL_UUID.pattern})\.(?P<role>user|assistant)\.transcript"
 )
+LATENCY_NAME = re.compile(rf"(?P<turn_id>{CANONICAL_UUID.pattern})\.latency")
+
+MAX_LATENCY_STAGES = 1000
+"""Most stages a latency entry may list; Pipecat names about ten per response."""
 
 _SEGMENT_KEYS = frozenset(
     {
@@ -72,6 +86,23 @@ _TRANSCRIPT_KEYS = frozenset(
         "spooled_at",
     }
 )
+_LATENCY_KEYS = frozenset(
+    {
+        "format",
+        "version",
+        "session_id",
+        "turn_id",
+        "measured_from",
+        "started_at",
+        "bot_started_at",
+        "total_ms",
+        "user_turn_ms",
+        "stages",
+        "reason",
+        "spooled_at",
+    }
+)
+_STAGE_KEYS = frozenset({"stage", "label", "owner", "owner_kind", "offset_ms", "duration_ms"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +137,21 @@ class SpooledTranscript:
     spooled_at: datetime
 
 
+@dataclass(frozen=True)
+class SpooledLatency:
+    """A latency breakdown read back from the spool.
+
+    Parameters:
+        record: The breakdown.
+        reason: Why it was spooled (``"write_failed"`` or ``"close_timeout"``).
+        spooled_at: When it was spooled (UTC).
+    """
+
+    record: TurnLatencyRecord
+    reason: str
+    spooled_at: datetime
+
+
 def segment_file_name(segment_id: str) -> str:
     """Return the entry file name of a segment.
 
@@ -125,6 +171,15 @@ def transcript_file_name(turn_id: str, role: Role) -> str:
     if role not in ("user", "assistant"):
         raise ValueError(f"role must be 'user' or 'assistant', got {role!r}")
     return f"{require_uuid(turn_id, 'turn_id')}.{role}.transcript"
+
+
+def latency_file_name(turn_id: str) -> str:
+    """Return the entry file name of a bot turn's latency breakdown.
+
+    Raises:
+        InvalidIdError: If ``turn_id`` is not a UUID.
+    """
+    return f"{require_uuid(turn_id, 'turn_id')}.latency"
 
 
 def encode_segment(
@@ -236,6 +291,74 @@ def decode_transcript(
         occurred_at=_time(body, "occurred_at"),
     )
     return SpooledTranscript(record, _str(body, "reason"), _time(body, "spooled_at"))
+
+
+def encode_latency(record: TurnLatencyRecord, *, reason: str, spooled_at: datetime) -> bytes:
+    """Return the entry file's bytes for a latency breakdown."""
+    body = {
+        "format": LATENCY_FORMAT,
+        "version": FORMAT_VERSION,
+        "session_id": record.session_id,
+        "turn_id": record.turn_id,
+        "measured_from": record.measured_from,
+        "started_at": record.started_at.isoformat(),
+        "bot_started_at": record.bot_started_at.isoformat(),
+        "total_ms": record.total_ms,
+        "user_turn_ms": record.user_turn_ms,
+        "stages": [asdict(stage) for stage in record.stages],
+        "reason": reason,
+        "spooled_at": spooled_at.isoformat(),
+    }
+    return json.dumps(body, allow_nan=False).encode() + b"\n"
+
+
+def decode_latency(data: bytes, *, session_id: str, turn_id: str) -> SpooledLatency:
+    """Parse and check a latency entry found at ``{session_id}/{turn_id}.latency``.
+
+    Raises:
+        SpoolEntryError: If anything in it is missing, malformed or inconsistent.
+    """
+    body = _json_object(data, _LATENCY_KEYS, LATENCY_FORMAT)
+    _same_id(body, "session_id", session_id)
+    _same_id(body, "turn_id", turn_id)
+    stages = body["stages"]
+    if not isinstance(stages, list) or not 0 < len(stages) <= MAX_LATENCY_STAGES:
+        raise SpoolEntryError(f"stages is not a list of 1 to {MAX_LATENCY_STAGES} stages")
+    total_ms = _optional_ms(body, "total_ms")
+    if total_ms is None:
+        raise SpoolEntryError("total_ms is missing")
+    record = TurnLatencyRecord(
+        session_id=session_id,
+        turn_id=turn_id,
+        measured_from=cast(
+            MeasuredFrom, _choice(body, "measured_from", ("user_silence", "client_connected"))
+        ),
+        started_at=_time(body, "started_at"),
+        bot_started_at=_time(body, "bot_started_at"),
+        total_ms=total_ms,
+        user_turn_ms=_optional_ms(body, "user_turn_ms"),
+        stages=tuple(_stage(stage) for stage in stages),
+    )
+    return SpooledLatency(record, _str(body, "reason"), _time(body, "spooled_at"))
+
+
+def _stage(value: object) -> LatencyStage:
+    if not isinstance(value, dict) or set(value) != _STAGE_KEYS:
+        raise SpoolEntryError(f"a stage is not an object of the fields {sorted(_STAGE_KEYS)}")
+    duration_ms = _optional_ms(value, "duration_ms")
+    offset_ms = value["offset_ms"]
+    if duration_ms is None or not isinstance(offset_ms, int | float) or isinstance(offset_ms, bool):
+        raise SpoolEntryError(f"stage {value['stage']!r} has no duration or offset")
+    if not math.isfinite(offset_ms):
+        raise SpoolEntryError(f"stage {value['stage']!r} has offset {offset_ms}")
+    return LatencyStage(
+        stage=_str(value, "stage"),
+        label=_str(value, "label"),
+        owner=_str(value, "owner"),
+        owner_kind=_str(value, "owner_kind"),
+        offset_ms=float(offset_ms),
+        duration_ms=duration_ms,
+    )
 
 
 def _json_object(raw: bytes, keys: frozenset[str], expected_format: str) -> dict[str, Any]:

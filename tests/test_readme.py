@@ -48,6 +48,7 @@ from browser_support import running_review
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from index_support import PgSchema, make_segment, make_transcript, new_id
+from latency_support import make_latency
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.transports.base_transport import BaseTransport
@@ -89,6 +90,8 @@ CLAIMED = Counter(
         ("Command-line tool", "bash"): 1,
         ("Reliability", "python"): 1,
         ("Whole-call recording", "python"): 1,
+        ("Why a response was slow", "python"): 1,
+        ("Why a response was slow", "sql"): 1,
     }
 )
 CLI = "pipecat-audio-capture"
@@ -393,6 +396,21 @@ def test_whole_call_block_builds_the_quick_starts_call_as_one_stereo_wav(
     assert re.fullmatch(rf"call\.wav: \d+\.\d s, {header.sample_rate} Hz stereo", last), last
 
 
+def test_latency_block_stores_and_reads_back_a_breakdown(tmp_path: Path) -> None:
+    [block] = blocks_under("Why a response was slow", "python")
+    script = tmp_path / "example.py"
+    script.write_text("\n" * (block.line - 1) + block.code, encoding="utf-8")
+
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("bot turn ")]
+    assert "endpointing 200 ms" in line
+    assert "slowest: " in line
+
+
 async def test_turn_id_contract_blocks_attach_a_recorder_and_claim_turns(
     bot_scope: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -536,9 +554,14 @@ async def _index_a_call(index: PostgresAudioMetaStorage | SQLiteAudioMetaStorage
                 session_id, bot.turn_id, "assistant", "It left", at_ms=2300, interrupted=True
             )
         )
+        await index.save_turn_latency(make_latency(session_id, bot.turn_id, bot_ms=2300))
     finally:
         await index.close()
     return session_id
+
+
+def _sql_blocks() -> list[Block]:
+    return blocks_under("Example queries", "sql") + blocks_under("Why a response was slow", "sql")
 
 
 def _is_postgres_only(block: Block) -> bool:
@@ -550,7 +573,7 @@ async def test_every_sql_block_runs_on_postgres_against_a_recorded_call(
 ) -> None:
     session_id = await _index_a_call(await PostgresAudioMetaStorage.connect(pg_schema.dsn))
     async with await psycopg.AsyncConnection.connect(pg_schema.dsn) as conn:
-        for block in blocks_under("Example queries", "sql"):
+        for block in _sql_blocks():
             cursor = await conn.execute(block.code, {"sid": session_id})
             rows = await cursor.fetchall()
             assert rows, f"README.md:{block.line}: no rows"
@@ -559,7 +582,7 @@ async def test_every_sql_block_runs_on_postgres_against_a_recorded_call(
 async def test_sql_blocks_not_marked_postgresql_run_on_sqlite_too(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite3"
     session_id = await _index_a_call(SQLiteAudioMetaStorage(path))
-    portable = [b for b in blocks_under("Example queries", "sql") if not _is_postgres_only(b)]
+    portable = [b for b in _sql_blocks() if not _is_postgres_only(b)]
     assert portable
     with contextlib.closing(sqlite3.connect(path)) as conn:
         for block in portable:

@@ -424,6 +424,8 @@ def build_call_pipeline(
     recorder_processors: Sequence[FrameProcessor] = (),
     after_output_processors: Sequence[FrameProcessor] = (),
     on_aggregators: OnAggregators | None = None,
+    observers: Sequence[BaseObserver] = (),
+    enable_metrics: bool = False,
 ) -> SimulatedCall:
     """Build a simulated call, ready to :meth:`~SimulatedCall.run`.
 
@@ -436,6 +438,10 @@ def build_call_pipeline(
         after_output_processors: Processors placed right after ``transport.output()``.
         on_aggregators: Called with the user and assistant aggregators before the pipeline is
             built, e.g. to attach transcript handlers to their events.
+        observers: Observers added to the pipeline worker (e.g. Pipecat's
+            ``UserBotLatencyObserver``).
+        enable_metrics: Whether the services report metrics (TTFB), as
+            ``PipelineParams(enable_metrics=True)`` makes them.
     """
     services = build_call_services(script=script, speed=speed)
     microphone = services.microphone
@@ -458,7 +464,9 @@ def build_call_pipeline(
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(
-            audio_in_sample_rate=USER_SAMPLE_RATE, audio_out_sample_rate=BOT_SAMPLE_RATE
+            audio_in_sample_rate=USER_SAMPLE_RATE,
+            audio_out_sample_rate=BOT_SAMPLE_RATE,
+            enable_metrics=enable_metrics,
         ),
         enable_rtvi=False,
     )
@@ -466,6 +474,8 @@ def build_call_pipeline(
     worker.add_observer(
         _FrameEventObserver(log=log, user_aggregator=user_aggregator, speaker=speaker)
     )
+    for observer in observers:
+        worker.add_observer(observer)
     _record_aggregator_events(log, user_aggregator, assistant_aggregator)
     if on_aggregators is not None:
         on_aggregators(user_aggregator, assistant_aggregator)
@@ -489,6 +499,8 @@ async def run_simulated_call(
     recorder_processors: Sequence[FrameProcessor] = (),
     after_output_processors: Sequence[FrameProcessor] = (),
     on_aggregators: OnAggregators | None = None,
+    observers: Sequence[BaseObserver] = (),
+    enable_metrics: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> CallResult:
     """Build and run a simulated call; see :func:`build_call_pipeline` for the arguments.
@@ -499,6 +511,8 @@ async def run_simulated_call(
         recorder_processors: Processors placed between the TTS and ``transport.output()``.
         after_output_processors: Processors placed right after ``transport.output()``.
         on_aggregators: Called with the user and assistant aggregators before the call starts.
+        observers: Observers added to the pipeline worker.
+        enable_metrics: Whether the services report metrics (TTFB).
         timeout_s: Wall time after which a stuck call is cancelled (``TimeoutError``).
     """
     call = build_call_pipeline(
@@ -507,5 +521,7 @@ async def run_simulated_call(
         recorder_processors=recorder_processors,
         after_output_processors=after_output_processors,
         on_aggregators=on_aggregators,
+        observers=observers,
+        enable_metrics=enable_metrics,
     )
     return await call.run(timeout_s=timeout_s)

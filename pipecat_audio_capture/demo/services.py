@@ -315,7 +315,8 @@ class ScriptedLLM(FrameProcessor):
     """An LLM that answers the n-th user message of the context with the n-th scripted answer.
 
     Answers an ``LLMContextFrame`` as Pipecat's LLM services do: ``LLMFullResponseStartFrame``,
-    the answer as word-sized ``LLMTextFrame`` tokens, ``LLMFullResponseEndFrame``.
+    the answer as word-sized ``LLMTextFrame`` tokens, ``LLMFullResponseEndFrame``; with metrics
+    enabled it reports its time to first token as a TTFB metric, as they do.
     """
 
     def __init__(self, *, answers: Sequence[str], first_token_delay_s: float = 0.0, **kwargs):
@@ -329,6 +330,14 @@ class ScriptedLLM(FrameProcessor):
         super().__init__(**kwargs)
         self._answers = list(answers)
         self._first_token_delay_s = first_token_delay_s
+
+    def can_generate_metrics(self) -> bool:
+        """Report TTFB metrics (when the pipeline enables metrics).
+
+        Returns:
+            True.
+        """
+        return True
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Answer context frames; pass everything else on.
@@ -356,7 +365,9 @@ class ScriptedLLM(FrameProcessor):
             return
         answer = self._answers[user_messages - 1]
         await self.push_frame(LLMFullResponseStartFrame())
+        await self.start_ttfb_metrics()
         await asyncio.sleep(self._first_token_delay_s)
+        await self.stop_ttfb_metrics()
         for token in re.findall(r"\s*\S+", answer):
             await self.push_frame(LLMTextFrame(token))
         await self.push_frame(LLMFullResponseEndFrame())

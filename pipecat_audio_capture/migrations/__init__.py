@@ -1,8 +1,10 @@
 """The SQL migrations shipped with the package, one folder per database dialect.
 
 Each folder holds plain-SQL files named ``NNNN_description.sql``. The number is the migration's
-version: versions start at 1 and have no gaps, so a database records exactly which files it has
-applied. A shipped file is never edited once released; a schema change is a new file.
+version, unique and from 1 up; a database records exactly which versions it has applied, and
+pending ones run in version order. Numbers may be skipped: changes developed side by side reserve
+their numbers up front, and one may ship before another. A shipped file is never edited once
+released; a schema change is a new file.
 """
 
 import re
@@ -44,11 +46,11 @@ def load_migrations(dialect: Dialect) -> tuple[Migration, ...]:
         dialect: ``"postgres"`` or ``"sqlite"``.
 
     Returns:
-        The migrations, versions 1 to N.
+        The migrations, in increasing version order.
 
     Raises:
-        MigrationError: If the shipped files are misnamed or their versions are not 1 to N, which
-            means a broken package rather than a broken database.
+        MigrationError: If the shipped files are misnamed, a version is 0 or two files share one,
+            which means a broken package rather than a broken database.
     """
     folder = files(__name__).joinpath(dialect)
     migrations: list[Migration] = []
@@ -67,6 +69,8 @@ def load_migrations(dialect: Dialect) -> tuple[Migration, ...]:
         )
     migrations.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in migrations]
-    if versions != list(range(1, len(versions) + 1)):
-        raise MigrationError(f"{dialect} migration versions must run 1..N, found {versions}")
+    if (versions and versions[0] < 1) or len(set(versions)) != len(versions):
+        raise MigrationError(
+            f"{dialect} migration versions must be unique and at least 1, found {versions}"
+        )
     return tuple(migrations)

@@ -6,7 +6,12 @@ live in their own modules and are imported from there:
 ``pipecat_audio_capture.storage.gcs`` (extra ``gcs``).
 """
 
-from pipecat_audio_capture.storage.base import AudioStorage, MetadataStorage, TranscriptStore
+from pipecat_audio_capture.storage.base import (
+    AudioStorage,
+    MetadataStorage,
+    TranscriptStore,
+    TurnLatencyStore,
+)
 from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
@@ -18,4 +23,5 @@ __all__ = [
     "MetadataStorage",
     "SQLiteAudioMetaStorage",
     "TranscriptStore",
+    "TurnLatencyStore",
 ]

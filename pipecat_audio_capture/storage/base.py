@@ -2,7 +2,12 @@
 
 from typing import Protocol, runtime_checkable
 
-from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
+from pipecat_audio_capture.records import (
+    SegmentMetadata,
+    Speaker,
+    TranscriptRecord,
+    TurnLatencyRecord,
+)
 
 
 @runtime_checkable
@@ -42,6 +47,15 @@ class TranscriptStore(Protocol):
 
     async def save_transcript(self, record: TranscriptRecord) -> None:
         """Record one turn's transcript (idempotent per session, turn and role)."""
+        ...
+
+
+@runtime_checkable
+class TurnLatencyStore(Protocol):
+    """Stores the latency breakdown of bot turns; both metadata indexes implement it."""
+
+    async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
+        """Record one bot turn's latency breakdown (idempotent per session and turn)."""
         ...
 
 

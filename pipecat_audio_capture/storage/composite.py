@@ -1,13 +1,19 @@
 """Audio to one backend, metadata (and transcripts) to another."""
 
 from pipecat_audio_capture.errors import StorageConfigError
-from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
+from pipecat_audio_capture.records import (
+    SegmentMetadata,
+    Speaker,
+    TranscriptRecord,
+    TurnLatencyRecord,
+)
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
     MetadataStorage,
     SessionAudioCounter,
     SessionAudioDeleter,
     TranscriptStore,
+    TurnLatencyStore,
 )
 
 
@@ -65,6 +71,18 @@ class CompositeAudioStorage:
         if not isinstance(self._metadata, TranscriptStore):
             raise StorageConfigError(f"{type(self._metadata).__name__} does not store transcripts")
         await self._metadata.save_transcript(record)
+
+    async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
+        """Store a bot turn's latency breakdown in the metadata backend.
+
+        Raises:
+            StorageConfigError: If the metadata backend does not store latency breakdowns.
+        """
+        if not isinstance(self._metadata, TurnLatencyStore):
+            raise StorageConfigError(
+                f"{type(self._metadata).__name__} does not store latency breakdowns"
+            )
+        await self._metadata.save_turn_latency(record)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete the session's audio from the files backend (its rows are the index's).

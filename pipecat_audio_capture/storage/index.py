@@ -5,28 +5,62 @@
 :class:`MetadataIndex`, so a CLI or a viewer reads either the same way.
 """
 
+import json
+import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
+from loguru import logger
+
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import Role, SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.records import (
+    LatencyStage,
+    MeasuredFrom,
+    Role,
+    SegmentMetadata,
+    TranscriptRecord,
+    TurnLatencyRecord,
+)
 
 SESSIONS_LAST_ACTIVITY = """
 SELECT session_id FROM (
     SELECT session_id, max(ended_at) AS last_at FROM session_audio_segments GROUP BY session_id
     UNION ALL
     SELECT session_id, max(occurred_at) FROM session_transcripts GROUP BY session_id
+    UNION ALL
+    SELECT session_id, max(bot_started_at) FROM session_turn_latencies GROUP BY session_id
 ) AS activity
 GROUP BY session_id
 HAVING max(last_at) < {cutoff}
 ORDER BY max(last_at), session_id
 """
-"""Sessions whose last audio or transcript is before a cutoff, oldest first. Both tables count:
-a call's last turn may have a transcript and no audio. ``{cutoff}`` is the dialect's placeholder."""
+"""Sessions whose last audio, transcript or latency row is before a cutoff, oldest first. Every
+table counts: a call's last turn may have a transcript and no audio, and a session known only by
+its latency rows must still be purged. ``{cutoff}`` is the dialect's placeholder."""
+
+LATENCY_STAGES = (
+    "endpointing_wait",
+    "first_request",
+    "transcription",
+    "turn_detection",
+    "llm_inference",
+    "turn_completion",
+    "waiting_for_user",
+    "llm_tool_call",
+    "function_handler",
+    "awaiting_speakable_text",
+    "sentence_aggregation",
+    "speech_synthesis",
+    "output_transport",
+    "pipeline",
+)
+"""The keys of Pipecat 1.14's latency contributions that ``session_turn_latency`` has a
+``<key>_ms`` column for, in timeline order; any other key is summed into ``other_ms``."""
 
 CALL_LOG_ORDER = "occurred_at, role DESC, turn_id"
 """The spoken order of ``session_call_log`` rows, the one ``session_response_gaps`` walks (on a
@@ -133,16 +167,80 @@ class ResponseGap:
 
 
 @dataclass(frozen=True)
+class TurnLatency:
+    """Why one response was slow, from the ``session_turn_latency`` view (one row per bot turn).
+
+    The ``*_ms`` stage columns are Pipecat's contribution keys summed (0 for a stage that did not
+    happen; ``other_ms`` for keys this version does not know), so they add up to ``total_ms``.
+
+    Parameters:
+        session_id: UUID of the call.
+        turn_id: UUID of the bot turn the response produced.
+        measured_from: ``"user_silence"`` for an answer, ``"client_connected"`` for a greeting.
+        started_at: When the wait began (UTC).
+        bot_started_at: When the bot started speaking (UTC).
+        total_ms: The whole wait.
+        user_turn_ms: From the user falling silent to the user turn being released, if observed.
+        endpointing_wait_ms: Silence the VAD waited out before calling the speech over.
+        first_request_ms: For a greeting: from ready to the first LLM request.
+        transcription_ms: From the VAD stop to the final transcript.
+        turn_detection_ms: From the transcript to the LLM request (turn strategies).
+        llm_inference_ms: The LLM's time to its first token (or speakable text).
+        turn_completion_ms: Reading a turn-completion marker.
+        waiting_for_user_ms: Held for the user to finish (an incomplete-turn marker).
+        llm_tool_call_ms: The LLM writing a function call.
+        function_handler_ms: Function handlers running.
+        awaiting_speakable_text_ms: A marker-less response buffered until it can be spoken.
+        sentence_aggregation_ms: Waiting for a whole sentence before synthesis.
+        speech_synthesis_ms: The TTS's time to first audio.
+        output_transport_ms: From the first audio to the bot speaking.
+        pipeline_ms: Time no stage names (frame hops, parts too short to list).
+        other_ms: Stages of keys this version does not know.
+        slowest_stage: Key of the largest single part.
+        slowest_owner: Who spent it (a processor, or a ``"config: ..."`` setting).
+        stages: Every part, in order, with its owner.
+    """
+
+    session_id: str
+    turn_id: str
+    measured_from: MeasuredFrom
+    started_at: datetime
+    bot_started_at: datetime
+    total_ms: float
+    user_turn_ms: float | None
+    endpointing_wait_ms: float
+    first_request_ms: float
+    transcription_ms: float
+    turn_detection_ms: float
+    llm_inference_ms: float
+    turn_completion_ms: float
+    waiting_for_user_ms: float
+    llm_tool_call_ms: float
+    function_handler_ms: float
+    awaiting_speakable_text_ms: float
+    sentence_aggregation_ms: float
+    speech_synthesis_ms: float
+    output_transport_ms: float
+    pipeline_ms: float
+    other_ms: float
+    slowest_stage: str
+    slowest_owner: str
+    stages: tuple[LatencyStage, ...]
+
+
+@dataclass(frozen=True)
 class DeletedRows:
     """Rows one session's deletion removed from the index.
 
     Parameters:
         segments: Rows removed from ``session_audio_segments``.
         transcripts: Rows removed from ``session_transcripts``.
+        latencies: Rows removed from ``session_turn_latencies``.
     """
 
     segments: int
     transcripts: int
+    latencies: int = 0
 
 
 @runtime_checkable
@@ -189,6 +287,14 @@ class MetadataIndex(SessionRetention, SessionRowCounter, Protocol):
 
     async def response_gaps(self, session_id: str) -> list[ResponseGap]:
         """Return a call's user turns in spoken order with the bot's response time."""
+        ...
+
+    async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
+        """Index a bot turn's latency breakdown (a second save for the same turn is ignored)."""
+        ...
+
+    async def turn_latency(self, session_id: str) -> list[TurnLatency]:
+        """Return a call's latency breakdowns, one per bot turn, in the order the bot spoke."""
         ...
 
     async def segment(self, segment_id: str) -> SegmentMetadata | None:
@@ -249,6 +355,90 @@ def checked_transcript(record: TranscriptRecord) -> TranscriptRecord:
     )
 
 
+def checked_latency(record: TurnLatencyRecord) -> TurnLatencyRecord:
+    """Return ``record`` with canonical ids and UTC timestamps, ready to write.
+
+    The stage list is checked here because it is stored as JSON, which no CHECK constraint sees;
+    the columns' ranges are left to the database.
+
+    Raises:
+        InvalidIdError: If an id is not a UUID.
+        StorageError: If a timestamp is naive, there are no stages, or a stage's numbers are not
+            finite (durations not negative).
+    """
+    if not record.stages:
+        raise StorageError(f"the latency breakdown of turn {record.turn_id} has no stages")
+    for stage in record.stages:
+        if not (
+            math.isfinite(stage.offset_ms)
+            and math.isfinite(stage.duration_ms)
+            and stage.duration_ms >= 0
+        ):
+            raise StorageError(f"latency stage {stage.stage!r} has impossible times: {stage}")
+    return replace(
+        record,
+        session_id=require_uuid(record.session_id, "session_id"),
+        turn_id=require_uuid(record.turn_id, "turn_id"),
+        started_at=as_utc(record.started_at, "started_at"),
+        bot_started_at=as_utc(record.bot_started_at, "bot_started_at"),
+    )
+
+
+def latency_row(record: TurnLatencyRecord) -> dict[str, Any]:
+    """Return the ``session_turn_latencies`` columns of a checked record.
+
+    Timestamps stay datetimes; a backend that stores them as text converts them.
+    """
+    stage_ms = dict.fromkeys((*LATENCY_STAGES, "other"), 0.0)
+    for stage in record.stages:
+        key = stage.stage if stage.stage in stage_ms else "other"
+        stage_ms[key] += stage.duration_ms
+    # max() keeps the first of equal stages: the earlier one in the timeline.
+    slowest = max(record.stages, key=lambda stage: stage.duration_ms)
+    return {
+        "session_id": record.session_id,
+        "turn_id": record.turn_id,
+        "measured_from": record.measured_from,
+        "started_at": record.started_at,
+        "bot_started_at": record.bot_started_at,
+        "total_ms": record.total_ms,
+        "user_turn_ms": record.user_turn_ms,
+        **{f"{key}_ms": ms for key, ms in stage_ms.items()},
+        "slowest_stage": slowest.stage,
+        "slowest_owner": slowest.owner,
+        "stages": json.dumps([asdict(stage) for stage in record.stages], allow_nan=False),
+    }
+
+
+def latency_insert(param: Callable[[str], str]) -> str:
+    """Return the idempotent insert of a ``session_turn_latencies`` row.
+
+    Args:
+        param: Spells a named parameter in the backend's style (``%(name)s``, ``:name``).
+    """
+    columns = [field.name for field in fields(TurnLatency)]
+    return (
+        f"INSERT INTO session_turn_latencies ({', '.join(columns)})"
+        f" VALUES ({', '.join(param(column) for column in columns)})"
+        " ON CONFLICT (session_id, turn_id) DO NOTHING"
+    )
+
+
+def turn_latency_of(row: dict[str, Any]) -> TurnLatency:
+    """Build a :class:`TurnLatency` from a view row whose ``stages`` is still JSON text.
+
+    A ``stages`` value that is not the JSON this package writes (edited by hand, another tool)
+    reads as no stages, with a warning: the row's stage columns still hold the numbers.
+    """
+    raw = row["stages"]
+    try:
+        stages = tuple(LatencyStage(**stage) for stage in json.loads(raw))
+    except (TypeError, ValueError) as exc:
+        logger.warning(f"unreadable latency stages of turn {row['turn_id']}: {exc}")
+        stages = ()
+    return TurnLatency(**{**row, "stages": stages})
+
+
 def as_utc(value: datetime, what: str) -> datetime:
     """Return an aware datetime converted to UTC.
 
@@ -281,6 +471,7 @@ class ViewQueries:
     session_segments: str
     old_sessions: str
     session_rows: str
+    latency: str
 
 
 def view_queries(placeholder: str) -> ViewQueries:
@@ -300,7 +491,10 @@ def view_queries(placeholder: str) -> ViewQueries:
         old_sessions=SESSIONS_LAST_ACTIVITY.format(cutoff=p),
         session_rows=f"SELECT (SELECT count(*) FROM session_audio_segments WHERE session_id = {p})"
         f" AS segments, (SELECT count(*) FROM session_transcripts WHERE session_id = {p})"
-        " AS transcripts",
+        f" AS transcripts, (SELECT count(*) FROM session_turn_latencies WHERE session_id = {p})"
+        " AS latencies",
+        latency=f"SELECT {column_list(TurnLatency)} FROM session_turn_latency"
+        f" WHERE session_id = {p} ORDER BY bot_started_at, turn_id",
     )
 
 
@@ -368,6 +562,16 @@ class IndexReader(ABC):
         rows = await self._read(self._queries.gaps, (require_uuid(session_id, "session_id"),))
         return [ResponseGap(**row) for row in rows]
 
+    async def turn_latency(self, session_id: str) -> list[TurnLatency]:
+        """Return a call's rows of ``session_turn_latency``, in the order the bot spoke.
+
+        Raises:
+            InvalidIdError: If ``session_id`` is not a UUID.
+            StorageError: If the query fails.
+        """
+        rows = await self._read(self._queries.latency, (require_uuid(session_id, "session_id"),))
+        return [turn_latency_of(row) for row in rows]
+
     async def segment(self, segment_id: str) -> SegmentMetadata | None:
         """Return a segment's stored metadata, or None if it is not indexed.
 
@@ -397,8 +601,12 @@ class IndexReader(ABC):
             StorageError: If the query fails.
         """
         session = require_uuid(session_id, "session_id")
-        (row,) = await self._read(self._queries.session_rows, (session, session))
-        return DeletedRows(segments=int(row["segments"]), transcripts=int(row["transcripts"]))
+        (row,) = await self._read(self._queries.session_rows, (session, session, session))
+        return DeletedRows(
+            segments=int(row["segments"]),
+            transcripts=int(row["transcripts"]),
+            latencies=int(row["latencies"]),
+        )
 
     async def sessions_older_than(self, cutoff: datetime) -> list[str]:
         """Return the sessions whose last audio or transcript is before ``cutoff``, oldest first.

@@ -23,12 +23,15 @@ from pipecat_audio_capture.errors import (
 )
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
-from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
+    checked_latency,
     checked_segment,
     checked_transcript,
+    latency_insert,
+    latency_row,
     view_queries,
 )
 
@@ -77,8 +80,11 @@ WHERE (t.text, t.interrupted, t.occurred_at)
     IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)
 """
 
+_INSERT_LATENCY = latency_insert(lambda column: f"%({column})s")
+
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = %s"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
+_DELETE_LATENCIES = "DELETE FROM session_turn_latencies WHERE session_id = %s"
 
 
 class PostgresAudioMetaStorage(IndexReader):
@@ -236,8 +242,21 @@ class PostgresAudioMetaStorage(IndexReader):
             _UPSERT_TRANSCRIPT, asdict(row), f"{row.role} transcript of turn {row.turn_id}"
         )
 
+    async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
+        """Index a bot turn's latency breakdown; a second save for the same turn is ignored.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageError: If the row is refused (impossible values, naive timestamps, no stages)
+                or the database fails.
+        """
+        row = latency_row(checked_latency(record))
+        inserted = await self._write(_INSERT_LATENCY, row, f"the latency of turn {row['turn_id']}")
+        if not inserted:
+            logger.debug(f"the latency of turn {row['turn_id']} was already indexed")
+
     async def delete_session(self, session_id: str) -> DeletedRows:
-        """Remove a session's segment and transcript rows in one transaction.
+        """Remove a session's segment, transcript and latency rows in one transaction.
 
         Deleting a session that has no rows left does nothing, so a re-run after a partial
         failure is safe.
@@ -251,9 +270,14 @@ class PostgresAudioMetaStorage(IndexReader):
             async with self._pool.connection() as conn, conn.transaction():
                 segments = await conn.execute(_DELETE_SEGMENTS, (session,))
                 transcripts = await conn.execute(_DELETE_TRANSCRIPTS, (session,))
+                latencies = await conn.execute(_DELETE_LATENCIES, (session,))
         except psycopg.Error as exc:
             raise StorageError(f"could not delete the rows of session {session}: {exc}") from exc
-        return DeletedRows(segments=segments.rowcount, transcripts=transcripts.rowcount)
+        return DeletedRows(
+            segments=segments.rowcount,
+            transcripts=transcripts.rowcount,
+            latencies=latencies.rowcount,
+        )
 
     async def close(self) -> None:
         """Close the pool if this storage owns it (see ``owns_pool``)."""

@@ -16,12 +16,15 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MigrationError, StorageConfigError, StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
-from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
+    checked_latency,
     checked_segment,
     checked_transcript,
+    latency_insert,
+    latency_row,
     view_queries,
 )
 
@@ -68,8 +71,11 @@ WHERE text IS NOT excluded.text
     OR occurred_at IS NOT excluded.occurred_at
 """
 
+_INSERT_LATENCY = latency_insert(lambda column: f":{column}")
+
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
+_DELETE_LATENCIES = "DELETE FROM session_turn_latencies WHERE session_id = ?"
 
 
 class SQLiteAudioMetaStorage(IndexReader):
@@ -168,8 +174,26 @@ class SQLiteAudioMetaStorage(IndexReader):
             f"could not index the {row['role']} transcript of turn {row['turn_id']}",
         )
 
+    async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
+        """Index a bot turn's latency breakdown; a second save for the same turn is ignored.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageError: If the row is refused (impossible values, naive timestamps, no stages)
+                or the database fails.
+        """
+        row = latency_row(checked_latency(record))
+        row["started_at"] = _to_text(row["started_at"])
+        row["bot_started_at"] = _to_text(row["bot_started_at"])
+        inserted = await self._call(
+            lambda conn: conn.execute(_INSERT_LATENCY, row).rowcount,
+            f"could not index the latency of turn {row['turn_id']}",
+        )
+        if not inserted:
+            logger.debug(f"the latency of turn {row['turn_id']} was already indexed")
+
     async def delete_session(self, session_id: str) -> DeletedRows:
-        """Remove a session's segment and transcript rows in one transaction.
+        """Remove a session's segment, transcript and latency rows in one transaction.
 
         Deleting a session that has no rows left does nothing, so a re-run after a partial
         failure is safe.
@@ -303,12 +327,13 @@ def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:
     try:
         segments = conn.execute(_DELETE_SEGMENTS, (session,)).rowcount
         transcripts = conn.execute(_DELETE_TRANSCRIPTS, (session,)).rowcount
+        latencies = conn.execute(_DELETE_LATENCIES, (session,)).rowcount
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return DeletedRows(segments=segments, transcripts=transcripts)
+    return DeletedRows(segments=segments, transcripts=transcripts, latencies=latencies)
 
 
 def _statements(script: str) -> list[str]:
