@@ -350,8 +350,8 @@ def default_client(project: str | None = None) -> storage.Client:
     except auth_exceptions.DefaultCredentialsError as exc:
         raise StorageConfigError(
             "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS, run "
-            "`gcloud auth application-default login`, run on Google Cloud with a service "
-            f"account, or pass client=: {exc}"
+            "`gcloud auth application-default login`, or run on Google Cloud with a service "
+            f"account (from Python, you may also pass client=): {exc}"
         ) from exc
 
 
