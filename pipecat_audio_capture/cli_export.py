@@ -194,8 +194,8 @@ async def _copy_wavs(
 ) -> tuple[list[AudioCopy], list[RefusedAudio]]:
     """Copy each planned WAV into the export folder; return the copies made and the refusals.
 
-    A copy that fails halfway (a download cut off) is removed, so no file of the export holds
-    part of a recording.
+    A copy that fails halfway (a download cut off, a full disk) is removed, so no file of the
+    export holds part of a recording.
 
     Raises:
         OSError: If a copy cannot be created or written.
@@ -204,16 +204,16 @@ async def _copy_wavs(
     refused: list[RefusedAudio] = []
     for copy in planned:
         target = create_new_file(folder, copy.name)
-        failure: StorageError | None = None
         try:
-            await reader.copy_to(copy.source, target)
-        except StorageError as exc:
-            failure = exc
-        finally:
-            os.close(target)
-        if failure is not None:
+            try:
+                await reader.copy_to(copy.source, target)
+            finally:
+                os.close(target)
+        except BaseException as exc:
             os.unlink(copy.name, dir_fd=folder)
-            refused.append(RefusedAudio(copy.turn, copy.entry, str(failure)))
+            if not isinstance(exc, StorageError):
+                raise
+            refused.append(RefusedAudio(copy.turn, copy.entry, str(exc)))
             continue
         copies.append(copy)
     return copies, refused

@@ -1,7 +1,8 @@
 """Recordings that travel: a demo call's folder copied elsewhere, the original deleted.
 
-The index still holds the ``file://`` URLs of the original folder. ``serve``, ``export`` and
-``delete`` find each WAV under the copy by its ids, and still read nothing outside it. The demo
+The index still holds the ``file://`` URLs of the original folder. ``serve``, ``export``,
+``delete``, ``purge`` and ``replay`` find each WAV under the copy by its ids (the default
+``--recordings``: the SQLite index's folder), and still read nothing outside it. The demo
 call runs once for the module at twice real time, as the browser tests run it (its barge-in cut
 is then approximate, which nothing here looks at).
 """
@@ -13,14 +14,17 @@ import urllib.error
 import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from browser_support import running_review
 
+from pipecat_audio_capture import PendingAudioSegment, Spool
 from pipecat_audio_capture.cli import main
 from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
 from pipecat_audio_capture.demo.recorded_call import INDEX_FILE, record_demo_call
+from pipecat_audio_capture.ids import new_id
 
 SPEED = 2.0
 SECRET = b"TOP SECRET: not a recording"
@@ -140,19 +144,65 @@ def test_export_copies_every_turn_from_the_copy(
     assert out.startswith(f"exported {len(exported) + 2} files to {out_dir}: ")
 
 
-def test_delete_removes_the_call_from_the_copy(
-    moved: MovedCall, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["delete", "SESSION_ID"], "deleted session SESSION_ID: {segments} audio files, "),
+        (["purge", "--older-than", "0s"], "purged 1 sessions last active before "),
+    ],
+    ids=["delete", "purge"],
+)
+def test_delete_and_purge_remove_the_call_from_the_copy(
+    moved: MovedCall,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    said: str,
 ) -> None:
     call = moved.copy_to(tmp_path)
+    argv = [call.session_id if arg == "SESSION_ID" else arg for arg in command]
 
-    code = main(["delete", call.session_id, "--db", str(call.index_path)])
+    code = main([*argv, "--db", str(call.index_path)])
     out, err = capsys.readouterr()
 
     assert (code, err) == (0, "")
-    assert out.startswith(f"deleted session {call.session_id}: {len(call.segments)} audio files, ")
+    assert out.startswith(
+        said.replace("SESSION_ID", call.session_id).format(segments=len(call.segments))
+    )
     assert not (call.recordings / call.session_id).exists()
     with closing(sqlite3.connect(call.index_path)) as conn:
         assert conn.execute("SELECT count(*) FROM session_audio_segments").fetchone() == (0,)
+
+
+def test_replay_stores_spooled_audio_in_the_copy(
+    moved: MovedCall, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call = moved.copy_to(tmp_path)
+    spool_dir = tmp_path / "spool"
+    late = PendingAudioSegment(
+        segment_id=new_id(),
+        session_id=call.session_id,
+        turn_id=new_id(),
+        speaker="user",
+        pcm=[bytes(3200)],
+        sample_rate=16_000,
+        num_channels=1,
+        started_at=datetime.now(UTC),
+    )
+    asyncio.run(Spool(spool_dir).put_segment(late, reason="the disk was full"))
+
+    code = main(["replay", "--spool", str(spool_dir), "--db", str(call.index_path)])
+    out, err = capsys.readouterr()
+
+    assert (code, err) == (0, ""), out
+    stored = call.recordings / call.session_id / f"{late.segment_id}.wav"
+    assert stored.stat().st_size == 44 + 3200
+    with closing(sqlite3.connect(call.index_path)) as conn:
+        (url,) = conn.execute(
+            "SELECT audio_url FROM session_audio_segments WHERE segment_id = ?",
+            (late.segment_id,),
+        ).fetchone()
+    assert url == stored.resolve().as_uri()
 
 
 def test_serve_refuses_a_row_whose_session_id_climbs_out_of_the_copy(
