@@ -239,7 +239,9 @@ class GCSAudioStorage:
         blob = self._get_client().bucket(self._bucket_name).blob(name)
         start = target.tell()
         try:
-            blob.download_to_file(target, timeout=self._timeout_s, retry=self._retry)
+            blob.download_to_file(
+                target, timeout=self._timeout_s, retry=self._retry, checksum="crc32c"
+            )
         except api_exceptions.NotFound as exc:
             raise StorageError(f"no object at {url}") from exc
         except _CLIENT_ERRORS as exc:
