@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_export import export_call, recordings_folder
+from pipecat_audio_capture.cli_export import export_call
 from pipecat_audio_capture.cli_format import (
     call_log_records,
     format_call_log,
@@ -50,6 +50,7 @@ from pipecat_audio_capture.cli_maintenance import (
     run_purge,
     run_replay,
 )
+from pipecat_audio_capture.cli_recordings import RECORDINGS_HELP, recordings_folder
 from pipecat_audio_capture.cli_values import (
     MAX_LIMIT,
     MAX_OFFSET,
@@ -232,7 +233,7 @@ async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
 async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
     _, entries, gaps = await _read_call(args.session_id, target)
     recordings = recordings_folder(args.recordings, target)
-    result = export_call(entries, gaps, args.out, recordings=recordings)
+    result = await export_call(entries, gaps, args.out, recordings=recordings)
     for copy in result.partial:
         print(
             f"{PROG}: warning: turn {copy.turn} is split into {copy.entry.segment_count} "
@@ -389,10 +390,12 @@ def _parser() -> argparse.ArgumentParser:
         "Copy a call's WAV files into a folder, named by turn and role (001-user.wav,\n"
         "002-assistant.wav), with transcript.json and transcript.csv (one row per turn, every\n"
         "call-log field). Only new files are written: a name already in the folder stops the\n"
-        "export before it starts. Only file:// audio under --recordings can be exported, read\n"
-        "without following links; a turn whose WAV is elsewhere, a link, or missing is left\n"
-        "out and reported, and the command exits 2. A turn split into several segments\n"
-        "exports its first part only (NNN-ROLE-part1.wav), with a warning.",
+        "export before it starts. file:// audio is read from --recordings, found there by its\n"
+        "ids (SESSION_ID/SEGMENT_ID.wav) without following links; gs:// audio is downloaded\n"
+        "from its bucket (Application Default Credentials, extra [gcs]). A turn whose audio is\n"
+        "not its own file, a link, or missing is left out and reported, and the command exits\n"
+        "2. A turn split into several segments exports its first part only\n"
+        "(NNN-ROLE-part1.wav), with a warning.",
     )
     export.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     export.add_argument("--out", metavar="DIR", type=Path, required=True, help="folder to fill")
@@ -400,7 +403,7 @@ def _parser() -> argparse.ArgumentParser:
         "--recordings",
         metavar="DIR",
         type=Path,
-        help="folder the WAV files are read from (the SQLite index's folder)",
+        help=RECORDINGS_HELP,
     )
 
     add(
@@ -434,7 +437,7 @@ def _parser() -> argparse.ArgumentParser:
         "--recordings",
         metavar="DIR",
         type=Path,
-        help="folder file:// audio is served from (the SQLite index's folder)",
+        help=RECORDINGS_HELP,
     )
     serve.add_argument(
         "--token",

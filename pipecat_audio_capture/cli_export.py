@@ -7,13 +7,15 @@ every call-log field and the names of its files.
 The index's read API gives a turn's first segment only, so a turn split into several segments
 (``segment_count > 1``) exports that first part, named ``-part1``, and is reported back.
 
-The index says where each WAV is, and an index row may be hostile, so a WAV is read only from
-inside the recordings folder, opened once without following a link and checked on that
-descriptor (:func:`~pipecat_audio_capture.playback.open_local`): a turn whose file is elsewhere,
-a link, not a regular file, has several links, or is missing, is refused and reported on its
-own while the rest is exported. Every file written is created new in the export folder
-(``O_CREAT | O_EXCL | O_NOFOLLOW``): a name that already exists there, a planted symlink
-included, is never written through.
+An index row may be hostile, so each WAV is read through
+:class:`~pipecat_audio_capture.segment_audio.SegmentAudioReader`: local audio from the recordings
+folder, found there by the segment's ids whatever folder the row names, opened once without
+following a link; ``gs://`` audio downloaded from its bucket, only the segment's own object. A
+turn whose audio is not its own file or object, a link, not a regular file, has several links,
+or is missing, is refused and reported on its own while the rest is exported. Every file written
+is created new in the export folder (``O_CREAT | O_EXCL | O_NOFOLLOW``): a name that already
+exists there, a planted symlink included, is never written through, and a copy that fails
+halfway is removed.
 """
 
 import csv
@@ -22,20 +24,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipecat_audio_capture.cli_format import call_log_records, to_json
-from pipecat_audio_capture.cli_index import CommandError, IndexTarget, SQLiteTarget
+from pipecat_audio_capture.cli_index import CommandError
 from pipecat_audio_capture.errors import StorageError
-from pipecat_audio_capture.playback import open_local
-from pipecat_audio_capture.safe_files import (
-    copy_descriptor,
-    create_new_file,
-    open_folder,
-    write_all,
-)
+from pipecat_audio_capture.safe_files import create_new_file, open_folder, write_all
+from pipecat_audio_capture.segment_audio import SegmentAudioReader, StoredSegment
 from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client
 
 TRANSCRIPT_JSON = "transcript.json"
 TRANSCRIPT_CSV = "transcript.csv"
@@ -48,13 +48,13 @@ class AudioCopy:
     Parameters:
         turn: The turn's 1-based number in spoken order.
         entry: The turn's call-log row.
-        source: The stored WAV's ``file://`` URL, as the index holds it.
+        source: Its first segment, as the index holds it.
         name: Its file name in the export folder.
     """
 
     turn: int
     entry: CallLogEntry
-    source: str
+    source: StoredSegment
     name: str
 
 
@@ -65,8 +65,8 @@ class RefusedAudio:
     Parameters:
         turn: The turn's 1-based number in spoken order.
         entry: The turn's call-log row.
-        reason: Why: outside the recordings folder, a link, not a regular file, several links,
-            missing, or not a local file.
+        reason: Why: not the segment's own file or object, a link, not a regular file, several
+            links, missing, a failed download, or another scheme.
     """
 
     turn: int
@@ -92,38 +92,39 @@ class ExportResult:
     refused: list[RefusedAudio]
 
 
-def recordings_folder(given: Path | None, target: IndexTarget) -> Path | None:
-    """The folder WAVs are read from: ``given``, else the folder of a SQLite index, else None."""
-    if given is None and isinstance(target, SQLiteTarget):
-        return target.path.parent
-    return given
-
-
-def export_call(
+async def export_call(
     entries: Sequence[CallLogEntry],
     gaps: Sequence[ResponseGap],
     out_dir: Path,
     *,
     recordings: Path | None,
+    gcs_client: "Client | None" = None,
 ) -> ExportResult:
     """Copy a call's WAV files and write its transcript files into ``out_dir``.
 
-    What makes the whole export impossible (``gs://`` audio, no recordings folder, a file name
-    already taken in ``out_dir``) is found before anything is written. A turn whose WAV cannot
-    be read safely is refused on its own (see the module docstring); the rest is exported.
+    What makes the whole export impossible (local audio without a recordings folder, ``gs://``
+    audio without the ``gcs`` extra or credentials, a file name already taken in ``out_dir``) is
+    found before anything is written. A turn whose WAV cannot be read safely is refused on its
+    own (see the module docstring); the rest is exported.
 
     Args:
         entries: The call log, as ``MetadataIndex.call_log`` returns it (not empty).
         gaps: The call's response gaps, as ``MetadataIndex.response_gaps`` returns them.
         out_dir: The folder to write to, created when missing.
-        recordings: The folder the WAVs must be in; None when there is none (then a call with
-            local audio cannot be exported).
+        recordings: The folder local WAVs are read from; None when there is none (then a call
+            with local audio cannot be exported).
+        gcs_client: The client ``gs://`` audio is downloaded with; None builds one from
+            Application Default Credentials when the call has ``gs://`` audio.
 
     Raises:
-        CommandError: If a turn's audio is in GCS, local audio has no recordings folder, a
-            file to write already exists in ``out_dir``, or ``out_dir`` cannot be written.
+        CommandError: If local audio has no recordings folder, a file to write already exists
+            in ``out_dir``, or ``out_dir`` cannot be written.
+        StorageConfigError: If ``gs://`` audio needs the ``gcs`` extra or credentials that are
+            missing.
     """
     planned, refused = _plan(entries, recordings)
+    reader = SegmentAudioReader(recordings=recordings, gcs_client=gcs_client)
+    await reader.prepare(copy.source.audio_url for copy in planned)
     for name in [copy.name for copy in planned] + [TRANSCRIPT_JSON, TRANSCRIPT_CSV]:
         if os.path.lexists(out_dir / name):
             raise CommandError(
@@ -134,7 +135,7 @@ def export_call(
         out_dir.mkdir(parents=True, exist_ok=True)
         folder = open_folder(out_dir)
         try:
-            copies, unreadable = _copy_wavs(planned, recordings, folder)
+            copies, unreadable = await _copy_wavs(planned, reader, folder)
             files_of_turn = {copy.turn: [copy.name] for copy in copies}
             records = [
                 {**record, "audio_files": files_of_turn.get(record["turn"], [])}
@@ -162,69 +163,58 @@ def _wav_name(turn: int, entry: CallLogEntry, digits: int) -> str:
 def _plan(
     entries: Sequence[CallLogEntry], recordings: Path | None
 ) -> tuple[list[AudioCopy], list[RefusedAudio]]:
-    """Return the WAVs to copy (``file://`` audio) and the turns refused for another scheme.
+    """Return the WAVs to copy (``file://`` and ``gs://`` audio) and the turns of another scheme.
 
     Raises:
-        CommandError: For ``gs://`` audio, or ``file://`` audio without a recordings folder.
+        CommandError: For ``file://`` audio without a recordings folder.
     """
     digits = max(3, len(str(len(entries))))
     planned: list[AudioCopy] = []
     refused: list[RefusedAudio] = []
     for turn, entry in enumerate(entries, start=1):
-        if entry.audio_url is None:
+        if entry.audio_url is None or entry.segment_id is None:
             continue
         scheme = urlsplit(entry.audio_url).scheme
-        if scheme == "gs":
-            raise CommandError(_gcs_advice(turn, entry.audio_url))
-        if scheme != "file":
-            reason = f"its audio is not a local file:// URL: {entry.audio_url}"
+        if scheme not in ("file", "gs"):
+            reason = f"its audio is neither a file:// nor a gs:// URL: {entry.audio_url}"
             refused.append(RefusedAudio(turn, entry, reason))
             continue
-        if recordings is None:
+        if scheme == "file" and recordings is None:
             raise CommandError(
                 "say which folder holds the recordings: --recordings DIR (WAVs are read from "
                 "nowhere else)"
             )
-        planned.append(AudioCopy(turn, entry, entry.audio_url, _wav_name(turn, entry, digits)))
+        source = StoredSegment(entry.session_id, entry.segment_id, entry.audio_url)
+        planned.append(AudioCopy(turn, entry, source, _wav_name(turn, entry, digits)))
     return planned, refused
 
 
-def _gcs_advice(turn: int, audio_url: str) -> str:
-    # GCSAudioStorage only uploads: the package cannot read an object back yet.
-    folder = audio_url.rsplit("/", 1)[0]
-    return (
-        f"turn {turn}: cannot export {audio_url}: only file:// audio can be exported for now; "
-        f"copy the call's audio with `gcloud storage cp '{folder}/*' DIR` (Google Cloud CLI) "
-        "and read its transcript with `pipecat-audio-capture show --json`"
-    )
-
-
-def _copy_wavs(
-    planned: list[AudioCopy], recordings: Path | None, folder: int
+async def _copy_wavs(
+    planned: list[AudioCopy], reader: SegmentAudioReader, folder: int
 ) -> tuple[list[AudioCopy], list[RefusedAudio]]:
     """Copy each planned WAV into the export folder; return the copies made and the refusals.
+
+    A copy that fails halfway (a download cut off, a full disk) is removed, so no file of the
+    export holds part of a recording.
 
     Raises:
         OSError: If a copy cannot be created or written.
     """
     copies: list[AudioCopy] = []
     refused: list[RefusedAudio] = []
-    if recordings is None:  # then _plan planned nothing
-        return copies, refused
     for copy in planned:
+        target = create_new_file(folder, copy.name)
         try:
-            source = open_local(copy.source, root=recordings)
-        except StorageError as exc:
-            refused.append(RefusedAudio(copy.turn, copy.entry, str(exc)))
-            continue
-        try:
-            target = create_new_file(folder, copy.name)
             try:
-                copy_descriptor(source, target)
+                await reader.copy_to(copy.source, target)
             finally:
                 os.close(target)
-        finally:
-            os.close(source)
+        except BaseException as exc:
+            os.unlink(copy.name, dir_fd=folder)
+            if not isinstance(exc, StorageError):
+                raise
+            refused.append(RefusedAudio(copy.turn, copy.entry, str(exc)))
+            continue
         copies.append(copy)
     return copies, refused
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pipecat_audio_capture.cli_format import plural
-from pipecat_audio_capture.cli_index import CommandError, IndexTarget, SQLiteTarget, open_index
+from pipecat_audio_capture.cli_index import CommandError, IndexTarget, open_index
+from pipecat_audio_capture.cli_recordings import RECORDINGS_HELP, recordings_folder
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
@@ -39,7 +40,7 @@ def add_audio_options(parser: argparse.ArgumentParser) -> None:
         "--recordings",
         metavar="DIR",
         type=Path,
-        help="local recordings root (default: the folder of the --db SQLite index)",
+        help=RECORDINGS_HELP,
     )
     where.add_argument("--bucket", metavar="NAME", help="GCS bucket holding the audio")
     parser.add_argument("--prefix", help="object prefix in the bucket ('')")
@@ -66,10 +67,9 @@ def audio_storage(args: argparse.Namespace, target: IndexTarget) -> AudioBackend
         from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 
         return GCSAudioStorage(bucket=args.bucket, prefix=args.prefix or "")
-    if args.recordings is not None:
-        return LocalAudioStorage(args.recordings)
-    if isinstance(target, SQLiteTarget):
-        return LocalAudioStorage(target.path.parent)
+    recordings = recordings_folder(args.recordings, target)
+    if recordings is not None:
+        return LocalAudioStorage(recordings)
     raise CommandError("say where the audio is: --recordings DIR or --bucket NAME")
 
 

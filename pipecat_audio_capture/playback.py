@@ -1,8 +1,12 @@
-"""Turn a stored segment's ``audio_url`` into a URL a player can open.
+"""Turn a stored segment's ``audio_url`` into a URL a player can open, or open its local file.
 
 ``file://`` URLs are checked to exist (and to lie under a root, when one is given). ``gs://``
 URLs become short-lived V4 signed HTTPS URLs, which needs the ``gcs`` extra. The Google library
 is imported only when a ``gs://`` URL is signed, so local playback never needs it.
+
+A segment's local recording is found by its ids under the recordings folder
+(:func:`open_segment_file`), not at the absolute path its URL was written with, so a recordings
+folder that was copied or moved elsewhere still plays.
 """
 
 from __future__ import annotations
@@ -14,8 +18,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from pipecat_audio_capture.errors import StorageConfigError, StorageError
+from pipecat_audio_capture.errors import (
+    InvalidIdError,
+    StorageConfigError,
+    StorageError,
+    UnsafePathError,
+)
 from pipecat_audio_capture.safe_files import open_regular_under
+from pipecat_audio_capture.storage.local import LocalAudioStorage
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
@@ -68,9 +78,61 @@ def open_local(audio_url: str, *, root: str | os.PathLike[str]) -> int:
         StorageError: If the URL is not a local ``file://`` URL, or the file is missing or
             cannot be opened.
     """
+    return _open_under(Path(root), file_url_path(audio_url))
+
+
+def segment_file(
+    audio_url: str, *, session_id: str, segment_id: str, root: str | os.PathLike[str]
+) -> Path:
+    """Return where a ``file://`` segment's recording is under ``root``: found by its ids.
+
+    ``LocalAudioStorage`` writes ``{root}/{session_id}/{segment_id}.wav``. The URL must name
+    that file (its last two parts are the ids); the folders before them are ignored, so the
+    index's absolute paths need not match where the recordings are now. Nothing is opened.
+
+    Raises:
+        UnsafePathError: If an id is not a UUID (an id from a hostile row could hold ``..``),
+            or the URL names another file than the segment's own.
+        StorageError: If the URL is not a local ``file://`` URL.
+    """
     path = file_url_path(audio_url)
     try:
-        return open_regular_under(Path(root), path)
+        own = LocalAudioStorage(root).path_for(session_id, segment_id)
+    except InvalidIdError as exc:
+        raise UnsafePathError(
+            f"segment {segment_id!r} of session {session_id!r}: an id is not a UUID; its "
+            "audio is not opened"
+        ) from exc
+    if path.parts[-2:] != own.parts[-2:]:
+        raise UnsafePathError(
+            f"{path} is not the segment's own recording ({own.parent.name}/{own.name}); "
+            "it is not opened"
+        )
+    return own
+
+
+def open_segment_file(
+    audio_url: str, *, session_id: str, segment_id: str, root: str | os.PathLike[str]
+) -> int:
+    """Open a ``file://`` segment's recording where its ids put it under ``root``.
+
+    The file is :func:`segment_file`, opened as :func:`open_local` opens a file. Blocking: run
+    it in a thread.
+
+    Returns:
+        A descriptor open for reading; the caller closes it.
+
+    Raises:
+        UnsafePathError: As :func:`segment_file` and :func:`open_local` do.
+        StorageError: As :func:`open_local` does.
+    """
+    own = segment_file(audio_url, session_id=session_id, segment_id=segment_id, root=root)
+    return _open_under(Path(root), own)
+
+
+def _open_under(root: Path, path: Path) -> int:
+    try:
+        return open_regular_under(root, path)
     except FileNotFoundError as exc:
         raise StorageError(f"no recording at {path}") from exc
     except OSError as exc:

@@ -564,8 +564,8 @@ async def test_export_reads_nothing_outside_the_recordings_and_counts_each_refus
     assert [turn for turn, _ in refused] == ["1", "4", "6", "7"]
     assert "is a symlink" in refused[0][1]
     assert "has 2 links" in refused[1][1]
-    assert "outside the recordings folder" in refused[2][1]
-    assert "does not name a file below" in refused[3][1]
+    assert refused[2][1].startswith("/etc/passwd is not the segment's own recording")
+    assert "secret.txt is not the segment's own recording" in refused[3][1]
     assert "the audio of 4 turns was refused" in err
     assert "Traceback" not in err
     assert sorted(path.name for path in out_dir.iterdir()) == [
@@ -578,6 +578,35 @@ async def test_export_reads_nothing_outside_the_recordings_and_counts_each_refus
     assert [bool(turn["audio_files"]) for turn in turns] == [False, True, True, False, False] + [
         False
     ] * 2
+
+
+async def test_export_reads_a_segment_under_the_recordings_by_its_ids_not_where_its_row_says(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    call = recorded.call
+    elsewhere = LocalAudioStorage(tmp_path / "elsewhere")
+    moved, missing = call.segments[0], call.segments[3]
+    for segment in (moved, missing):
+        # The same names in another folder: what a row points at once the files have moved.
+        await elsewhere.store_segment(segment.session_id, segment.segment_id, "user", SECRET)
+        url = elsewhere.path_for(segment.session_id, segment.segment_id).as_uri()
+        await index.execute(
+            f"UPDATE session_audio_segments SET audio_url = '{url}' "
+            f"WHERE segment_id = '{segment.segment_id}'"
+        )
+    recorded.wav(missing).unlink()
+    out_dir = tmp_path / "export"
+
+    code, _, err = await run_in_thread(
+        "export", call.session_id, "--out", str(out_dir), *recorded.export_args
+    )
+
+    assert code == 2
+    assert f"error: turn 3: not exported: no recording at {recorded.wav(missing)}\n" in err
+    assert (out_dir / "001-user.wav").read_bytes() == recorded.wav(moved).read_bytes()
+    assert not (out_dir / "003-user.wav").exists()
+    for path in out_dir.iterdir():
+        assert SECRET not in path.read_bytes()
 
 
 @pytest.mark.parametrize("planted", ["transcript.json", "transcript.csv", "001-user.wav"])
@@ -610,23 +639,6 @@ def test_export_from_postgres_needs_the_recordings_folder(
 
     assert_fails(code, err, "say which folder holds the recordings: --recordings DIR")
     assert not (tmp_path / "export").exists()
-
-
-async def test_export_explains_what_to_do_with_gcs_audio(
-    sqlite_index: IndexBackend, tmp_path: Path
-) -> None:
-    meta = make_segment(new_id())
-    meta = replace(meta, audio_url=f"gs://calls/{meta.session_id}/{meta.segment_id}.wav")
-    await sqlite_index.store.save_metadata(meta.session_id, meta)
-    out_dir = tmp_path / "export"
-
-    code, _, err = await run_in_thread(
-        "export", meta.session_id, "--out", str(out_dir), "--db", str(sqlite_index.path)
-    )
-
-    assert_fails(code, err, f"turn 1: cannot export {meta.audio_url}: only file:// audio")
-    assert f"`gcloud storage cp 'gs://calls/{meta.session_id}/*' DIR`" in err
-    assert not out_dir.exists()
 
 
 def test_export_reports_an_unwritable_folder(

@@ -87,7 +87,7 @@ CLAIMED = Counter(
         ("Example queries", "sql"): 5,
         ("Production: audio in a bucket, index in PostgreSQL", "python"): 1,
         ("Playing a recording back", "python"): 1,
-        ("Command-line tool", "bash"): 1,
+        ("Command-line tool", "bash"): 2,
         ("Reliability", "python"): 1,
         ("Whole-call recording", "python"): 1,
         ("Why a response was slow", "python"): 1,
@@ -321,7 +321,7 @@ def test_the_cli_reads_the_quick_starts_index_by_default(quick_start: QuickStart
 def test_command_line_block_runs_line_by_line_on_the_quick_starts_recordings(
     quick_start_copy: QuickStartCall, tmp_path: Path
 ) -> None:
-    [block] = blocks_under("Command-line tool", "bash")
+    block = blocks_under("Command-line tool", "bash")[0]
     spool = tmp_path / "spool"
     spool.mkdir()
     lines = [line for line in block.code.splitlines() if line.strip()]
@@ -344,6 +344,29 @@ def test_command_line_block_runs_line_by_line_on_the_quick_starts_recordings(
         )
         assert result.returncode == 0, f"README.md:{number}: {line}\n{result.stderr}"
         assert "Traceback" not in result.stderr, f"README.md:{number}"
+
+
+def test_moved_recordings_block_exports_the_call_from_its_new_place(
+    quick_start_copy: QuickStartCall, tmp_path: Path
+) -> None:
+    block = blocks_under("Command-line tool", "bash")[1]
+    moved = tmp_path / "moved"
+    for number, line in enumerate(block.code.splitlines(), start=block.line):
+        command = line.replace("/tmp/moved", shlex.quote(str(moved))).replace(
+            "SESSION_ID", quick_start_copy.session_id
+        )
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=quick_start_copy.folder,
+            env=cli_environment(),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+        )
+        assert result.returncode == 0, f"README.md:{number}: {line}\n{result.stderr}"
+    assert not (quick_start_copy.folder / "recordings").exists()
+    exported = sorted(path.name for path in (quick_start_copy.folder / "call").glob("*.wav"))
+    assert len(exported) == 3, exported
 
 
 def _serve_lists_the_call(call: QuickStartCall, args: list[str]) -> None:

@@ -559,18 +559,20 @@ async def test_segment_rows_that_point_elsewhere_are_not_served(
 
 
 @sqlite_only
-async def test_local_audio_is_served_only_from_under_the_recordings_folder(
+async def test_local_audio_is_served_only_from_its_session_folder_in_the_recordings_folder(
     review: Review, tmp_path: Path
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     without_root = await review.make_client(recordings=None)
     other_root = await review.make_client(recordings=elsewhere)
+    # The file is below the parent too, but not at PARENT/SESSION_ID/SEGMENT_ID.wav.
     parent_root = await review.make_client(recordings=tmp_path)
 
     assert (await without_root.get(review.audio_url())).status == 404
     assert (await other_root.get(review.audio_url())).status == 404
-    assert (await parent_root.get(review.audio_url())).status == 200
+    assert (await parent_root.get(review.audio_url())).status == 404
+    assert (await review.client.get(review.audio_url())).status == 200
 
 
 @sqlite_only

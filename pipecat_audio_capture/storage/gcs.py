@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 import uuid
+from typing import BinaryIO
 
 from loguru import logger
 
@@ -66,7 +67,7 @@ class GCSAudioStorage:
     Required permissions on the bucket: ``storage.objects.create`` and ``storage.objects.get``.
     :meth:`check` also tries ``storage.objects.delete`` to remove its probe object, but does not
     require it. :meth:`delete_session` (retention) needs ``storage.objects.list`` and
-    ``storage.objects.delete``.
+    ``storage.objects.delete``; :meth:`download_segment` (export) only ``storage.objects.get``.
     """
 
     def __init__(
@@ -220,20 +221,50 @@ class GCSAudioStorage:
         folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
         return len(await asyncio.to_thread(self._generations, folder))
 
+    async def download_segment(self, session_id: str, segment_id: str, target: BinaryIO) -> int:
+        """Write a segment's WAV object into ``target``, checked against its stored crc32c.
+
+        Transient failures are retried until ``retry_deadline_s`` (a retry resumes where the
+        bytes stopped). What was written before a failure stays in ``target``: discard it.
+
+        Args:
+            session_id: UUID of the session.
+            segment_id: UUID of the segment.
+            target: A binary file open for writing; it is written from a worker thread.
+
+        Returns:
+            The bytes written.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageConfigError: If no credentials can be found.
+            StorageError: If the object does not exist, or the download fails or arrives
+                corrupted.
+        """
+        name = self.object_name(session_id, segment_id)
+        return await asyncio.to_thread(self._download, name, target)
+
     def _get_client(self) -> storage.Client:
         # Finding default credentials can query the metadata server, so the client is built in
         # a worker thread, once, and not in __init__ on the event loop.
         with self._client_lock:
             if self._client is None:
-                try:
-                    self._client = storage.Client(project=self._project)
-                except auth_exceptions.DefaultCredentialsError as exc:
-                    raise StorageConfigError(
-                        "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS, "
-                        "run `gcloud auth application-default login`, run on Google Cloud with "
-                        f"a service account, or pass client=: {exc}"
-                    ) from exc
+                self._client = default_client(self._project)
             return self._client
+
+    def _download(self, name: str, target: BinaryIO) -> int:
+        url = self.url_for(name)
+        blob = self._get_client().bucket(self._bucket_name).blob(name)
+        start = target.tell()
+        try:
+            blob.download_to_file(
+                target, timeout=self._timeout_s, retry=self._retry, checksum="crc32c"
+            )
+        except api_exceptions.NotFound as exc:
+            raise StorageError(f"no object at {url}") from exc
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"could not download {url}: {exc}") from exc
+        return target.tell() - start
 
     def _upload(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
         blob = self._get_client().bucket(self._bucket_name).blob(name)
@@ -331,6 +362,24 @@ class GCSAudioStorage:
             probe.delete(timeout=self._timeout_s, retry=self._retry)
         except _CLIENT_ERRORS as exc:
             logger.warning(f"startup check left its probe {url} in place: {exc}")
+
+
+def default_client(project: str | None = None) -> storage.Client:
+    """Build a client from Application Default Credentials (or ``STORAGE_EMULATOR_HOST``).
+
+    Blocking (it may ask the metadata server): call it from a worker thread.
+
+    Raises:
+        StorageConfigError: If no credentials can be found.
+    """
+    try:
+        return storage.Client(project=project)
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise StorageConfigError(
+            "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS, run "
+            "`gcloud auth application-default login`, or run on Google Cloud with a service "
+            f"account (from Python, you may also pass client=): {exc}"
+        ) from exc
 
 
 def _explain(exc: BaseException, permission: str) -> str:

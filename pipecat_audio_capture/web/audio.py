@@ -1,12 +1,14 @@
 """Serving one indexed segment's audio: a local WAV file, or a redirect to a signed GCS URL.
 
 Only segments found in the index are served, and a local file only if it is the segment's own
-file (``{session_id}/{segment_id}.wav``) under the recordings folder, so neither a request nor a
-row of the index can make the server read anything else (the index file next to the
-recordings, for one). The file is opened once, from the recordings folder down without following
-a link, checked on that descriptor (a regular file with one link) and sent from it: swapping it
-for a symlink or a hard link meanwhile serves nothing else. Only the WAV itself is ever sent (no
-pre-compressed ``.gz`` or ``.br`` sibling, whatever ``Accept-Encoding`` asks).
+file (``{session_id}/{segment_id}.wav``), looked up by those ids under the recordings folder
+(whatever folder the index's URL was written with: recordings copied or moved elsewhere still
+play), so neither a request nor a row of the index can make the server read anything else (the
+index file next to the recordings, for one). The file is opened once, from the recordings
+folder down without following a link, checked on that descriptor (a regular file with one link)
+and sent from it: swapping it for a symlink or a hard link meanwhile serves nothing else. Only
+the WAV itself is ever sent (no pre-compressed ``.gz`` or ``.br`` sibling, whatever
+``Accept-Encoding`` asks).
 """
 
 import asyncio
@@ -18,7 +20,7 @@ from aiohttp import web
 from loguru import logger
 
 from pipecat_audio_capture.errors import StorageError
-from pipecat_audio_capture.playback import file_url_path, open_local, signed_url
+from pipecat_audio_capture.playback import open_segment_file, signed_url
 from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.web.files import DescriptorResponse
 
@@ -46,9 +48,9 @@ async def audio_response(
             Credentials.
 
     Raises:
-        HTTPNotFound: If the audio is not servable from here: local audio outside
-            ``recordings``, reached through a link, not the segment's own file or not a regular
-            file with one link, a missing file, or another scheme.
+        HTTPNotFound: If the audio is not servable from here: a URL naming another file than
+            the segment's own, ids that are not UUIDs, a file reached through a link or not a
+            regular file with one link, a missing file, or another scheme.
         HTTPFound: The redirect to the signed URL of a ``gs://`` segment.
         StorageError: If signing a ``gs://`` URL fails.
     """
@@ -61,10 +63,13 @@ async def audio_response(
     if recordings is None:
         raise _refused(meta, "no recordings folder is configured (serve --recordings DIR)")
     try:
-        path = file_url_path(meta.audio_url)
-        if (path.parent.name, path.name) != (meta.session_id, f"{meta.segment_id}.wav"):
-            raise _refused(meta, f"{path} is not the segment's own recording")
-        fd = await asyncio.to_thread(open_local, meta.audio_url, root=recordings)
+        fd = await asyncio.to_thread(
+            open_segment_file,
+            meta.audio_url,
+            session_id=meta.session_id,
+            segment_id=meta.segment_id,
+            root=recordings,
+        )
     except StorageError as exc:
         raise _refused(meta, str(exc)) from exc
     return DescriptorResponse(fd, content_type=WAV_CONTENT_TYPE)

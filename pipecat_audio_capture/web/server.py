@@ -11,7 +11,8 @@ from aiohttp import web
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_index import CommandError, IndexTarget, SQLiteTarget, open_index
+from pipecat_audio_capture.cli_index import CommandError, IndexTarget, open_index
+from pipecat_audio_capture.cli_recordings import recordings_folder
 from pipecat_audio_capture.web.app import create_app
 from pipecat_audio_capture.web.security import is_loopback, token_problem
 
@@ -57,9 +58,7 @@ async def serve(
         raise CommandError(problem)
     if not 0 <= options.port <= 65535:
         raise CommandError(f"--port must be 0..65535, got {options.port}")
-    recordings = options.recordings
-    if recordings is None and isinstance(target, SQLiteTarget):
-        recordings = target.path.parent
+    recordings = recordings_folder(options.recordings, target)
     if recordings is None:
         logger.warning("no --recordings folder: file:// audio will not be played")
     if not is_loopback(options.host):

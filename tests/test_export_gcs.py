@@ -1,0 +1,248 @@
+"""``export`` of a call whose audio is in a GCS bucket, against fake-gcs-server."""
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gcs_support import FakeGCS, Fault, FaultProxy
+from google.cloud import storage
+from index_support import T0, make_segment, new_id
+
+from pipecat_audio_capture import (
+    CompositeAudioStorage,
+    PendingAudioSegment,
+    SessionAudioCapture,
+    SQLiteAudioMetaStorage,
+    TranscriptRecord,
+)
+from pipecat_audio_capture.cli import main
+from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
+from pipecat_audio_capture.records import Speaker
+from pipecat_audio_capture.storage.gcs import GCSAudioStorage
+
+pytest_plugins = ["gcs_support"]
+
+PREFIX = "calls/"
+SECRET = b"TOP SECRET: not a recording"
+
+
+@dataclass(frozen=True)
+class GCSCall:
+    """A call recorded to a bucket, indexed in a SQLite file.
+
+    Turns: user 0-800 ms, bot 1000-2000 ms, user 2500-3000 ms, and a user transcript at 3500 ms
+    without audio.
+    """
+
+    session_id: str
+    bucket: str
+    index_path: Path
+    objects: list[str]
+    """The segments' object names, in spoken order."""
+
+    def export(self, out_dir: Path) -> list[str]:
+        return ["export", self.session_id, "--out", str(out_dir), "--db", str(self.index_path)]
+
+
+@pytest.fixture(autouse=True)
+def no_index_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DB_ENV, raising=False)
+    monkeypatch.delenv(DSN_ENV, raising=False)
+
+
+@pytest.fixture
+def gcs_call(gcs_client: storage.Client, bucket_name: str, tmp_path: Path) -> GCSCall:
+    return asyncio.run(_record(gcs_client, bucket_name, tmp_path / "index.sqlite3"))
+
+
+async def _record(client: storage.Client, bucket: str, index_path: Path) -> GCSCall:
+    session_id = new_id()
+    turns: list[tuple[Speaker, int, int]] = [("user", 0, 800), ("bot", 1000, 1000)]
+    turns.append(("user", 2500, 500))
+    async with SQLiteAudioMetaStorage(index_path) as index:
+        files = GCSAudioStorage(bucket=bucket, prefix=PREFIX, client=client)
+        capture = SessionAudioCapture(
+            session_id, CompositeAudioStorage(files=files, metadata=index)
+        )
+        segments = [_segment(session_id, *turn, level=1000 * n) for n, turn in enumerate(turns)]
+        for segment in segments:
+            assert capture.record_segment(segment)
+        assert (await capture.close()).stored == len(segments)
+        bye_at = T0 + timedelta(seconds=3.5)
+        await index.save_transcript(
+            TranscriptRecord(session_id, new_id(), "user", "Bye.", False, bye_at)
+        )
+    names = [files.object_name(session_id, segment.segment_id) for segment in segments]
+    return GCSCall(session_id, bucket, index_path, names)
+
+
+def _segment(
+    session_id: str, speaker: Speaker, start_ms: int, duration_ms: int, *, level: int
+) -> PendingAudioSegment:
+    rate = 16_000 if speaker == "user" else 24_000
+    samples = np.full(rate * duration_ms // 1000, level, dtype="<i2")
+    return PendingAudioSegment(
+        segment_id=new_id(),
+        session_id=session_id,
+        turn_id=new_id(),
+        speaker=speaker,
+        pcm=[samples.tobytes()],
+        sample_rate=rate,
+        num_channels=1,
+        started_at=T0 + timedelta(milliseconds=start_ms),
+    )
+
+
+def object_bytes(client: storage.Client, bucket: str, name: str) -> bytes:
+    return bytes(client.bucket(bucket).blob(name).download_as_bytes())
+
+
+def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_downloads_each_turns_object_into_the_folder(
+    emulator_env: str,
+    gcs_client: storage.Client,
+    gcs_call: GCSCall,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out_dir = tmp_path / "export"
+
+    code, out, err = run(capsys, gcs_call.export(out_dir))
+
+    assert (code, err) == (0, "")
+    wavs = ["001-user.wav", "002-assistant.wav", "003-user.wav"]
+    assert out == f"exported 5 files to {out_dir}: {', '.join(wavs)}, transcript.json, " + (
+        "transcript.csv\n"
+    )
+    for name, object_name in zip(wavs, gcs_call.objects, strict=True):
+        assert (out_dir / name).read_bytes() == object_bytes(
+            gcs_client, gcs_call.bucket, object_name
+        )
+    turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
+    assert [turn["audio_files"] for turn in turns] == [[name] for name in wavs] + [[]]
+    assert turns[1]["audio_url"] == f"gs://{gcs_call.bucket}/{gcs_call.objects[1]}"
+
+
+async def test_export_downloads_only_each_rows_own_object_and_counts_each_refusal(
+    emulator_env: str,
+    gcs_client: storage.Client,
+    gcs_call: GCSCall,
+    tmp_path: Path,
+) -> None:
+    bucket = gcs_client.bucket(gcs_call.bucket)
+    bucket.blob(f"{PREFIX}secret.wav").upload_from_string(SECRET)
+    gcs_client.bucket(gcs_call.bucket).blob(gcs_call.objects[2]).delete()
+    async with SQLiteAudioMetaStorage(gcs_call.index_path) as index:
+        for url, at_ms in [
+            (f"gs://{gcs_call.bucket}/{PREFIX}secret.wav", 4000),
+            (f"gs://{gcs_call.bucket}/{PREFIX}{gcs_call.session_id}/{new_id()}.wav", 5000),
+        ]:
+            row = replace(make_segment(gcs_call.session_id, start_ms=at_ms), audio_url=url)
+            await index.save_metadata(gcs_call.session_id, row)
+    out_dir = tmp_path / "export"
+
+    code, _, err = await asyncio.to_thread(_main_capturing_stderr, gcs_call.export(out_dir))
+
+    assert code == 2
+    refused = dict(re.findall(r"error: turn (\d+): not exported: (.*)", err))
+    assert list(refused) == ["3", "5", "6"]
+    assert refused["3"] == f"no object at gs://{gcs_call.bucket}/{gcs_call.objects[2]}"
+    assert "secret.wav is not the segment's own object" in refused["5"]
+    # Another segment's object name is not this row's own object either.
+    assert "is not the segment's own object" in refused["6"]
+    assert "the audio of 3 turns was refused; the rest was exported" in err
+    assert sorted(path.name for path in out_dir.iterdir()) == [
+        "001-user.wav", "002-assistant.wav", "transcript.csv", "transcript.json"
+    ]  # fmt: skip
+    for path in out_dir.iterdir():
+        assert SECRET not in path.read_bytes()
+
+
+def _main_capturing_stderr(argv: list[str]) -> tuple[int, str, str]:
+    """Run the CLI in a worker thread (it runs its own event loop) and return its output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_a_download_that_fails_leaves_no_file_in_the_folder(
+    fake_gcs: FakeGCS,
+    fault_proxy: Callable[..., FaultProxy],
+    gcs_client: storage.Client,
+    gcs_call: GCSCall,
+    tmp_path: Path,
+) -> None:
+    from pipecat_audio_capture.cli_export import export_call
+
+    proxy = fault_proxy(Fault.FORWARD, Fault.FORBIDDEN)
+    async with SQLiteAudioMetaStorage(gcs_call.index_path) as index:
+        entries = await index.call_log(gcs_call.session_id)
+        gaps = await index.response_gaps(gcs_call.session_id)
+    out_dir = tmp_path / "export"
+
+    result = await export_call(
+        entries, gaps, out_dir, recordings=None, gcs_client=fake_gcs.client(proxy.url)
+    )
+
+    assert [refusal.turn for refusal in result.refused] == [2]
+    assert result.refused[0].reason.startswith(f"could not download gs://{gcs_call.bucket}/")
+    assert result.files == ["001-user.wav", "003-user.wav", "transcript.json", "transcript.csv"]
+    assert sorted(os.listdir(out_dir)) == sorted(result.files)
+
+
+def test_export_of_gcs_audio_without_credentials_writes_nothing(
+    gcs_call: GCSCall,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
+    out_dir = tmp_path / "export"
+
+    code, out, err = run(capsys, gcs_call.export(out_dir))
+
+    assert (code, out) == (2, "")
+    assert err.startswith("pipecat-audio-capture: error: no Google Cloud credentials found")
+    assert err.count("\n") == 1
+    assert not out_dir.exists()
+
+
+def test_export_of_gcs_audio_without_the_gcs_extra_says_what_to_install(
+    gcs_call: GCSCall, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "export"
+    script = f"""
+import sys
+sys.modules["google.cloud.storage"] = None
+from pipecat_audio_capture.cli import main
+sys.exit(main({gcs_call.export(out_dir)!r}))
+"""
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "pipecat-audio-capture: error: gs:// audio needs the gcs extra: "
+        "pip install 'pipecat-audio-capture[gcs]'\n"
+    )
+    assert not out_dir.exists()
