@@ -19,7 +19,12 @@ from pipecat_audio_capture.storage.postgres import MIGRATION_LOCK_ID, PostgresAu
 pg_pool = index_support.pg_pool
 pg_schema = index_support.pg_schema
 
-TABLES = {"audio_capture_migrations", "session_audio_segments", "session_transcripts"}
+TABLES = {
+    "audio_capture_migrations",
+    "session_audio_segments",
+    "session_transcripts",
+    "session_summaries",
+}
 VIEWS = {"session_call_log", "session_summary", "session_response_gaps"}
 ALL_VERSIONS = [migration.version for migration in load_migrations("postgres")]
 

@@ -1,8 +1,9 @@
 """The SQL migrations shipped with the package, one folder per database dialect.
 
 Each folder holds plain-SQL files named ``NNNN_description.sql``. The number is the migration's
-version: versions start at 1 and have no gaps, so a database records exactly which files it has
-applied. A shipped file is never edited once released; a schema change is a new file.
+version: versions start at 1 and are unique, so a database records exactly which files it has
+applied. A number may be skipped: changes developed side by side reserve theirs in advance. A
+shipped file is never edited once released; a schema change is a new file.
 """
 
 import re
@@ -44,10 +45,10 @@ def load_migrations(dialect: Dialect) -> tuple[Migration, ...]:
         dialect: ``"postgres"`` or ``"sqlite"``.
 
     Returns:
-        The migrations, versions 1 to N.
+        The migrations, lowest version first.
 
     Raises:
-        MigrationError: If the shipped files are misnamed or their versions are not 1 to N, which
+        MigrationError: If the shipped files are misnamed or two share a version, which
             means a broken package rather than a broken database.
     """
     folder = files(__name__).joinpath(dialect)
@@ -67,6 +68,6 @@ def load_migrations(dialect: Dialect) -> tuple[Migration, ...]:
         )
     migrations.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in migrations]
-    if versions != list(range(1, len(versions) + 1)):
-        raise MigrationError(f"{dialect} migration versions must run 1..N, found {versions}")
+    if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
+        raise MigrationError(f"{dialect} migration versions must be unique from 1, found {versions}")
     return tuple(migrations)
