@@ -3,7 +3,7 @@
 Every call has the same shape (four turns with audio and a transcript, the last bot turn cut
 short, plus a transcript-only user turn), one minute after the previous call, so the newest
 calls and their summaries are known in advance. The rows go in through ``executemany`` (SQLite)
-or ``COPY`` (PostgreSQL) in one transaction after the package's migrations made the schema,
+or ``COPY`` (PostgreSQL) in bulk transactions after the package's migrations made the schema,
 so the index's triggers and indexes see them as the writers' own saves would be seen.
 """
 
@@ -129,12 +129,14 @@ def fill_sqlite(path: Path, sessions: int) -> None:
 
 
 async def fill_postgres(dsn: str, sessions: int) -> None:
-    """Copy ``sessions`` calls into a migrated PostgreSQL schema, in one transaction."""
+    """Copy ``sessions`` calls into a migrated PostgreSQL schema, a batch per transaction."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        async with conn.transaction():
-            for rows in batches(sessions, 2000, text_times=False):
+        # A transaction per batch: each call's summary trigger holds an advisory lock until
+        # commit, and the server's lock table has room for a few thousand.
+        for rows in batches(sessions, 250, text_times=False):
+            async with conn.transaction():
                 for table, columns, values in (
                     ("session_audio_segments", SEGMENT_COLUMNS, rows.segments),
                     ("session_transcripts", TRANSCRIPT_COLUMNS, rows.transcripts),

@@ -69,5 +69,7 @@ def load_migrations(dialect: Dialect) -> tuple[Migration, ...]:
     migrations.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in migrations]
     if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
-        raise MigrationError(f"{dialect} migration versions must be unique from 1, found {versions}")
+        raise MigrationError(
+            f"{dialect} migration versions must be unique from 1, found {versions}"
+        )
     return tuple(migrations)
