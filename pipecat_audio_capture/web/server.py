@@ -67,7 +67,12 @@ class Listener:
 
 @contextlib.asynccontextmanager
 async def listening(
-    app: web.Application, host: str, port: int, options: ServeOptions
+    app: web.Application,
+    host: str,
+    port: int,
+    options: ServeOptions,
+    *,
+    log: LogThrottle | None = None,
 ) -> AsyncIterator[Listener]:
     """Serve ``app`` on ``host``/``port`` with the limits of ``options`` until the block exits.
 
@@ -76,11 +81,13 @@ async def listening(
         host: The address to listen on.
         port: The port; 0 picks a free one.
         options: The limits (``max_connections``, ``header_timeout_s``, ``idle_timeout_s``).
+        log: The throttle for the server's log lines (and aiohttp's and asyncio's, while it
+            runs); None makes one.
 
     Raises:
         CommandError: If the address cannot be bound.
     """
-    log = LogThrottle()
+    log = log or LogThrottle()
     undo_throttle = throttle_stdlib_loggers(log)
     runner = web.AppRunner(app, keepalive_timeout=options.idle_timeout_s)
     await runner.setup()
@@ -147,8 +154,9 @@ async def serve(
     async with open_index(target, connections=options.read_connections) as index:
         # A first read fails now, with a clear message, rather than on the first page.
         await index.list_sessions(limit=1)
-        app = create_app(index, recordings=recordings, token=options.token)
-        async with listening(app, options.host, options.port, options) as listener:
+        log = LogThrottle()
+        app = create_app(index, recordings=recordings, token=options.token, log=log)
+        async with listening(app, options.host, options.port, options, log=log) as listener:
             host = f"[{options.host}]" if ":" in options.host else options.host
             say(f"call review of {target} at http://{host}:{listener.port}/")
             if recordings is not None:
