@@ -73,6 +73,7 @@ def create_app(
     errors = _storage_errors(log or LogThrottle())
     app = web.Application(middlewares=[access_middleware(token), errors])
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(_close_refused)
     app.router.add_get("/", views.sessions)
     app.router.add_get("/sessions/{session_id}", views.session)
     app.router.add_get("/audio/{segment_id}", views.audio)
@@ -130,6 +131,13 @@ def _storage_errors(log: LogThrottle) -> Middleware:
             ) from exc
 
     return middleware
+
+
+async def _close_refused(request: web.Request, response: web.StreamResponse) -> None:
+    # A refused client keeps no connection: held open idle, it would take one of the server's
+    # few slots (see .connections) for the whole idle timeout, for the price of one request.
+    if response.status in (web.HTTPUnauthorized.status_code, web.HTTPForbidden.status_code):
+        response.force_close()
 
 
 async def _no_icon(request: web.Request) -> web.Response:
