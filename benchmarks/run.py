@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from benchmarks import backends, frame_cost, machine, memory, sessions, writer
+from benchmarks import backends, big_index, frame_cost, machine, memory, sessions, writer
 from benchmarks.report import Section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -36,6 +36,8 @@ class Config:
         index_rows: Rows per metadata-index run.
         uploads: Segments per upload run.
         sessions: How section 3 runs.
+        big_index_calls: Calls in the index of section 5.
+        big_index_reps: Repetitions of each request of section 5.
     """
 
     call_s: float
@@ -48,6 +50,8 @@ class Config:
     index_rows: int
     uploads: int
     sessions: sessions.Plan
+    big_index_calls: int
+    big_index_reps: int
 
 
 FULL = Config(
@@ -63,6 +67,8 @@ FULL = Config(
     sessions=sessions.Plan(
         ladder=(10, 25, 50, 100), reps=3, seconds=8.0, warmup_s=2.0, search_steps=2
     ),
+    big_index_calls=100_000,
+    big_index_reps=7,
 )
 QUICK = Config(
     call_s=120.0,
@@ -75,6 +81,8 @@ QUICK = Config(
     index_rows=100,
     uploads=20,
     sessions=sessions.Plan(ladder=(25, 50), reps=1, seconds=3.0, warmup_s=1.0, search_steps=1),
+    big_index_calls=5_000,
+    big_index_reps=3,
 )
 
 
@@ -145,8 +153,10 @@ def main() -> None:
     section_3, session_runs = sessions.measure(config.sessions)
     print("4. memory...", flush=True)
     section_4 = asyncio.run(memory.measure(session_runs))
+    print("5. a big index...", flush=True)
+    section_5 = asyncio.run(big_index.measure(config.big_index_calls, config.big_index_reps))
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
-    sections = [*found, section_3, section_4]
+    sections = [*found, section_3, section_4, section_5]
     text = results_markdown(command, load_at_start, sections, time.perf_counter() - start)
     args.output.write_text(text + "\n")
     print(f"wrote {args.output} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
