@@ -15,9 +15,11 @@ a failing index (or GCS signer) is a 503, logged (the same error at most a few t
 see :mod:`.log_limit`).
 
 Reads run in worker threads, on as many index connections as the index has, so a slow read
-holds up only its own request; a call's page reads and draws at most ``max_turns`` turns.
+holds up only its own request; a call's page reads and draws at most ``max_turns`` turns, and is
+rendered in a worker thread too.
 """
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,7 +110,11 @@ class _Views:
             raise web.HTTPNotFound(text="404: no such call in this index")
         gaps = await self.index.response_gaps(session_id, limit=self.max_turns)
         shown = entries[: self.max_turns]
-        return _html(session_page(session_id, shown, gaps, more=len(entries) > len(shown)))
+        more = len(entries) > len(shown)
+        # A long call takes tens of milliseconds to render: in a worker thread, the other
+        # requests are served meanwhile.
+        page = await asyncio.to_thread(session_page, session_id, shown, gaps, more=more)
+        return _html(page)
 
     async def audio(self, request: web.Request) -> web.StreamResponse:
         meta = await self.index.segment(_uuid_or_404(request.match_info["segment_id"]))
