@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import resource
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
@@ -24,6 +25,7 @@ from pipecat_audio_capture.storage.index import CallLogEntry
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.web import ServeOptions, create_app
+from pipecat_audio_capture.web.connections import connection_cap
 from pipecat_audio_capture.web.log_limit import MAX_KINDS, LogThrottle, ThrottleFilter
 from pipecat_audio_capture.web.server import Listener, listening
 from pipecat_audio_capture.web.timeline import MAX_TICKS, WIDTH, timeline
@@ -265,6 +267,14 @@ async def test_a_refused_client_does_not_keep_its_connection(guarded: Listener) 
 
     # The read ends because the server closed: its idle timeout (15 s) is beyond the wait.
     assert answer.startswith(b"HTTP/1.1 401")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_the_connection_cap_leaves_half_the_open_file_limit_free() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    assert connection_cap(10**9) == soft // 2
+    assert connection_cap(16) == 16
 
 
 # --- the log cannot be flooded ----------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from pipecat_audio_capture import defaults
@@ -144,6 +144,9 @@ async def _close_refused(request: web.Request, response: web.StreamResponse) -> 
     # few slots (see .connections) for the whole idle timeout, for the price of one request.
     if response.status in (web.HTTPUnauthorized.status_code, web.HTTPForbidden.status_code):
         response.force_close()
+        # Headers are already prepared when this hook runs: say it to the client too, or it
+        # would send its next request on the closed connection.
+        response.headers[hdrs.CONNECTION] = "close"
 
 
 async def _no_icon(request: web.Request) -> web.Response:

@@ -17,7 +17,6 @@ for its next one. Each closing is counted and logged through a :class:`.LogThrot
 """
 
 import asyncio
-import resource
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,8 +44,13 @@ class GuardCounts:
 def connection_cap(wanted: int) -> int:
     """Return ``wanted``, or half the process's open-file limit when that is lower.
 
-    The other half is left to the index, the audio files and the log.
+    The other half is left to the index, the audio files and the log. Without the ``resource``
+    module (Windows), ``wanted`` as it is.
     """
+    try:
+        import resource
+    except ImportError:
+        return wanted
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
