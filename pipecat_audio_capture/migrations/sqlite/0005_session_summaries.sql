@@ -2,9 +2,9 @@
 --
 -- 1. session_call_log is recreated without its window function: SQLite cannot push a
 --    "WHERE session_id = ?" into a window-function subquery, so every read of one call
---    recomputed the log of all calls. The first segment of a turn is now found by a lookup
---    (same answer: earliest started_at, then the lowest id). session_response_gaps reads it,
---    so it is recreated unchanged.
+--    recomputed the log of all calls. The first segment of a turn is now picked by an
+--    aggregate (same answer: earliest started_at, then the lowest id). session_response_gaps
+--    reads it, so it is recreated unchanged.
 -- 2. session_summaries holds one row per call, kept up to date by triggers on both tables:
 --    every write recomputes its call's row from session_call_log (a read of that call only).
 --    session_summary now reads that table, so the newest calls come from an index instead of
@@ -19,9 +19,10 @@ WITH audio AS (
     SELECT
         session_id,
         turn_id,
-        COALESCE(turn_id, segment_id) AS turn_key,
-        speaker,
         CASE speaker WHEN 'bot' THEN 'assistant' ELSE 'user' END AS role,
+        -- The first segment: the smallest (started_at, id). started_at is fixed-width text, so
+        -- the smallest concatenation is the first segment, and its id is what follows.
+        CAST(substr(min(started_at || printf('%020d', id)), 28) AS INTEGER) AS first_id,
         count(*) AS segment_count,
         sum(duration_ms) AS duration_ms,
         sum(byte_size) AS byte_size,
@@ -50,15 +51,7 @@ SELECT
     a.started_at,
     a.ended_at
 FROM audio AS a
-JOIN session_audio_segments AS f ON f.id = (
-    SELECT s.id
-    FROM session_audio_segments AS s
-    WHERE s.session_id = a.session_id
-        AND COALESCE(s.turn_id, s.segment_id) = a.turn_key
-        AND s.speaker = a.speaker
-    ORDER BY s.started_at, s.id
-    LIMIT 1
-)
+JOIN session_audio_segments AS f ON f.id = a.first_id
 LEFT JOIN session_transcripts AS t
     ON t.session_id = a.session_id AND t.turn_id = a.turn_id AND t.role = a.role
 UNION ALL
