@@ -12,6 +12,10 @@ For each backend (SQLite in a temporary folder, PostgreSQL in a fresh schema dro
    limits ``serve`` uses, reading through ``open_index`` as ``serve`` does), each repeated;
 5. a call's page is fetched while four ``/`` requests run at the same time.
 
+The summaries cost the writer: each write recomputes its call's summary, so a write's cost
+grows with the call's length. The section measures ``save_metadata`` in one call of growing
+length, with and without migration 0005, side by side.
+
 Target: each answers in under 200 ms. ``python -m benchmarks.big_index [--sessions N]`` runs
 this section alone and prints it.
 """
@@ -33,7 +37,7 @@ from unittest import mock
 
 import aiohttp
 
-from benchmarks.big_index_data import fill_postgres, fill_sqlite, session_id_of
+from benchmarks.big_index_data import FIRST_CALL, fill_postgres, fill_sqlite, session_id_of
 from benchmarks.report import Section, table
 from benchmarks.stats import Summary
 from pipecat_audio_capture.cli import main as cli_main
@@ -92,6 +96,12 @@ async def measure(sessions: int, reps: int) -> Section:
             [(t.backend, f"{t.fill_s:.1f} s", f"{t.upgrade_s:.1f} s") for t in results],
         )
     )
+    section.add(
+        "What the summaries cost the writer: ms per `save_metadata` (a new turn, audio and "
+        "transcript saved for each turn before it) when the call already has N turns, mean of "
+        f"{WRITE_SAMPLES} saves, in the release before 0005 and with it."
+    )
+    section.add(await _write_costs())
     for timings in results:
         for name, summary in timings.after.items():
             met = "met" if summary.median < TARGET_MS else "not met"
@@ -146,40 +156,133 @@ async def _sqlite(sessions: int, reps: int) -> Timings:
 
 async def _postgres(sessions: int, reps: int) -> Timings | str:
     try:
-        import psycopg
-        from psycopg.conninfo import make_conninfo
-
         from pipecat_audio_capture.storage import postgres as postgres_module
     except ImportError as exc:
         return f"the postgres extra is not installed: {exc}"
+    Store = postgres_module.PostgresAudioMetaStorage
+    async with _scratch_schema() as scoped:
+        if scoped is None:
+            return "PostgreSQL is not reachable"
+        with _old_release(postgres_module):
+            await (await Store.connect(scoped)).close()
+        start = time.perf_counter()
+        await fill_postgres(scoped, sessions)
+        fill_s = time.perf_counter() - start
+        store = await Store.connect(scoped, migrate=False)
+        try:
+            before = await _reads_once(store, sessions)
+        finally:
+            await store.close()
+        start = time.perf_counter()
+        await (await Store.connect(scoped)).close()
+        upgrade_s = time.perf_counter() - start
+        after = await _after(PostgresTarget(scoped), ["--dsn", scoped], sessions, reps)
+    return Timings("PostgreSQL", fill_s, upgrade_s, before, after)
+
+
+WRITE_SIZES = (10, 100, 1000)
+WRITE_SAMPLES = 20
+
+
+async def _write_costs() -> str:
+    rows = []
+    from pipecat_audio_capture.storage import sqlite as sqlite_module
+
+    for release in ("before 0005", "with 0005"):
+        with tempfile.TemporaryDirectory(prefix="audio-capture-big-") as folder:
+            path = Path(folder) / "index.sqlite3"
+            patch = _old_release(sqlite_module) if release == "before 0005" else _unchanged()
+            with patch:
+                async with sqlite_module.SQLiteAudioMetaStorage(path) as store:
+                    costs = await _growing_call(store)
+        rows.append(("SQLite", release, *(f"{cost:.2f}" for cost in costs)))
+    try:
+        from pipecat_audio_capture.storage import postgres as postgres_module
+    except ImportError:
+        return table(["backend", "release", *(f"N={n}" for n in WRITE_SIZES)], rows)
+    for release in ("before 0005", "with 0005"):
+        patch = _old_release(postgres_module) if release == "before 0005" else _unchanged()
+        with patch:
+            async with _scratch_schema() as scoped:
+                if scoped is None:
+                    break
+                pg_store = await postgres_module.PostgresAudioMetaStorage.connect(scoped)
+                try:
+                    costs = await _growing_call(pg_store)
+                finally:
+                    await pg_store.close()
+        rows.append(("PostgreSQL", release, *(f"{cost:.2f}" for cost in costs)))
+    return table(["backend", "release", *(f"N={n}" for n in WRITE_SIZES)], rows)
+
+
+async def _growing_call(store: Any) -> list[float]:
+    """Mean ms per save_metadata when the call has each of :data:`WRITE_SIZES` turns."""
+    from datetime import timedelta
+
+    from pipecat_audio_capture.records import Role, SegmentMetadata, TranscriptRecord
+
+    session = str(uuid.uuid4())
+    turns = 0
+
+    async def save_turn() -> float:
+        nonlocal turns
+        start = FIRST_CALL + timedelta(seconds=turns * 4)
+        turn, segment = str(uuid.uuid4()), str(uuid.uuid4())
+        meta = SegmentMetadata(
+            segment_id=segment,
+            session_id=session,
+            turn_id=turn,
+            speaker="user" if turns % 2 else "bot",
+            audio_url=f"file:///recordings/{session}/{segment}.wav",
+            sample_rate=16000,
+            num_channels=1,
+            duration_ms=3000.0,
+            byte_size=96_044,
+            interrupted=False,
+            unplayed_ms=None,
+            started_at=start,
+            ended_at=start + timedelta(seconds=3),
+        )
+        began = time.perf_counter()
+        await store.save_metadata(session, meta)
+        took = (time.perf_counter() - began) * 1000
+        role: Role = "user" if turns % 2 else "assistant"
+        await store.save_transcript(TranscriptRecord(session, turn, role, "text", False, start))
+        turns += 1
+        return took
+
+    costs = []
+    for size in WRITE_SIZES:
+        while turns < size:
+            await save_turn()
+        costs.append(sum([await save_turn() for _ in range(WRITE_SAMPLES)]) / WRITE_SAMPLES)
+    return costs
+
+
+@contextlib.contextmanager
+def _unchanged() -> Iterator[None]:
+    yield
+
+
+@contextlib.asynccontextmanager
+async def _scratch_schema() -> AsyncIterator[str | None]:
+    """A fresh PostgreSQL schema's DSN, dropped on exit; None if the server is unreachable."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
     dsn = os.environ.get("AUDIO_CAPTURE_TEST_DSN", DEFAULT_DSN)
     schema = f"audio_capture_big_{uuid.uuid4().hex[:12]}"
     try:
         admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        return f"PostgreSQL is not reachable: {str(exc).strip()}"
+    except psycopg.Error:
+        yield None
+        return
     async with admin:
         await admin.execute(f"CREATE SCHEMA {schema}")
         try:
-            scoped = make_conninfo(dsn, options=f"-c search_path={schema}")
-            Store = postgres_module.PostgresAudioMetaStorage
-            with _old_release(postgres_module):
-                await (await Store.connect(scoped)).close()
-            start = time.perf_counter()
-            await fill_postgres(scoped, sessions)
-            fill_s = time.perf_counter() - start
-            store = await Store.connect(scoped, migrate=False)
-            try:
-                before = await _reads_once(store, sessions)
-            finally:
-                await store.close()
-            start = time.perf_counter()
-            await (await Store.connect(scoped)).close()
-            upgrade_s = time.perf_counter() - start
-            after = await _after(PostgresTarget(scoped), ["--dsn", scoped], sessions, reps)
+            yield make_conninfo(dsn, options=f"-c search_path={schema}")
         finally:
             await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    return Timings("PostgreSQL", fill_s, upgrade_s, before, after)
 
 
 @contextlib.contextmanager
