@@ -19,9 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from index_support import T0, IndexBackend, at, make_segment, new_id
 from loguru import logger
-from test_web import SCRIPT, Review, parse, record_call
+from test_web import SCRIPT, Review, call_log_entry, parse, record_call
 
-from pipecat_audio_capture.storage.index import CallLogEntry
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.web import ServeOptions, create_app
@@ -91,32 +90,12 @@ async def test_an_absurd_unplayed_ms_keeps_the_call_page_small(
     assert "turn 2: 1000000000.00 s generated but never played" in found.texts["title"]
 
 
-def _entry(role: str, start_ms: float, duration_ms: float, **changes: object) -> CallLogEntry:
-    started = at(start_ms)
-    entry = CallLogEntry(
-        session_id=new_id(),
-        turn_id=new_id(),
-        role="assistant" if role == "assistant" else "user",
-        text=None,
-        audio_url=None,
-        segment_id=new_id(),
-        segment_count=1,
-        duration_ms=duration_ms,
-        byte_size=None,
-        unplayed_ms=None,
-        audio_interrupted=None,
-        transcript_interrupted=None,
-        occurred_at=started,
-        started_at=started,
-        ended_at=at(start_ms + duration_ms),
-    )
-    return replace(entry, **changes)  # type: ignore[arg-type]
-
-
 def test_turns_thousands_of_years_apart_get_a_handful_of_ticks() -> None:
-    first = _entry("user", 0, 1000)
+    first = call_log_entry("user", 0, 1000)
     later = T0 + timedelta(days=365 * 7000)
-    last = _entry("assistant", 0, 1000, occurred_at=later, started_at=later, ended_at=later)
+    last = replace(
+        call_log_entry("assistant", 0, 1000), occurred_at=later, started_at=later, ended_at=later
+    )
 
     found = parse(timeline([first, last]))
 
@@ -127,7 +106,10 @@ def test_turns_thousands_of_years_apart_get_a_handful_of_ticks() -> None:
 
 def test_a_turn_that_starts_before_the_first_is_drawn_from_zero() -> None:
     early = at(-5000)
-    entries = [_entry("user", 0, 1000), _entry("assistant", 0, 1000, started_at=early)]
+    entries = [
+        call_log_entry("user", 0, 1000),
+        replace(call_log_entry("assistant", 0, 1000), started_at=early),
+    ]
 
     found = parse(timeline(entries))
 
