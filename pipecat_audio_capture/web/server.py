@@ -88,18 +88,18 @@ async def listening(
         CommandError: If the address cannot be bound.
     """
     log = log or LogThrottle()
-    undo_throttle = throttle_stdlib_loggers(log)
     runner = web.AppRunner(app, keepalive_timeout=options.idle_timeout_s)
-    await runner.setup()
-    assert runner.server is not None, "set up above"
-    guard = ConnectionGuard(
-        runner.server,
-        max_connections=connection_cap(options.max_connections),
-        header_timeout_s=options.header_timeout_s,
-        log=log,
-    )
+    undo_throttle = throttle_stdlib_loggers(log)
     server: asyncio.Server | None = None
     try:
+        await runner.setup()
+        assert runner.server is not None, "set up above"
+        guard = ConnectionGuard(
+            runner.server,
+            max_connections=connection_cap(options.max_connections),
+            header_timeout_s=options.header_timeout_s,
+            log=log,
+        )
         try:
             server = await asyncio.get_running_loop().create_server(guard, host, port)
         except OSError as exc:
@@ -110,9 +110,10 @@ async def listening(
     finally:
         if server is not None:
             server.close()
+        # Requests under way finish first; what is left (sockets without a request) is cut.
         await runner.cleanup()
-        guard.close_all()
         if server is not None:
+            guard.close_all()
             await server.wait_closed()
         log.flush()
         undo_throttle()
