@@ -286,6 +286,19 @@ def test_ten_thousand_different_errors_write_a_bounded_number_of_lines(log_lines
     assert throttle.suppressed_total >= 10_000 - (MAX_KINDS + 1) * 5
 
 
+def test_kinds_quiet_for_a_window_make_room_for_new_ones(log_lines: Lines) -> None:
+    now = [0.0]
+    throttle = LogThrottle(burst=1, window_s=60.0, clock=lambda: now[0])
+    for number in range(MAX_KINDS):
+        throttle.error(f"kind {number}", f"error {number}")
+    now[0] = 61.0
+
+    for number in range(MAX_KINDS, MAX_KINDS + 10):
+        throttle.error(f"kind {number}", f"error {number}")
+
+    assert len(log_lines.lines) == MAX_KINDS + 10, "each new kind got its own line"
+
+
 def test_ten_thousand_accept_errors_from_asyncio_write_five_records() -> None:
     handler = _Records()
     records = handler.records

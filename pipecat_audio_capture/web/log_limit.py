@@ -17,13 +17,16 @@ from loguru import logger
 from pipecat_audio_capture import defaults
 
 MAX_KINDS = 200
-"""Kinds of message tracked at once; any further kind shares one last bucket, so varying the
-message cannot grow the tracking, or the log, without bound."""
+"""Kinds of message tracked at once. A kind quiet for a whole window, with nothing left to
+report, makes room for a new one; while all are busy, any further kind shares one last bucket,
+so varying the message cannot grow the tracking, or the log, without bound."""
 OTHER_KIND = "(other messages)"
 
-STDLIB_LOGGERS = ("aiohttp.access", "aiohttp.server", "aiohttp.web", "asyncio")
-"""The standard-library loggers the server's traffic can make write: aiohttp's and asyncio's
-(``socket.accept() out of system resource``, with a traceback, once per failed accept)."""
+STDLIB_LOGGERS = ("aiohttp.server", "aiohttp.web", "asyncio")
+"""The standard-library loggers whose errors the server's traffic can repeat: aiohttp's and
+asyncio's (``socket.accept() out of system resource``, with a traceback, once per failed
+accept). Not ``aiohttp.access``: an access log is meant to have a line per request, and is off
+unless the application turns it on."""
 
 
 @dataclass
@@ -67,7 +70,9 @@ class LogThrottle:
         """
         now = self._clock()
         if kind not in self._buckets and len(self._buckets) >= MAX_KINDS:
-            kind = OTHER_KIND
+            self._forget_quiet_kinds(now)
+            if len(self._buckets) >= MAX_KINDS:
+                kind = OTHER_KIND
         bucket = self._buckets.setdefault(kind, _Bucket(now))
         if now - bucket.window_start >= self._window_s:
             bucket.window_start, bucket.written = now, 0
@@ -78,6 +83,15 @@ class LogThrottle:
         bucket.written += 1
         dropped, bucket.suppressed = bucket.suppressed, 0
         return f" ({dropped} more like this were not logged)" if dropped else ""
+
+    def _forget_quiet_kinds(self, now: float) -> None:
+        quiet = [
+            kind
+            for kind, bucket in self._buckets.items()
+            if now - bucket.window_start >= self._window_s and not bucket.suppressed
+        ]
+        for kind in quiet:
+            del self._buckets[kind]
 
     def error(self, kind: str, message: str) -> None:
         """Log ``message`` at ERROR through loguru unless ``kind`` is over its burst."""
