@@ -17,6 +17,7 @@ from loguru import logger
 
 from benchmarks import (
     backends,
+    big_index,
     call_audio,
     cli_startup,
     frame_cost,
@@ -47,6 +48,8 @@ class Config:
         sessions: How section 3 runs.
         call_minutes: Lengths of the calls section 5 builds a whole-call recording of.
         cli_reps: Runs of each command of section 6.
+        big_index_calls: Calls in the index of section 7.
+        big_index_reps: Repetitions of each request of section 7.
     """
 
     call_s: float
@@ -61,6 +64,8 @@ class Config:
     sessions: sessions.Plan
     call_minutes: tuple[int, ...]
     cli_reps: int
+    big_index_calls: int
+    big_index_reps: int
 
 
 FULL = Config(
@@ -78,6 +83,8 @@ FULL = Config(
     ),
     call_minutes=call_audio.CALL_MINUTES,
     cli_reps=cli_startup.REPS,
+    big_index_calls=100_000,
+    big_index_reps=7,
 )
 QUICK = Config(
     call_s=120.0,
@@ -92,6 +99,8 @@ QUICK = Config(
     sessions=sessions.Plan(ladder=(25, 50), reps=1, seconds=3.0, warmup_s=1.0, search_steps=1),
     call_minutes=(2,),
     cli_reps=3,
+    big_index_calls=5_000,
+    big_index_reps=3,
 )
 
 
@@ -167,7 +176,9 @@ def main() -> None:
     print("6. command-line start-up...", flush=True)
     section_6 = asyncio.run(cli_startup.measure(config.cli_reps))
     command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
-    sections = [*found, section_3, section_4, section_5, section_6]
+    print("7. a big index...", flush=True)
+    section_7 = asyncio.run(big_index.measure(config.big_index_calls, config.big_index_reps))
+    sections = [*found, section_3, section_4, section_5, section_6, section_7]
     text = results_markdown(command, load_at_start, sections, time.perf_counter() - start)
     args.output.write_text(text + "\n")
     print(f"wrote {args.output} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

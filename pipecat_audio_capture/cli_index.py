@@ -79,8 +79,11 @@ def resolve_target(db: str | None, dsn: str | None, environ: Mapping[str, str]) 
 
 
 @asynccontextmanager
-async def open_index(target: IndexTarget) -> AsyncIterator[MetadataIndex]:
+async def open_index(target: IndexTarget, *, connections: int = 1) -> AsyncIterator[MetadataIndex]:
     """Open an existing index for reading, and close it on exit.
+
+    ``connections`` is how many reads may run side by side (one command runs its queries one
+    after the other; the call review serves several requests at once).
 
     A missing SQLite file is an error rather than a new empty index, and a PostgreSQL schema is
     not migrated: reading never creates a database (``SQLiteAudioMetaStorage`` does bring an
@@ -98,15 +101,18 @@ async def open_index(target: IndexTarget) -> AsyncIterator[MetadataIndex]:
                 f"no audio index at {target.path}: pass --db or --dsn, or create an empty one "
                 f"with `pipecat-audio-capture migrate --db {target.path}`"
             )
-        async with SQLiteAudioMetaStorage(target.path) as sqlite_index:
+        async with SQLiteAudioMetaStorage(
+            target.path, read_connections=connections
+        ) as sqlite_index:
             yield sqlite_index
         return
 
     postgres_backend = _postgres_backend()
     from psycopg.errors import UndefinedTable
 
-    # One command runs its queries one after the other, so one connection is enough.
-    pg_index = await postgres_backend.connect(target.dsn, min_size=1, max_size=1, migrate=False)
+    pg_index = await postgres_backend.connect(
+        target.dsn, min_size=1, max_size=connections, migrate=False
+    )
     try:
         yield pg_index
     except StorageError as exc:

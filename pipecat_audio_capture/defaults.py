@@ -51,6 +51,10 @@ a minute, so a worker rarely needs more than one at a time."""
 SQLITE_BUSY_TIMEOUT_S = 5.0
 """Longest a SQLite statement waits for another process that holds the write lock."""
 
+SQLITE_READ_CONNECTIONS = 4
+"""Read-only connections ``SQLiteAudioMetaStorage`` reads through, side by side (WAL lets them
+read while a write is under way); reads beyond this wait for one to be free."""
+
 GCS_TIMEOUT_S = 10.0
 """Per-request timeout of ``GCSAudioStorage``: how long one HTTP request may wait to connect or
 to read."""
@@ -118,3 +122,28 @@ SERVE_AUDIO_CHUNK_BYTES = 256 * 1024
 CALL_AUDIO_BLOCK_S = 1.0
 """Seconds of audio a whole-call recording reads, resamples and writes per step: the build holds
 about this much per channel, whatever the call's length."""
+SERVE_MAX_TURNS = 1000
+"""Most turns one call's page shows (a note says when there are more): the page's size and the
+work to draw it stay bounded whatever one call holds."""
+
+SERVE_READ_CONNECTIONS = 4
+"""Index connections the call review reads through side by side, so one slow read does not hold
+up the other requests."""
+
+SERVE_MAX_CONNECTIONS = 256
+"""Most client connections the call review keeps open. At the cap, a new connection closes the
+oldest one that has not yet sent a complete request head; with none to close, it is refused.
+Lowered to half the process's open-file limit when that is smaller."""
+
+SERVE_HEADER_TIMEOUT_S = 10.0
+"""Longest a new connection may take to send a complete request head before it is closed."""
+
+SERVE_IDLE_TIMEOUT_S = 15.0
+"""Longest a kept-alive connection may wait idle for its next request before it is closed."""
+
+SERVE_LOG_BURST = 5
+"""Log lines one kind of message may write per :data:`SERVE_LOG_WINDOW_S` in the call review
+(a request error, a refused connection...); the rest are counted and summed up in one line."""
+
+SERVE_LOG_WINDOW_S = 60.0
+"""The period :data:`SERVE_LOG_BURST` counts over."""

@@ -44,6 +44,7 @@ pg_schema = index_support.pg_schema
 SECRET = b"TOP SECRET: not a recording"
 UNREACHABLE_DSN = "postgresql://postgres@127.0.0.1:1/test"
 MALFORMED_DSN = "host=127.0.0.1 port"
+"""What a first ``migrate`` prints: every shipped migration, named alike in both dialects."""
 
 
 class RecordedCall:

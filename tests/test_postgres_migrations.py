@@ -24,6 +24,7 @@ TABLES = {
     "session_audio_segments",
     "session_transcripts",
     "session_turn_latencies",
+    "session_summaries",
 }
 VIEWS = {"session_call_log", "session_summary", "session_response_gaps", "session_turn_latency"}
 ALL_VERSIONS = [migration.version for migration in load_migrations("postgres")]

@@ -281,12 +281,13 @@ class MetadataIndex(SessionRetention, SessionRowCounter, Protocol):
         """Return a page of calls, newest first."""
         ...
 
-    async def call_log(self, session_id: str) -> list[CallLogEntry]:
-        """Return a call's turns in spoken order."""
+    async def call_log(self, session_id: str, limit: int | None = None) -> list[CallLogEntry]:
+        """Return a call's turns in spoken order (the first ``limit`` when given)."""
         ...
 
-    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
-        """Return a call's user turns in spoken order with the bot's response time."""
+    async def response_gaps(self, session_id: str, limit: int | None = None) -> list[ResponseGap]:
+        """Return a call's user turns in spoken order with the bot's response time (the first
+        ``limit`` when given)."""
         ...
 
     async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
@@ -460,6 +461,17 @@ def check_page(limit: int, offset: int) -> None:
         raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
 
 
+ALL_ROWS = 2**62
+"""The LIMIT of a read that wants every row: both databases take it, unlike NULL or -1."""
+
+
+def _row_limit(limit: int | None) -> int:
+    if limit is None:
+        return ALL_ROWS
+    check_page(limit, 0)
+    return min(limit, ALL_ROWS)
+
+
 @dataclass(frozen=True)
 class ViewQueries:
     """The read queries over the shipped views, in one backend's parameter style."""
@@ -481,9 +493,9 @@ def view_queries(placeholder: str) -> ViewQueries:
         sessions=f"SELECT {column_list(SessionSummary)} FROM session_summary"
         f" ORDER BY started_at DESC, session_id LIMIT {p} OFFSET {p}",
         call_log=f"SELECT {column_list(CallLogEntry)} FROM session_call_log"
-        f" WHERE session_id = {p} ORDER BY {CALL_LOG_ORDER}",
+        f" WHERE session_id = {p} ORDER BY {CALL_LOG_ORDER} LIMIT {p}",
         gaps=f"SELECT {column_list(ResponseGap)} FROM session_response_gaps"
-        f" WHERE session_id = {p} ORDER BY user_started_at, user_turn_id",
+        f" WHERE session_id = {p} ORDER BY user_started_at, user_turn_id LIMIT {p}",
         segment=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
         f" WHERE segment_id = {p}",
         session_segments=f"SELECT {column_list(SegmentMetadata)} FROM session_audio_segments"
@@ -542,24 +554,36 @@ class IndexReader(ABC):
         rows = await self._read(self._queries.sessions, (limit, offset))
         return [SessionSummary(**row) for row in rows]
 
-    async def call_log(self, session_id: str) -> list[CallLogEntry]:
+    async def call_log(self, session_id: str, limit: int | None = None) -> list[CallLogEntry]:
         """Return a call's turns from ``session_call_log`` in spoken order.
 
+        Args:
+            session_id: The call.
+            limit: Return only the first turns, this many; None returns them all.
+
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
+            ValueError: If ``limit`` is negative.
             StorageError: If the query fails.
         """
-        rows = await self._read(self._queries.call_log, (require_uuid(session_id, "session_id"),))
+        params = (require_uuid(session_id, "session_id"), _row_limit(limit))
+        rows = await self._read(self._queries.call_log, params)
         return [CallLogEntry(**row) for row in rows]
 
-    async def response_gaps(self, session_id: str) -> list[ResponseGap]:
+    async def response_gaps(self, session_id: str, limit: int | None = None) -> list[ResponseGap]:
         """Return a call's user turns from ``session_response_gaps`` in spoken order.
+
+        Args:
+            session_id: The call.
+            limit: Return only the first user turns, this many; None returns them all.
 
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
+            ValueError: If ``limit`` is negative.
             StorageError: If the query fails.
         """
-        rows = await self._read(self._queries.gaps, (require_uuid(session_id, "session_id"),))
+        params = (require_uuid(session_id, "session_id"), _row_limit(limit))
+        rows = await self._read(self._queries.gaps, params)
         return [ResponseGap(**row) for row in rows]
 
     async def turn_latency(self, session_id: str) -> list[TurnLatency]:

@@ -1,10 +1,11 @@
 """The metadata index in an embedded SQLite file, for one machine and no database server."""
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,7 +86,10 @@ class SQLiteAudioMetaStorage(IndexReader):
     :class:`~pipecat_audio_capture.CompositeAudioStorage`: it stores no audio, so it has no
     ``store_segment``. The file is opened, switched to WAL (so a viewer can read while a bot
     writes) and migrated on first use, or by :meth:`run_migrations` to fail fast at startup.
-    All database work runs in worker threads on one connection, one call at a time.
+    All database work runs in worker threads. Writes share one connection, one at a time;
+    reads go through up to ``read_connections`` read-only connections side by side, so a read
+    never waits for a write (or for another read) to finish. An in-memory database has one
+    connection, for both.
 
     Writes are idempotent. A segment is immutable once indexed: saving the same ``segment_id``
     again is ignored. A transcript is replaced by a later save for the same session, turn and
@@ -107,20 +111,28 @@ class SQLiteAudioMetaStorage(IndexReader):
         path: str | os.PathLike[str],
         *,
         busy_timeout_s: float = defaults.SQLITE_BUSY_TIMEOUT_S,
+        read_connections: int = defaults.SQLITE_READ_CONNECTIONS,
     ) -> None:
         """Initialize the storage; nothing is opened until first use.
 
         Args:
             path: The database file, created with its folder when missing, or ``":memory:"``.
             busy_timeout_s: Longest a statement waits for another process's write lock.
+            read_connections: Most read-only connections open at once (at least 1).
+
+        Raises:
+            ValueError: If ``read_connections`` is below 1.
         """
+        if read_connections < 1:
+            raise ValueError(f"read_connections must be at least 1, got {read_connections}")
         self._path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
         self._busy_timeout_s = busy_timeout_s
-        # One connection serves every thread; the lock keeps its calls one at a time.
+        # One writing connection serves every thread; the lock keeps its calls one at a time.
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
         self._closed = False
+        self._readers = _ReaderPool(self._path, busy_timeout_s, read_connections)
 
     @property
     def path(self) -> str:
@@ -218,7 +230,25 @@ class SQLiteAudioMetaStorage(IndexReader):
             cursor.row_factory = _decoded_row
             return cursor.execute(query, params).fetchall()
 
-        return await self._call(fetch, "could not read the audio index")
+        try:
+            return await asyncio.to_thread(self._unlocked_read, fetch)
+        except sqlite3.Error as exc:
+            raise StorageError(f"could not read the audio index: {exc}") from exc
+
+    def _unlocked_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._path == ":memory:":
+            # Another connection would open another, empty, database.
+            return self._locked(work)
+        if not self._migrated:
+            # The first use brings the file up to date, as a write would.
+            with self._lock:
+                if not self._migrated:
+                    self._apply_migrations(self._connection())
+        with self._readers.connection(self._closed_error) as conn:
+            return work(conn)
+
+    def _closed_error(self) -> StorageError | None:
+        return StorageError(f"the audio index {self._path} is closed") if self._closed else None
 
     async def _call(self, work: Callable[[sqlite3.Connection], T], failure: str) -> T:
         try:
@@ -238,8 +268,9 @@ class SQLiteAudioMetaStorage(IndexReader):
             return self._apply_migrations(self._connection())
 
     def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StorageError(f"the audio index {self._path} is closed")
+        closed = self._closed_error()
+        if closed is not None:
+            raise closed
         if self._conn is None:
             self._conn = _open(self._path, self._busy_timeout_s)
         return self._conn
@@ -258,6 +289,52 @@ class SQLiteAudioMetaStorage(IndexReader):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self._readers.close()
+
+
+class _ReaderPool:
+    """Read-only connections to one file, opened as needed up to a maximum, reused."""
+
+    def __init__(self, path: str, busy_timeout_s: float, size: int) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+
+    @contextlib.contextmanager
+    def connection(self, closed: Callable[[], StorageError | None]) -> Iterator[sqlite3.Connection]:
+        """Lend a connection for one read, waiting while all are lent.
+
+        Raises:
+            StorageError: What ``closed`` returns, once the index is closed.
+        """
+        with self._slots:
+            error = closed()
+            if error is not None:
+                raise error
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = _open_read_only(self._path, self._busy_timeout_s)
+            try:
+                yield conn
+            finally:
+                with self._lock:
+                    keep = not self._closed
+                    if keep:
+                        self._idle.append(conn)
+                if not keep:
+                    conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections; a lent one is closed when it comes back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def _open(path: str, busy_timeout_s: float) -> sqlite3.Connection:
@@ -282,6 +359,14 @@ def _open(path: str, busy_timeout_s: float) -> sqlite3.Connection:
         raise StorageConfigError(f"cannot open SQLite database {path}: {exc}") from exc
     if mode != "wal" and path != ":memory:":
         logger.warning(f"SQLite database {path} runs in {mode} journal mode, not WAL")
+    return conn
+
+
+def _open_read_only(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    # mode=ro: a read can never write, whatever the query; the file must already exist.
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)
+    conn.execute("PRAGMA query_only = 1")
     return conn
 
 

@@ -6,6 +6,6 @@ rendered on the server, with one small stylesheet and script.
 """
 
 from pipecat_audio_capture.web.app import create_app
-from pipecat_audio_capture.web.server import ServeOptions, serve
+from pipecat_audio_capture.web.server import Listener, ServeOptions, listening, serve
 
-__all__ = ["ServeOptions", "create_app", "serve"]
+__all__ = ["Listener", "ServeOptions", "create_app", "listening", "serve"]

@@ -11,22 +11,28 @@ Routes:
 
 Every request passes the access check of :mod:`.security`, and every response carries its
 security headers. An id that is not a canonical UUID, or that the index does not hold, is a 404;
-a failing index (or GCS signer) is a 503, logged.
+a failing index (or GCS signer) is a 503, logged (the same error at most a few times a minute:
+see :mod:`.log_limit`).
+
+Reads run in worker threads, on as many index connections as the index has, so a slow read
+holds up only its own request; a call's page reads and draws at most ``max_turns`` turns, and is
+rendered in a worker thread too.
 """
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-from loguru import logger
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import InvalidIdError, StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.storage.index import MetadataIndex
 from pipecat_audio_capture.web.audio import audio_response
+from pipecat_audio_capture.web.log_limit import LogThrottle
 from pipecat_audio_capture.web.render import session_page, sessions_page
 from pipecat_audio_capture.web.security import access_middleware, add_security_headers
 
@@ -45,6 +51,8 @@ def create_app(
     token: str | None = None,
     page_size: int = defaults.SERVE_PAGE_SIZE,
     gcs_client: "Client | None" = None,
+    max_turns: int = defaults.SERVE_MAX_TURNS,
+    log: LogThrottle | None = None,
 ) -> web.Application:
     """Return the call review application, reading an index that the caller opened and closes.
 
@@ -60,10 +68,14 @@ def create_app(
         page_size: Calls per page of the list.
         gcs_client: The client whose credentials sign ``gs://`` audio URLs; None uses
             Application Default Credentials.
+        max_turns: Most turns a call's page shows.
+        log: Where request errors are logged; None makes a throttle of the app's own.
     """
-    views = _Views(index, recordings, page_size, gcs_client)
-    app = web.Application(middlewares=[access_middleware(token), _storage_errors])
+    views = _Views(index, recordings, page_size, gcs_client, max_turns)
+    errors = _storage_errors(log or LogThrottle())
+    app = web.Application(middlewares=[access_middleware(token), errors])
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(_close_refused)
     app.router.add_get("/", views.sessions)
     app.router.add_get("/sessions/{session_id}", views.session)
     app.router.add_get("/audio/{segment_id}", views.audio)
@@ -78,6 +90,7 @@ class _Views:
     recordings: Path | None
     page_size: int
     gcs_client: "Client | None"
+    max_turns: int
 
     async def sessions(self, request: web.Request) -> web.Response:
         page = _page_number(request)
@@ -91,11 +104,17 @@ class _Views:
 
     async def session(self, request: web.Request) -> web.Response:
         session_id = _uuid_or_404(request.match_info["session_id"])
-        entries = await self.index.call_log(session_id)
+        # One more than shown tells whether the call has more turns.
+        entries = await self.index.call_log(session_id, limit=self.max_turns + 1)
         if not entries:
             raise web.HTTPNotFound(text="404: no such call in this index")
-        gaps = await self.index.response_gaps(session_id)
-        return _html(session_page(session_id, entries, gaps))
+        gaps = await self.index.response_gaps(session_id, limit=self.max_turns)
+        shown = entries[: self.max_turns]
+        more = len(entries) > len(shown)
+        # A long call takes tens of milliseconds to render: in a worker thread, the other
+        # requests are served meanwhile.
+        page = await asyncio.to_thread(session_page, session_id, shown, gaps, more=more)
+        return _html(page)
 
     async def audio(self, request: web.Request) -> web.StreamResponse:
         meta = await self.index.segment(_uuid_or_404(request.match_info["segment_id"]))
@@ -104,15 +123,30 @@ class _Views:
         return await audio_response(meta, self.recordings, self.gcs_client)
 
 
-@web.middleware
-async def _storage_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except StorageError as exc:
-        logger.error(f"{request.method} {request.path} failed: {exc}")
-        raise web.HTTPServiceUnavailable(
-            text="503: the index or the audio store cannot be reached; the server log says why"
-        ) from exc
+def _storage_errors(log: LogThrottle) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StorageError as exc:
+            # One kind per error text, whatever the path: a client repeating a failing request,
+            # or walking through ids, writes a few lines a minute.
+            log.error(str(exc), f"{request.method} {request.path} failed: {exc}")
+            raise web.HTTPServiceUnavailable(
+                text="503: the index or the audio store cannot be reached; the server log says why"
+            ) from exc
+
+    return middleware
+
+
+async def _close_refused(request: web.Request, response: web.StreamResponse) -> None:
+    # A refused client keeps no connection: held open idle, it would take one of the server's
+    # few slots (see .connections) for the whole idle timeout, for the price of one request.
+    if response.status in (web.HTTPUnauthorized.status_code, web.HTTPForbidden.status_code):
+        response.force_close()
+        # Headers are already prepared when this hook runs: say it to the client too, or it
+        # would send its next request on the closed connection.
+        response.headers[hdrs.CONNECTION] = "close"
 
 
 async def _no_icon(request: web.Request) -> web.Response:

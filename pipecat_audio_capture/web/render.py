@@ -44,7 +44,11 @@ def sessions_page(summaries: Sequence[SessionSummary], page: int, has_next: bool
 
 
 def session_page(
-    session_id: str, entries: Sequence[CallLogEntry], gaps: Sequence[ResponseGap]
+    session_id: str,
+    entries: Sequence[CallLogEntry],
+    gaps: Sequence[ResponseGap],
+    *,
+    more: bool = False,
 ) -> Html:
     """Return one call: a picture of who spoke when, then every turn in spoken order.
 
@@ -52,12 +56,13 @@ def session_page(
         session_id: The call's UUID.
         entries: Its ``session_call_log`` rows in spoken order (at least one).
         gaps: Its ``session_response_gaps`` rows.
+        more: Whether the call has turns after ``entries`` (the page then says so).
     """
     started = entries[0].occurred_at
     ends = [entry.ended_at or entry.occurred_at for entry in entries]
     length_s = (max(ends) - started).total_seconds()
     interrupted = sum(1 for entry in entries if _interrupted(entry))
-    turns = f"{len(entries)} turn{'' if len(entries) == 1 else 's'}"
+    turns = f"{'the first ' if more else ''}{len(entries)} turn{'' if len(entries) == 1 else 's'}"
     facts = (
         f"{turns}, {format_clock(length_s)} long, {interrupted} interrupted; "
         "times are since the call started"
@@ -82,7 +87,15 @@ def session_page(
         figure,
         element("h2", None, "Call log"),
         _call_log_table(entries, gaps),
+        _more_turns(more),
     )
+
+
+def _more_turns(more: bool) -> Html:
+    if not more:
+        return Html("")
+    note = "This call has more turns than a page shows: the command line lists them all (show)."
+    return element("p", {"class": "more-turns"}, note)
 
 
 def _layout(title: str, *content: str) -> Html:

@@ -1,9 +1,14 @@
-"""Running the call review until Ctrl-C: what ``pipecat-audio-capture serve`` does."""
+"""Running the call review until Ctrl-C: what ``pipecat-audio-capture serve`` does.
+
+:func:`listening` is the server itself, with its limits: a cap on open connections, a deadline
+for each one's request head, an idle timeout between requests, and a log that repeated errors
+cannot flood (see :mod:`.connections` and :mod:`.log_limit`).
+"""
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,8 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.cli_index import CommandError, IndexTarget, open_index
 from pipecat_audio_capture.cli_recordings import recordings_folder
 from pipecat_audio_capture.web.app import create_app
+from pipecat_audio_capture.web.connections import ConnectionGuard, connection_cap
+from pipecat_audio_capture.web.log_limit import LogThrottle, throttle_stdlib_loggers
 from pipecat_audio_capture.web.security import is_loopback, token_problem
 
 
@@ -27,12 +34,90 @@ class ServeOptions:
         recordings: The folder local audio is served from. None means the folder of a SQLite
             index (where the demo writes its WAV files), and no local audio for PostgreSQL.
         token: The access token every request must carry, or None.
+        max_connections: Most client connections open at once (see
+            :data:`~pipecat_audio_capture.defaults.SERVE_MAX_CONNECTIONS`).
+        header_timeout_s: Longest a new connection may take to send a complete request head.
+        idle_timeout_s: Longest a kept-alive connection may wait for its next request.
+        read_connections: Index connections read through side by side.
     """
 
     host: str = defaults.SERVE_HOST
     port: int = defaults.SERVE_PORT
     recordings: Path | None = None
     token: str | None = None
+    max_connections: int = defaults.SERVE_MAX_CONNECTIONS
+    header_timeout_s: float = defaults.SERVE_HEADER_TIMEOUT_S
+    idle_timeout_s: float = defaults.SERVE_IDLE_TIMEOUT_S
+    read_connections: int = defaults.SERVE_READ_CONNECTIONS
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A running call review server.
+
+    Parameters:
+        port: The port it listens on.
+        guard: Its connection guard (how many are open, how many it closed).
+        log: Its log throttle.
+    """
+
+    port: int
+    guard: ConnectionGuard
+    log: LogThrottle
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application,
+    host: str,
+    port: int,
+    options: ServeOptions,
+    *,
+    log: LogThrottle | None = None,
+) -> AsyncIterator[Listener]:
+    """Serve ``app`` on ``host``/``port`` with the limits of ``options`` until the block exits.
+
+    Args:
+        app: The application, from :func:`.create_app`.
+        host: The address to listen on.
+        port: The port; 0 picks a free one.
+        options: The limits (``max_connections``, ``header_timeout_s``, ``idle_timeout_s``).
+        log: The throttle for the server's log lines (and aiohttp's and asyncio's, while it
+            runs); None makes one.
+
+    Raises:
+        CommandError: If the address cannot be bound.
+    """
+    log = log or LogThrottle()
+    runner = web.AppRunner(app, keepalive_timeout=options.idle_timeout_s)
+    undo_throttle = throttle_stdlib_loggers(log)
+    server: asyncio.Server | None = None
+    try:
+        await runner.setup()
+        assert runner.server is not None, "set up above"
+        guard = ConnectionGuard(
+            runner.server,
+            max_connections=connection_cap(options.max_connections),
+            header_timeout_s=options.header_timeout_s,
+            log=log,
+        )
+        try:
+            server = await asyncio.get_running_loop().create_server(guard, host, port)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host} port {port}: {exc.strerror or exc}"
+            ) from exc
+        yield Listener(server.sockets[0].getsockname()[1], guard, log)
+    finally:
+        if server is not None:
+            server.close()
+        # Requests under way finish first; what is left (sockets without a request) is cut.
+        await runner.cleanup()
+        if server is not None:
+            guard.close_all()
+            await server.wait_closed()
+        log.flush()
+        undo_throttle()
 
 
 async def serve(
@@ -66,30 +151,20 @@ async def serve(
             "this is plain HTTP: the token and the recordings cross the network unencrypted; "
             "put a TLS proxy in front, or reach a loopback server through an SSH tunnel"
         )
-    async with open_index(target) as index:
+    async with open_index(target, connections=options.read_connections) as index:
         # A first read fails now, with a clear message, rather than on the first page.
         await index.list_sessions(limit=1)
-        runner = web.AppRunner(create_app(index, recordings=recordings, token=options.token))
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, options.host, options.port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise CommandError(
-                    f"cannot listen on {options.host} port {options.port}: {exc.strerror or exc}"
-                ) from exc
-            port = runner.addresses[0][1]
+        log = LogThrottle()
+        app = create_app(index, recordings=recordings, token=options.token, log=log)
+        async with listening(app, options.host, options.port, options, log=log) as listener:
             host = f"[{options.host}]" if ":" in options.host else options.host
-            say(f"call review of {target} at http://{host}:{port}/")
+            say(f"call review of {target} at http://{host}:{listener.port}/")
             if recordings is not None:
                 say(f"audio served from {recordings.expanduser().resolve()}")
             if options.token is not None:
                 say("open it once with ?token=YOUR_TOKEN; the browser then keeps a cookie")
             say("press Ctrl-C to stop")
             await _until_stopped()
-        finally:
-            await runner.cleanup()
 
 
 async def _until_stopped() -> None:

@@ -5,10 +5,17 @@ audio is read. Each turn with audio is a rectangle in its speaker's lane whose `
 names the turn's ``<audio>`` element, so a click plays it (``static/review.js``). An interrupted
 bot turn ends in a red cut marker, followed by a hatched stretch for the audio that was generated
 but never played, when the recorder knows how much: as long as that audio, or up to the bot's
-next turn (its title tells the whole amount). Turns with a transcript only appear in the call log,
-not here. Colours and fonts come from ``static/review.css``.
+next turn, and never longer than the call itself (its title tells the whole amount). Turns with a
+transcript only appear in the call log, not here. Colours and fonts come from
+``static/review.css``.
+
+Whatever the index holds, the picture is bounded: a few elements per turn, at most
+:data:`MAX_TICKS` + 1 ticks (the step grows with the span), and an unplayed stretch clamped to
+the call's length, so one absurd ``unplayed_ms`` cannot make the axis, or the page, huge.
 """
 
+import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -29,6 +36,7 @@ MIN_TURN_WIDTH = 3.0
 """Narrowest a turn is drawn, in viewBox units, so that a very short turn can still be clicked."""
 TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 MAX_TICKS = 10
+"""Most ticks on the axis, plus the one at 0; past the longest step, the step is whole hours."""
 
 LANE_TOPS = {"user": TOP, "assistant": TOP + LANE_HEIGHT + LANE_GAP}
 LANE_LABELS = {"user": "user", "assistant": "bot"}
@@ -96,32 +104,38 @@ def _turns_with_audio(entries: Sequence[CallLogEntry]) -> list[_Turn]:
         if entry.started_at is None or entry.ended_at is None:
             continue
         cut = _is_cut_bot_turn(entry)
-        end_s = (entry.ended_at - start).total_seconds()
+        # The index's CHECKs keep ends after starts, but nothing keeps a turn after the first.
+        begin_s = max((entry.started_at - start).total_seconds(), 0.0)
+        end_s = max((entry.ended_at - start).total_seconds(), begin_s)
         unplayed_s = (entry.unplayed_ms or 0.0) / 1000 if cut else 0.0
         turns.append(
             _Turn(
                 number=number,
                 entry=entry,
-                begin_s=(entry.started_at - start).total_seconds(),
+                begin_s=begin_s,
                 end_s=end_s,
                 cut=cut,
                 unplayed_s=unplayed_s,
                 hatch_end_s=end_s + unplayed_s,
             )
         )
-    # Drawn past the bot's next turn, the stretch would read as that turn being cut too.
-    # Turns are in spoken order, so the first bot turn found is the next one.
+    call_s = max((turn.end_s for turn in turns), default=0.0)
+    # Drawn past the bot's next turn, the stretch would read as that turn being cut too; drawn
+    # longer than the call, it would squeeze the call into a corner of its own picture.
+    # Turns are in spoken order, so bot turns are sorted by start and a bisection finds the
+    # first later one that starts after this turn ends.
+    bot_starts = [
+        (turn.begin_s, index) for index, turn in enumerate(turns) if turn.entry.role == "assistant"
+    ]
     for index, turn in enumerate(turns):
-        next_bot_s = next(
-            (
-                later.begin_s
-                for later in turns[index + 1 :]
-                if later.entry.role == "assistant" and later.begin_s >= turn.end_s
-            ),
-            None,
-        )
-        if turn.unplayed_s and next_bot_s is not None:
-            turns[index] = replace(turn, hatch_end_s=min(turn.hatch_end_s, next_bot_s))
+        if not turn.unplayed_s:
+            continue
+        hatch_end_s = turn.end_s + min(turn.unplayed_s, call_s)
+        found = bisect.bisect_left(bot_starts, (turn.end_s, index + 1))
+        if found < len(bot_starts):
+            hatch_end_s = min(hatch_end_s, bot_starts[found][0])
+        clamped = replace(turn, hatch_end_s=hatch_end_s)
+        turns[index] = clamped
     return turns
 
 
@@ -164,8 +178,17 @@ def _lanes() -> Html:
     return fragment(*parts)
 
 
+def _tick_step_s(span_s: float) -> int:
+    """Return the smallest step that puts at most :data:`MAX_TICKS` steps on the span."""
+    step = next((step for step in TICK_STEPS_S if span_s / step <= MAX_TICKS), None)
+    if step is not None:
+        return step
+    hour = TICK_STEPS_S[-1]
+    return math.ceil(span_s / MAX_TICKS / hour) * hour
+
+
 def _ticks(span_s: float) -> Html:
-    step = next((step for step in TICK_STEPS_S if span_s / step <= MAX_TICKS), TICK_STEPS_S[-1])
+    step = _tick_step_s(span_s)
     axis_y = TOP + 2 * LANE_HEIGHT + LANE_GAP
     parts = []
     for index in range(int(span_s // step) + 1):

@@ -11,7 +11,7 @@
 -- started_at.
 --
 -- The same table, view, columns and meaning as on PostgreSQL
--- (migrations/postgres/0006_turn_latency.sql); ids and timestamps are text as in 0001.
+-- (migrations/postgres/0004_turn_latency.sql); ids and timestamps are text as in 0001.
 --
 -- The table and the view read nothing but this table, so migrations that recreate the call-log
 -- views never have to drop them.

@@ -1,0 +1,102 @@
+-- Listing the newest calls stays fast however many calls the index holds (see
+-- migrations/sqlite/0003_session_summaries.sql for the SQLite side).
+--
+-- session_summaries holds one row per call, kept up to date by triggers on both tables: every
+-- write recomputes its call's row from session_call_log (whose "WHERE session_id = ..."
+-- reaches the base tables' indexes, so this reads that call only). session_summary now reads
+-- that table, so the newest calls come from an index instead of an aggregate over every call.
+-- Same columns, types and values as the view it replaces.
+
+CREATE TABLE session_summaries (
+    session_id    UUID PRIMARY KEY,
+    started_at    TIMESTAMPTZ NOT NULL,
+    ended_at      TIMESTAMPTZ NOT NULL,
+    turns         BIGINT NOT NULL,
+    segments      BIGINT NOT NULL,
+    user_talk_ms  FLOAT8 NOT NULL,
+    bot_talk_ms   FLOAT8 NOT NULL,
+    interruptions BIGINT NOT NULL,
+    bytes         BIGINT NOT NULL
+);
+
+-- The list's order, newest first, read straight from the index.
+CREATE INDEX session_summaries_newest_idx ON session_summaries (started_at DESC, session_id);
+
+-- Recomputes one call's row, or removes it when the call has no rows left. Its queries see
+-- what committed before they run (a volatile function takes a new snapshot per query), and
+-- it resolves names in the schema it was created in, whatever the writer's search_path.
+CREATE FUNCTION session_summary_refresh(call UUID) RETURNS void
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+    DELETE FROM session_summaries WHERE session_id = call;
+    INSERT INTO session_summaries (
+        session_id, started_at, ended_at, turns, segments, user_talk_ms, bot_talk_ms,
+        interruptions, bytes
+    )
+    SELECT
+        session_id,
+        min(occurred_at),
+        max(COALESCE(ended_at, occurred_at)),
+        count(*),
+        sum(segment_count)::bigint,
+        COALESCE(sum(duration_ms) FILTER (WHERE role = 'user'), 0),
+        COALESCE(sum(duration_ms) FILTER (WHERE role = 'assistant'), 0),
+        count(*) FILTER (WHERE audio_interrupted OR transcript_interrupted),
+        COALESCE(sum(byte_size), 0)::bigint
+    FROM session_call_log
+    WHERE session_id = call
+    GROUP BY session_id;
+$$;
+
+-- Two transactions writing the same call take turns: each recomputes after the other's rows
+-- are committed, so neither overwrites the row with a count that misses the other's.
+CREATE FUNCTION session_summary_refresh_locked(call UUID) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('session_summaries:' || call::text, 0));
+    PERFORM session_summary_refresh(call);
+END;
+$$;
+
+CREATE FUNCTION session_summary_refresh_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM session_summary_refresh_locked(OLD.session_id);
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.session_id <> OLD.session_id) THEN
+        PERFORM session_summary_refresh_locked(NEW.session_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER session_audio_segments_summary
+AFTER INSERT OR UPDATE OR DELETE ON session_audio_segments
+FOR EACH ROW EXECUTE FUNCTION session_summary_refresh_trigger();
+
+CREATE TRIGGER session_transcripts_summary
+AFTER INSERT OR UPDATE OR DELETE ON session_transcripts
+FOR EACH ROW EXECUTE FUNCTION session_summary_refresh_trigger();
+
+-- The calls already indexed.
+SELECT session_summary_refresh(session_id)
+FROM (
+    SELECT session_id FROM session_audio_segments
+    UNION
+    SELECT session_id FROM session_transcripts
+) AS calls;
+
+DROP VIEW session_summary;
+
+CREATE VIEW session_summary AS
+SELECT
+    session_id,
+    started_at,
+    ended_at,
+    turns,
+    segments,
+    user_talk_ms,
+    bot_talk_ms,
+    interruptions,
+    bytes
+FROM session_summaries;

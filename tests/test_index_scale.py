@@ -1,0 +1,181 @@
+"""Big indexes: the maintained session summaries stay exact, and reads reach the indexes.
+
+How fast the reads are with 100,000 calls is measured in ``benchmarks/big_index.py``; these tests
+check what makes them fast (the query plans) and that the faster path gives the same answers.
+"""
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import index_support
+from index_support import IndexBackend, at, make_segment, make_transcript, new_id
+from psycopg_pool import AsyncConnectionPool
+from test_index_contract import Call
+
+from pipecat_audio_capture.storage.index import CallLogEntry, SessionSummary, view_queries
+
+# The fixtures live in index_support; a module attribute is what makes pytest see them here.
+index = index_support.index
+sqlite_index = index_support.sqlite_index
+postgres_index = index_support.postgres_index
+pg_pool = index_support.pg_pool
+pg_schema = index_support.pg_schema
+
+
+def summary_of(entries: list[CallLogEntry]) -> SessionSummary:
+    """The summary of one call, computed here from its call log, as the 0002 view did."""
+    return SessionSummary(
+        session_id=entries[0].session_id,
+        started_at=min(entry.occurred_at for entry in entries),
+        ended_at=max(entry.ended_at or entry.occurred_at for entry in entries),
+        turns=len(entries),
+        segments=sum(entry.segment_count for entry in entries),
+        user_talk_ms=sum(entry.duration_ms or 0.0 for entry in entries if entry.role == "user"),
+        bot_talk_ms=sum(entry.duration_ms or 0.0 for entry in entries if entry.role == "assistant"),
+        interruptions=sum(
+            1 for entry in entries if entry.audio_interrupted or entry.transcript_interrupted
+        ),
+        bytes=sum(entry.byte_size or 0 for entry in entries),
+    )
+
+
+async def expected_summaries(index: IndexBackend, sessions: list[str]) -> list[SessionSummary]:
+    summaries = []
+    for session_id in sessions:
+        entries = await index.store.call_log(session_id)
+        if entries:
+            summaries.append(summary_of(entries))
+    return sorted(summaries, key=lambda s: (-s.started_at.timestamp(), s.session_id))
+
+
+async def test_the_summaries_follow_every_kind_of_write(index: IndexBackend) -> None:
+    calls = [Call(), Call()]
+    for call in calls:
+        await call.save(index)
+    sessions = [call.session_id for call in calls]
+    first = calls[0]
+    steps = []
+
+    async def check(step: str) -> None:
+        listed = await index.store.list_sessions()
+        steps.append((step, listed == await expected_summaries(index, sessions)))
+
+    await check("saved")
+    # A re-sent transcript-only turn that moves before the first audio starts the call earlier.
+    moved = make_transcript(first.session_id, first.turns["B2"], "assistant", "Go on.", at_ms=-500)
+    await index.store.save_transcript(moved)
+    await check("transcript moved earlier")
+    # Its audio arriving late makes it an audio turn: the transcript's time no longer counts.
+    late_audio = make_segment(
+        first.session_id, turn_id=first.turns["B2"], speaker="bot", start_ms=6400
+    )
+    await index.store.save_metadata(first.session_id, late_audio)
+    await check("audio for a transcript-only turn")
+    await index.store.delete_session(calls[1].session_id)
+    await check("second call deleted")
+
+    assert steps == [(step, True) for step, _ in steps]
+    [summary] = await index.store.list_sessions()
+    assert summary.started_at == at(0)
+    assert await index.count("session_summaries") == 1
+
+
+async def test_a_call_whose_rows_are_all_deleted_leaves_no_summary(index: IndexBackend) -> None:
+    session = new_id()
+    await index.store.save_transcript(make_transcript(session, new_id(), "user", "hi", at_ms=0))
+
+    await index.store.delete_session(session)
+
+    assert await index.store.list_sessions() == []
+    assert await index.count("session_summaries") == 0
+
+
+async def test_concurrent_writes_to_one_call_all_count_in_its_summary(index: IndexBackend) -> None:
+    session = new_id()
+    segments = [make_segment(session, start_ms=i * 1000) for i in range(30)]
+    transcripts = [
+        make_transcript(session, meta.turn_id or new_id(), "user", f"turn {i}", at_ms=i * 1000)
+        for i, meta in enumerate(segments)
+    ]
+
+    await asyncio.gather(
+        *(index.store.save_metadata(session, meta) for meta in segments),
+        *(index.store.save_transcript(record) for record in transcripts),
+    )
+
+    [summary] = await index.store.list_sessions()
+    assert summary == (await expected_summaries(index, [session]))[0]
+    assert (summary.turns, summary.segments) == (30, 30)
+
+
+async def test_a_page_of_the_list_holds_the_same_calls_as_before(index: IndexBackend) -> None:
+    sessions = [new_id() for _ in range(7)]
+    for hour, session_id in enumerate(sessions):
+        meta = make_segment(session_id, start_ms=(hour % 3) * 3_600_000)
+        await index.store.save_metadata(session_id, replace(meta))
+    expected = await expected_summaries(index, sessions)
+
+    pages = [await index.store.list_sessions(limit=3, offset=offset) for offset in (0, 3, 6)]
+
+    assert [summary for page in pages for summary in page] == expected
+
+
+async def test_one_call_and_the_newest_calls_are_read_through_indexes_in_sqlite(
+    sqlite_index: IndexBackend,
+) -> None:
+    await Call().save(sqlite_index)
+    queries = view_queries("?")
+    session = new_id()
+    plans = {
+        "sessions": await sqlite_index.fetch(
+            f"EXPLAIN QUERY PLAN {queries.sessions.replace('?', '50', 1).replace('?', '0')}"
+        ),
+        "call log": await _sqlite_plan(sqlite_index, queries.call_log, session),
+        "gaps": await _sqlite_plan(sqlite_index, queries.gaps, session),
+    }
+
+    details = {name: [row[-1] for row in plan] for name, plan in plans.items()}
+    assert details["sessions"] == [
+        "SCAN session_summaries USING INDEX session_summaries_newest_idx"
+    ]
+    for name in ("call log", "gaps"):
+        # Every read of a base table is a search by the call's id, never a scan of all calls
+        # (through an index or not).
+        scans = [d for d in details[name] if d.split()[:2] in [["SCAN", t] for t in BASE_TABLES]]
+        assert scans == [], name
+        assert any("(session_id=?)" in d for d in details[name]), name
+
+
+BASE_TABLES = ("session_audio_segments", "session_transcripts", "s", "t", "f")
+"""The base tables, and the aliases the SQLite views give them."""
+
+
+async def _sqlite_plan(backend: IndexBackend, query: str, session: str) -> list[tuple[Any, ...]]:
+    literal = query.replace("?", f"'{session}'", 1).replace("?", "1000")
+    return await backend.fetch(f"EXPLAIN QUERY PLAN {literal}")
+
+
+async def test_one_call_and_the_newest_calls_are_read_through_indexes_in_postgres(
+    postgres_index: IndexBackend, pg_pool: AsyncConnectionPool[Any]
+) -> None:
+    await Call().save(postgres_index)
+    queries = view_queries("%s")
+    session = new_id()
+    plans = {}
+    async with pg_pool.connection() as conn:
+        # On a table this small a sequential scan is cheapest; forbidding it shows whether an
+        # index path exists at all.
+        await conn.execute("SET enable_seqscan = off")
+        for name, query, params in (
+            ("sessions", queries.sessions, (50, 0)),
+            ("call log", queries.call_log, (session, 1000)),
+            ("gaps", queries.gaps, (session, 1000)),
+        ):
+            cursor = await conn.execute(f"EXPLAIN {query}", params)
+            plans[name] = "\n".join(row[0] for row in await cursor.fetchall())
+        await conn.execute("RESET enable_seqscan")
+
+    assert "Index Scan using session_summaries_newest_idx" in plans["sessions"]
+    for name in ("call log", "gaps"):
+        assert "Seq Scan" not in plans[name], plans[name]
