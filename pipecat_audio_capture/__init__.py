@@ -1,6 +1,7 @@
 """Per-turn audio capture for Pipecat voice bots.
 
-Insert :class:`AudioCaptureProcessor` between the TTS service and ``transport.output()``; each
+Insert :class:`AudioCaptureProcessor` between the TTS service and ``transport.output()``, and its
+:meth:`~AudioCaptureProcessor.playback_tap` right after ``transport.output()``; each
 user and bot turn becomes its own WAV file, written in the background by
 :class:`SessionAudioCapture`, with a ``turn_id`` shared (through :class:`TurnIds`) with the turn's
 transcript.
@@ -20,10 +21,13 @@ from pipecat_audio_capture.errors import (
     UnsafePathError,
     WriteTimeoutError,
 )
-from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
+from pipecat_audio_capture.playback_tap import PlaybackTap
+from pipecat_audio_capture.processor import AudioCaptureProcessor
+from pipecat_audio_capture.processor_stats import ProcessorStats
 from pipecat_audio_capture.records import (
     CaptureStats,
     PendingAudioSegment,
+    Playback,
     SegmentMetadata,
     TranscriptRecord,
 )
@@ -55,6 +59,8 @@ __all__ = [
     "MetadataStorage",
     "MigrationError",
     "PendingAudioSegment",
+    "Playback",
+    "PlaybackTap",
     "ProcessorStats",
     "PurgeReport",
     "ReplayReport",

@@ -223,8 +223,9 @@ async def test_preroll_skips_frames_of_impossible_format_and_trims_odd_ones():
     values = samples(segment)
     assert (values[-int(0.02 * USER_RATE) :] == 2).all()
     assert (values[: int(0.06 * USER_RATE)] == 1).all()
-    # The odd byte, and both frames of impossible format, are counted.
-    assert processor.stats.trimmed_bytes == 1 + 2 * 640
+    # The odd byte is trimmed; both frames of impossible format are refused at the door.
+    assert processor.stats.trimmed_bytes == 1
+    assert processor.stats.unsupported_format_frames == 2
 
 
 async def test_a_stream_of_empty_input_frames_is_not_held_in_the_preroll():
@@ -233,7 +234,7 @@ async def test_a_stream_of_empty_input_frames_is_not_held_in_the_preroll():
     await run_test(processor, frames_to_send=[*mic_frames(0.1, value=5), *empty])
     # The pre-roll is private; what it holds is what this test bounds. The 0.1 s of audio is
     # kept for a turn; the empty frames go at the next trim.
-    assert len(processor._preroll) < 200
+    assert len(processor._user.preroll.frames) < 200
     await run_test(
         processor, frames_to_send=[UserStartedSpeakingFrame(), UserStoppedSpeakingFrame()]
     )
