@@ -9,6 +9,7 @@ Role = Literal["user", "assistant"]
 Playback = Literal["confirmed", "estimated"]
 """Where a bot segment's cut and times come from: what the output transport wrote
 (``confirmed``), or a play-out clock that assumes real-time playback (``estimated``)."""
+PLAYBACK_VALUES: tuple[Playback, ...] = ("confirmed", "estimated")
 
 SAMPLE_WIDTH_BYTES = 2
 """Pipecat's raw audio is 16-bit signed little-endian PCM."""

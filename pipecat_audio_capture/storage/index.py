@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import Role, SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.records import Playback, Role, SegmentMetadata, TranscriptRecord
 
 SESSIONS_LAST_ACTIVITY = """
 SELECT session_id FROM (
@@ -83,6 +83,9 @@ class CallLogEntry:
         occurred_at: When the turn started: the audio start, else the transcript's time (UTC).
         started_at: Start of the turn's audio (UTC).
         ended_at: End of the turn's audio (UTC).
+        playback: How the turn's bot audio was cut and timed: ``"confirmed"`` (what the output
+            transport wrote) or ``"estimated"`` (a play-out clock); None for user turns, turns
+            without audio, and rows indexed before migration 0003.
     """
 
     session_id: str
@@ -100,6 +103,7 @@ class CallLogEntry:
     occurred_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    playback: Playback | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,161 @@
+-- Where each bot segment's cut and times come from, and the call log view that shows it.
+--
+-- playback: 'confirmed' when the segment holds what the output transport wrote (a PlaybackTap,
+-- or the processor placed after transport.output()), 'estimated' when a real-time play-out clock
+-- predicted it. NULL for user segments, and for rows indexed before this migration.
+ALTER TABLE session_audio_segments
+    ADD COLUMN playback TEXT CHECK (
+        playback IS NULL OR (playback IN ('confirmed', 'estimated') AND speaker = 'bot')
+    );
+
+-- The views below are those of 0002 with session_call_log.playback added; the two that read
+-- session_call_log are dropped and created again unchanged.
+DROP VIEW session_response_gaps;
+DROP VIEW session_summary;
+DROP VIEW session_call_log;
+
+-- One row per turn, in the order to sort by (occurred_at), with its audio and its transcript.
+--
+-- A turn is a turn_id of one speaker; audio speaker 'bot' pairs with transcript role
+-- 'assistant'. A turn longer than the segment limit is stored as several segments sharing its
+-- turn_id and folds into one row here: the first segment's segment_id and audio_url, summed
+-- duration_ms, byte_size and unplayed_ms, audio_interrupted if any part was, and segment_count
+-- parts (list them from session_audio_segments by turn_id). A segment without a turn_id is a
+-- turn of its own. Turns with audio but no transcript, and the reverse, are kept: the columns of
+-- the missing side are NULL (segment_count 0). playback is how the turn's bot audio was cut and
+-- timed: 'confirmed' (what the output transport wrote) or 'estimated' (a play-out clock; any
+-- estimated part makes the turn estimated); NULL for user turns and rows indexed before 0003.
+--
+-- It is a full outer join, written as a left join plus the transcripts that have no audio:
+-- FULL JOIN needs SQLite 3.39.
+CREATE VIEW session_call_log AS
+WITH parts AS (
+    SELECT
+        s.*,
+        row_number() OVER (
+            PARTITION BY session_id, COALESCE(turn_id, segment_id), speaker
+            ORDER BY started_at, id
+        ) AS part
+    FROM session_audio_segments AS s
+),
+audio AS (
+    SELECT
+        session_id,
+        turn_id,
+        CASE speaker WHEN 'bot' THEN 'assistant' ELSE 'user' END AS role,
+        max(CASE WHEN part = 1 THEN segment_id END) AS segment_id,
+        max(CASE WHEN part = 1 THEN audio_url END) AS audio_url,
+        count(*) AS segment_count,
+        sum(duration_ms) AS duration_ms,
+        sum(byte_size) AS byte_size,
+        sum(unplayed_ms) AS unplayed_ms,
+        max(interrupted) AS interrupted,
+        min(started_at) AS started_at,
+        max(ended_at) AS ended_at,
+        -- 'estimated' if any part was, so a turn is confirmed only when all of it is.
+        max(playback) AS playback
+    FROM parts
+    GROUP BY session_id, turn_id, COALESCE(turn_id, segment_id), speaker
+)
+SELECT
+    a.session_id,
+    a.turn_id,
+    a.role,
+    t.text,
+    a.audio_url,
+    a.segment_id,
+    a.segment_count,
+    a.duration_ms,
+    a.byte_size,
+    a.unplayed_ms,
+    a.interrupted AS audio_interrupted,
+    t.interrupted AS transcript_interrupted,
+    -- The audio start is when the turn was heard; a transcript's time is the fallback.
+    a.started_at AS occurred_at,
+    a.started_at,
+    a.ended_at,
+    a.playback
+FROM audio AS a
+LEFT JOIN session_transcripts AS t
+    ON t.session_id = a.session_id AND t.turn_id = a.turn_id AND t.role = a.role
+UNION ALL
+SELECT
+    t.session_id,
+    t.turn_id,
+    t.role,
+    t.text,
+    NULL,
+    NULL,
+    0,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    t.interrupted,
+    t.occurred_at,
+    NULL,
+    NULL,
+    NULL
+FROM session_transcripts AS t
+WHERE NOT EXISTS (
+    SELECT 1
+    FROM session_audio_segments AS s
+    WHERE s.session_id = t.session_id
+        AND s.turn_id = t.turn_id
+        AND s.speaker = CASE t.role WHEN 'assistant' THEN 'bot' ELSE 'user' END
+);
+
+-- One row per session. turns counts session_call_log rows; interruptions counts turns cut short
+-- (audio or transcript flagged); talk times and bytes sum the stored audio.
+CREATE VIEW session_summary AS
+SELECT
+    session_id,
+    min(occurred_at) AS started_at,
+    max(COALESCE(ended_at, occurred_at)) AS ended_at,
+    count(*) AS turns,
+    sum(segment_count) AS segments,
+    COALESCE(sum(CASE WHEN role = 'user' THEN duration_ms END), 0.0) AS user_talk_ms,
+    COALESCE(sum(CASE WHEN role = 'assistant' THEN duration_ms END), 0.0) AS bot_talk_ms,
+    sum(CASE WHEN audio_interrupted OR transcript_interrupted THEN 1 ELSE 0 END) AS interruptions,
+    COALESCE(sum(byte_size), 0) AS bytes
+FROM session_call_log
+GROUP BY session_id;
+
+-- One row per user turn: how long after the user stopped the bot started answering. The answer
+-- is the turn that follows in spoken order when it is the bot's; when the user speaks again
+-- first, or the call ends, the bot columns and gap_ms are NULL, and so is gap_ms when the user
+-- turn has no audio (no end time). A negative gap_ms means the bot began before the user ended.
+-- Ties in occurred_at put the user turn first, then order by turn_id, so the order is stable.
+--
+-- gap_ms is computed from whole seconds (strftime('%s') of the first 19 characters) plus the
+-- microsecond digits, in integers, so it is exact to the microsecond like PostgreSQL's:
+-- julianday() keeps only milliseconds and its float drifts by tens of microseconds.
+CREATE VIEW session_response_gaps AS
+WITH spoken AS (
+    SELECT
+        session_id,
+        turn_id,
+        role,
+        occurred_at,
+        ended_at,
+        lead(role) OVER turns AS next_role,
+        lead(turn_id) OVER turns AS next_turn_id,
+        lead(occurred_at) OVER turns AS next_occurred_at
+    FROM session_call_log
+    WINDOW turns AS (PARTITION BY session_id ORDER BY occurred_at, role DESC, turn_id)
+)
+SELECT
+    session_id,
+    turn_id AS user_turn_id,
+    occurred_at AS user_started_at,
+    ended_at AS user_ended_at,
+    CASE WHEN next_role = 'assistant' THEN next_turn_id END AS bot_turn_id,
+    CASE WHEN next_role = 'assistant' THEN next_occurred_at END AS bot_started_at,
+    CASE WHEN next_role = 'assistant' THEN (
+        (CAST(strftime('%s', substr(next_occurred_at, 1, 19)) AS INTEGER)
+            - CAST(strftime('%s', substr(ended_at, 1, 19)) AS INTEGER)) * 1000000
+        + CAST(substr(next_occurred_at, 21, 6) AS INTEGER)
+        - CAST(substr(ended_at, 21, 6) AS INTEGER)
+    ) / 1000.0 END AS gap_ms
+FROM spoken
+WHERE role = 'user';
