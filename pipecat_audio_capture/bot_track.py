@@ -62,6 +62,7 @@ class BotTrack:
         self._play_cursor = 0.0
         self._head_anchored = False
         self._speaking = False
+        self._speaking_since: float | None = None
         # Where the last handed-over part ended: the next audio never starts before it.
         self._last_end = float("-inf")
         self._last_turn: str | None = None
@@ -92,8 +93,13 @@ class BotTrack:
             if not self._speaking:
                 self._stats.ignored_bot_audio_ms += seconds * 1000.0
                 return _NONE
-            # Audio past the output transport has just been played.
-            start = max(self._play_cursor, now - seconds)
+            # Audio past the output transport has just been written. The transport reports
+            # BotStartedSpeakingFrame right before it writes the first chunk: a better start for
+            # that chunk than its duration, which a slow or bursty write does not take.
+            written_from = now - seconds
+            if self._speaking_since is not None:
+                written_from, self._speaking_since = self._speaking_since, None
+            start = max(self._play_cursor, written_from)
         else:
             start = max(self._play_cursor, now)
         # A part already handed over keeps its place on the time line even if the transport
@@ -118,6 +124,8 @@ class BotTrack:
 
     def started(self) -> None:
         """The output transport reported ``BotStartedSpeakingFrame``."""
+        if self.after_output and not self._speaking:
+            self._speaking_since = self._timeline.now()
         self._speaking = True
         if self.after_output or self._head_anchored or not self.parts:
             return
@@ -133,6 +141,7 @@ class BotTrack:
     def stopped(self) -> Sequence[FinishedPart]:
         """The output transport reported ``BotStoppedSpeakingFrame``: the playing turn is whole."""
         self._speaking = False
+        self._speaking_since = None
         if self.tapped:
             self._generated_s = max(0.0, self._generated_s - self._written_s)
             self._written_s = 0.0

@@ -38,8 +38,9 @@ class PendingAudioSegment:
             the output transport wrote) or ``"estimated"`` (a real-time play-out clock); None
             for a user segment or when unknown.
         played_until: When the output transport finished writing the last chunk (confirmed
-            playback); a transport slower than real time takes longer than the audio lasts.
-            None: the audio ended ``duration_ms`` after ``started_at``.
+            playback), which is then ``ended_at``: a transport slower than real time takes
+            longer than the audio lasts, a bursty one less. None: the audio ended
+            ``duration_ms`` after ``started_at``.
     """
 
     segment_id: str
@@ -72,10 +73,9 @@ class PendingAudioSegment:
     @property
     def ended_at(self) -> datetime:
         """When the last sample was spoken, or written by the output transport (UTC)."""
-        end = self.started_at + timedelta(milliseconds=self.duration_ms)
-        if self.played_until is not None and self.played_until > end:
-            return self.played_until
-        return end
+        if self.played_until is not None:
+            return max(self.played_until, self.started_at)
+        return self.started_at + timedelta(milliseconds=self.duration_ms)
 
 
 @dataclass
