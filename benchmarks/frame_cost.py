@@ -1,10 +1,11 @@
 """Section 1: per-frame cost on the audio path, in a real pipeline and for the processor alone.
 
 The same scripted call goes through (a) a pass-through, (b) ``AudioCaptureProcessor`` and (c)
-``AudioBufferProcessor``. The call's timeline runs on a virtual clock (``time`` in both
-processors' modules is patched, and ``TurnIds`` is given the same clock): frames are pushed as
-fast as possible, but the processors see the times of a real call, so the capture processor's
-play-out clock cuts barge-ins and closes bot turns as it would live.
+``AudioBufferProcessor``. The call's timeline runs on a virtual clock (passed to the capture's
+``TurnIds``, whose clock the processor shares; ``time`` in ``AudioBufferProcessor``'s module is
+patched, as it takes no clock): frames are pushed as fast as possible, but the processors see
+the times of a real call, so the capture processor's play-out clock cuts barge-ins and closes
+bot turns as it would live.
 """
 
 import asyncio
@@ -30,7 +31,6 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-import pipecat_audio_capture.processor as capture_module
 from benchmarks.report import Section, table
 from benchmarks.script import FRAME_S, SCRIPT_FRAME_TYPES, Tick, call_ticks
 from benchmarks.stats import Summary, interleaved, ratios, verdict
@@ -62,11 +62,9 @@ class VirtualClock:
 
 @contextmanager
 def virtual_time(clock: VirtualClock) -> Iterator[None]:
-    """Make both recording processors read ``clock`` instead of ``time.monotonic``."""
-    with (
-        patch.object(capture_module, "time", clock),
-        patch.object(audio_buffer_module, "time", clock),
-    ):
+    """Make ``AudioBufferProcessor`` read ``clock`` instead of ``time.monotonic`` (the capture
+    processor is given the clock through its ``TurnIds``)."""
+    with patch.object(audio_buffer_module, "time", clock):
         yield
 
 

@@ -145,6 +145,7 @@ class AudioCaptureProcessor(FrameProcessor):
                 or none); without ``turn_ids`` the private one uses this clock.
             **kwargs: Passed to ``FrameProcessor``.
         """
+        kwargs.setdefault("enable_direct_mode", defaults.PROCESSOR_DIRECT_MODE)
         super().__init__(**kwargs)
         if preroll_s < 0:
             raise ValueError("preroll_s must not be negative")

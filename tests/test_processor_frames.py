@@ -28,7 +28,7 @@ from pipecat.frames.frames import (
     UserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_audio_capture import AudioCaptureProcessor, TurnIds
@@ -333,3 +333,38 @@ async def test_collector_refusal_is_counted_not_raised():
     await asyncio.sleep(0)
     assert processor.stats.refused == 1 and processor.stats.segments == 0
     assert len(down) == len(frames) and len(seen) == 1
+
+
+class _Seen(FrameProcessor):
+    """Notes every frame passing, in direct mode so it adds no reordering of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(enable_direct_mode=True)
+        self.seen: list[tuple[int, FrameDirection]] = []
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        self.seen.append((frame.id, direction))
+        await self.push_frame(frame, direction)
+
+
+async def test_in_direct_mode_every_frame_leaves_in_the_order_it_came_and_barge_ins_still_cut():
+    processor, collector, _ = make(preroll_s=0.0)
+    before, after = _Seen(), _Seen()
+    frames = [
+        *tts_frames(1.0),
+        SleepFrame(0.1),
+        UserStartedSpeakingFrame(),
+        InterruptionFrame(),
+        *mic_frames(0.2),
+        *tts_frames(0.2),
+        UserStoppedSpeakingFrame(),
+    ]
+    await run_test(Pipeline([before, processor, after]), frames_to_send=frames)
+
+    # System frames (speaking, interruption, input audio) do not overtake data frames (TTS).
+    downstream = [seen for seen in before.seen if seen[1] == FrameDirection.DOWNSTREAM]
+    assert [seen for seen in after.seen if seen[1] == FrameDirection.DOWNSTREAM] == downstream
+    assert len(downstream) >= len(frames) - 1
+    [bot, *_] = collector.by_speaker("bot")
+    assert bot.interrupted and bot.duration_ms < 500
