@@ -80,7 +80,10 @@ def _kind_of(frame: Frame) -> _Kind:
     return kind
 
 
+# Module constants: read for every frame, and a global is cheaper to read than an enum member.
 _DOWNSTREAM = FrameDirection.DOWNSTREAM
+_USER_AUDIO = _Kind.USER_AUDIO
+_OTHER = _Kind.OTHER
 
 
 class AudioCaptureProcessor(FrameProcessor):
@@ -203,8 +206,14 @@ class AudioCaptureProcessor(FrameProcessor):
             direction: The direction of frame flow.
         """
         await super().process_frame(frame, direction)
-        kind = _kind_of(frame)
-        finished = self._handle(frame, kind, direction) if kind is not _Kind.OTHER else ()
+        kind = _KINDS.get(type(frame)) or _kind_of(frame)
+        if kind is _USER_AUDIO:
+            # Most frames are microphone audio: straight to the user track.
+            finished = self._on_input_audio(frame)  # type: ignore[arg-type]  # its kind says so
+        elif kind is _OTHER:
+            finished = ()
+        else:
+            finished = self._handle(frame, kind, direction)
         segments = self._submit(finished) if finished else ()
         await self.push_frame(frame, direction)
         for segment in segments:
@@ -220,9 +229,7 @@ class AudioCaptureProcessor(FrameProcessor):
     def _handle(
         self, frame: Frame, kind: _Kind, direction: FrameDirection
     ) -> Sequence[FinishedPart]:
-        """What a frame this processor sees means for the two tracks."""
-        if kind is _Kind.USER_AUDIO:
-            return self._on_input_audio(frame)  # type: ignore[arg-type]  # its kind says so
+        """What a frame this processor sees, other than input audio, means for the tracks."""
         if kind is _Kind.BOT_AUDIO:
             if direction is not _DOWNSTREAM:
                 return ()
