@@ -19,6 +19,10 @@ from pipecat_audio_capture.turn_ids import TurnIds
 
 _NONE: tuple[FinishedPart, ...] = ()
 
+_UNWRITTEN_SLACK_S = 0.1
+"""Generated audio a turn may leave unwritten without a warning: the transport pads its last
+chunk and its resampler holds a few milliseconds, so written and generated never match exactly."""
+
 
 class BotTrack:
     """Cuts the bot's audio into turns, each holding what was played of it.
@@ -143,8 +147,7 @@ class BotTrack:
         self._speaking = False
         self._speaking_since = None
         if self.tapped:
-            self._generated_s = max(0.0, self._generated_s - self._written_s)
-            self._written_s = 0.0
+            self._settle_unwritten()
         if not self.parts:
             return _NONE
         if not self.after_output and self.parts[0].play_start > self._timeline.now():
@@ -183,6 +186,17 @@ class BotTrack:
             return self.interrupted()
         # EndFrame and StopFrame let queued audio play out, so all of it is heard.
         return self._flush(interrupted=True, unplayed_ms=self._complete_unplayed())
+
+    def _settle_unwritten(self) -> None:
+        """The transport stopped speaking: whatever was generated and never written is gone."""
+        unwritten_s = self._generated_s - self._written_s
+        self._generated_s = self._written_s = 0.0
+        if unwritten_s > _UNWRITTEN_SLACK_S:
+            self._stats.unplayed_ms += unwritten_s * 1000.0
+            logger.warning(
+                f"the output transport stopped speaking with {unwritten_s * 1000:.0f} ms of bot "
+                "audio generated and never written"
+            )
 
     def _complete_unplayed(self) -> float | None:
         """``unplayed_ms`` of a turn that played out whole: known to be 0 unless the processor is
