@@ -74,11 +74,12 @@ class WriteLog:
 class PacedOutput(BaseOutputTransport):
     """An output transport whose writes take as long as ``pace`` says."""
 
-    def __init__(self, pace: Pace, *, sample_rate: int, **kwargs) -> None:
+    def __init__(self, pace: Pace, *, sample_rate: int, takes_audio: bool = True, **kwargs) -> None:
         super().__init__(
             TransportParams(audio_out_enabled=True, audio_out_sample_rate=sample_rate), **kwargs
         )
         self._pace = pace
+        self._takes_audio = takes_audio
         self.log = WriteLog()
 
     async def start(self, frame: StartFrame) -> None:
@@ -96,5 +97,7 @@ class PacedOutput(BaseOutputTransport):
         began = time.monotonic()
         seconds = len(frame.audio) / (2 * frame.num_channels * frame.sample_rate)
         await asyncio.sleep(self._pace(seconds))
+        if not self._takes_audio:
+            return False  # a peer that stopped reading: nothing was written
         self.log.writes.append(Write(began, time.monotonic(), frame.audio))
         return True

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from output_transports import PACES, PacedOutput, Write, slow
+from output_transports import PACES, PacedOutput, Write, real_time, slow
 from pipecat.frames.frames import (
     Frame,
     InterruptionFrame,
@@ -178,3 +178,16 @@ async def test_without_a_tap_a_slow_transport_is_estimated_and_records_what_it_h
     [segment] = collector.by_speaker("bot")
     assert segment.playback == "estimated" and not processor.playback_confirmed
     assert segment.duration_ms / 1000 > written_s + 0.15
+
+
+async def test_audio_the_transport_never_wrote_is_not_recorded_and_is_counted():
+    transport = PacedOutput(real_time, sample_rate=RATE, takes_audio=False)
+    collector = InMemoryAudioCollector()
+    processor = AudioCaptureProcessor(collector, TurnIds())
+    await run_test(
+        Pipeline([processor, transport, processor.playback_tap()]),
+        frames_to_send=[*tts_turn(speech(SHORT_S, 1), "lost"), SleepFrame(SHORT_S + 0.3)],
+        pipeline_params=PipelineParams(audio_out_sample_rate=RATE),
+    )
+    assert collector.by_speaker("bot") == []
+    assert processor.stats.unplayed_ms == pytest.approx(SHORT_S * 1000)
