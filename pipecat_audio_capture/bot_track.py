@@ -6,16 +6,9 @@ from collections.abc import Sequence
 from loguru import logger
 from pipecat.frames.frames import OutputAudioRawFrame
 
-from pipecat_audio_capture.clock import Timeline
-from pipecat_audio_capture.open_part import (
-    FinishedPart,
-    OpenPart,
-    PartLimits,
-    duration_s,
-)
-from pipecat_audio_capture.processor_stats import ProcessorStats
+from pipecat_audio_capture.open_part import FinishedPart, OpenPart, duration_s
 from pipecat_audio_capture.records import Playback
-from pipecat_audio_capture.turn_ids import TurnIds
+from pipecat_audio_capture.track_context import TrackContext
 
 _NONE: tuple[FinishedPart, ...] = ()
 
@@ -45,21 +38,16 @@ class BotTrack:
     queued (a greeting and the next answer), each ended by its own ``BotStoppedSpeakingFrame``.
     """
 
-    def __init__(
-        self, turn_ids: TurnIds, timeline: Timeline, limits: PartLimits, stats: ProcessorStats
-    ) -> None:
+    def __init__(self, context: TrackContext) -> None:
         """Initialize the track.
 
         Args:
-            turn_ids: Where turns are opened and closed.
-            timeline: The clock, and how its readings become timestamps.
-            limits: Size and format-change limits of a part.
-            stats: Counters to update.
+            context: The call's turns, clock, part limits and counters.
         """
-        self._turn_ids = turn_ids
-        self._timeline = timeline
-        self._limits = limits
-        self._stats = stats
+        self._turn_ids = context.turn_ids
+        self._timeline = context.timeline
+        self._limits = context.limits
+        self._stats = context.stats
         self.parts: deque[OpenPart] = deque()
         self.after_output = False
         self.tapped = False

@@ -31,6 +31,7 @@ from pipecat_audio_capture.open_part import FinishedPart, PartLimits, duration_s
 from pipecat_audio_capture.playback_tap import PlaybackTap
 from pipecat_audio_capture.processor_stats import ProcessorStats
 from pipecat_audio_capture.records import PendingAudioSegment
+from pipecat_audio_capture.track_context import TrackContext
 from pipecat_audio_capture.turn_ids import TurnIds
 from pipecat_audio_capture.user_track import UserTrack
 
@@ -165,8 +166,9 @@ class AudioCaptureProcessor(FrameProcessor):
         self._timeline = Timeline(turn_ids.clock)
         self._stats = ProcessorStats()
         limits = PartLimits(max_s=max_segment_s, max_format_changes=max_format_changes)
-        self._user = UserTrack(turn_ids, self._timeline, limits, self._stats, preroll_s=preroll_s)
-        self._bot = BotTrack(turn_ids, self._timeline, limits, self._stats)
+        context = TrackContext(turn_ids, self._timeline, limits, self._stats)
+        self._user = UserTrack(context, preroll_s=preroll_s)
+        self._bot = BotTrack(context)
         self._handled_ids: deque[int] = deque(maxlen=_SIBLING_MEMORY)
         self._register_event_handler("on_segment_captured")
 

@@ -4,11 +4,9 @@ from collections.abc import Sequence
 
 from pipecat.frames.frames import AudioRawFrame
 
-from pipecat_audio_capture.clock import Timeline
-from pipecat_audio_capture.open_part import FinishedPart, OpenPart, PartLimits, duration_s
+from pipecat_audio_capture.open_part import FinishedPart, OpenPart, duration_s
 from pipecat_audio_capture.preroll import PrerollBuffer
-from pipecat_audio_capture.processor_stats import ProcessorStats
-from pipecat_audio_capture.turn_ids import TurnIds
+from pipecat_audio_capture.track_context import TrackContext
 
 _NONE: tuple[FinishedPart, ...] = ()
 
@@ -21,29 +19,18 @@ class UserTrack:
     without a gap.
     """
 
-    def __init__(
-        self,
-        turn_ids: TurnIds,
-        timeline: Timeline,
-        limits: PartLimits,
-        stats: ProcessorStats,
-        *,
-        preroll_s: float,
-    ) -> None:
+    def __init__(self, context: TrackContext, *, preroll_s: float) -> None:
         """Initialize the track.
 
         Args:
-            turn_ids: Where turns are opened and closed.
-            timeline: The clock, and how its readings become timestamps.
-            limits: Size and format-change limits of a part.
-            stats: Counters to update.
+            context: The call's turns, clock, part limits and counters.
             preroll_s: Input audio a turn takes from before its start.
         """
-        self._turn_ids = turn_ids
-        self._timeline = timeline
-        self._limits = limits
-        self._stats = stats
-        self.preroll = PrerollBuffer(preroll_s, limits.max_s)
+        self._turn_ids = context.turn_ids
+        self._timeline = context.timeline
+        self._limits = context.limits
+        self._stats = context.stats
+        self.preroll = PrerollBuffer(preroll_s, context.limits.max_s)
         self.part: OpenPart | None = None
         # Where the last user part ended (monotonic); a pre-roll never reaches back before it.
         self._last_end = float("-inf")

@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,12 @@ from pipecat_audio_capture import (
     spool_format,
 )
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
+from pipecat_audio_capture.records import (
+    PendingAudioSegment,
+    SegmentMetadata,
+    Speaker,
+    TranscriptRecord,
+)
 from pipecat_audio_capture.retry import retrying
 from pipecat_audio_capture.wav import encode_wav
 
@@ -697,15 +703,25 @@ def test_a_spooled_segment_keeps_its_playback_and_when_it_was_last_written() -> 
     assert spooled.ended_at == segment.ended_at == T0 + timedelta(seconds=0.4)
 
 
-def test_a_segment_spooled_before_playback_existed_still_replays() -> None:
-    segment = pending_segment(new_id(), speaker="bot")
+def _entry_with_header(
+    segment: PendingAudioSegment, edit: Callable[[dict[str, Any]], object]
+) -> bytes:
+    """The spool entry of ``segment`` with its header edited by ``edit``."""
     wav = encode_wav(segment.pcm, segment.sample_rate, segment.num_channels)
     data = spool_format.encode_segment(segment, wav, reason="backend_down", spooled_at=T0)
     header, _, rest = data.partition(b"\n")
     fields = json.loads(header)
-    del fields["playback"], fields["played_until"]
-    old = json.dumps(fields).encode() + b"\n" + rest
+    edit(fields)
+    return json.dumps(fields).encode() + b"\n" + rest
 
+
+def test_a_segment_spooled_before_playback_existed_still_replays() -> None:
+    segment = pending_segment(new_id(), speaker="bot")
+
+    def drop_playback(fields: dict[str, Any]) -> None:
+        del fields["playback"], fields["played_until"]
+
+    old = _entry_with_header(segment, drop_playback)
     spooled = spool_format.decode_segment(
         old, session_id=segment.session_id, segment_id=segment.segment_id
     ).segment
@@ -715,12 +731,7 @@ def test_a_segment_spooled_before_playback_existed_still_replays() -> None:
 
 def test_a_spool_entry_with_an_unknown_playback_is_refused() -> None:
     segment = pending_segment(new_id(), speaker="bot")
-    wav = encode_wav(segment.pcm, segment.sample_rate, segment.num_channels)
-    data = spool_format.encode_segment(segment, wav, reason="backend_down", spooled_at=T0)
-    header, _, rest = data.partition(b"\n")
-    fields = json.loads(header)
-    fields["playback"] = "heard"
-    hostile = json.dumps(fields).encode() + b"\n" + rest
+    hostile = _entry_with_header(segment, lambda fields: fields.update(playback="heard"))
 
     with pytest.raises(SpoolEntryError):
         spool_format.decode_segment(

@@ -8,10 +8,9 @@ ALTER TABLE session_audio_segments
         playback IS NULL OR (playback IN ('confirmed', 'estimated') AND speaker = 'bot')
     );
 
--- The views below are those of 0002 with session_call_log.playback added; the two that read
--- session_call_log are dropped and created again unchanged.
-DROP VIEW session_response_gaps;
-DROP VIEW session_summary;
+-- session_call_log gains playback. SQLite has no CREATE OR REPLACE VIEW; it resolves a view's
+-- names when the view is read, so session_summary and session_response_gaps, which read
+-- session_call_log, need no change.
 DROP VIEW session_call_log;
 
 -- One row per turn, in the order to sort by (occurred_at), with its audio and its transcript.
@@ -104,58 +103,3 @@ WHERE NOT EXISTS (
         AND s.turn_id = t.turn_id
         AND s.speaker = CASE t.role WHEN 'assistant' THEN 'bot' ELSE 'user' END
 );
-
--- One row per session. turns counts session_call_log rows; interruptions counts turns cut short
--- (audio or transcript flagged); talk times and bytes sum the stored audio.
-CREATE VIEW session_summary AS
-SELECT
-    session_id,
-    min(occurred_at) AS started_at,
-    max(COALESCE(ended_at, occurred_at)) AS ended_at,
-    count(*) AS turns,
-    sum(segment_count) AS segments,
-    COALESCE(sum(CASE WHEN role = 'user' THEN duration_ms END), 0.0) AS user_talk_ms,
-    COALESCE(sum(CASE WHEN role = 'assistant' THEN duration_ms END), 0.0) AS bot_talk_ms,
-    sum(CASE WHEN audio_interrupted OR transcript_interrupted THEN 1 ELSE 0 END) AS interruptions,
-    COALESCE(sum(byte_size), 0) AS bytes
-FROM session_call_log
-GROUP BY session_id;
-
--- One row per user turn: how long after the user stopped the bot started answering. The answer
--- is the turn that follows in spoken order when it is the bot's; when the user speaks again
--- first, or the call ends, the bot columns and gap_ms are NULL, and so is gap_ms when the user
--- turn has no audio (no end time). A negative gap_ms means the bot began before the user ended.
--- Ties in occurred_at put the user turn first, then order by turn_id, so the order is stable.
---
--- gap_ms is computed from whole seconds (strftime('%s') of the first 19 characters) plus the
--- microsecond digits, in integers, so it is exact to the microsecond like PostgreSQL's:
--- julianday() keeps only milliseconds and its float drifts by tens of microseconds.
-CREATE VIEW session_response_gaps AS
-WITH spoken AS (
-    SELECT
-        session_id,
-        turn_id,
-        role,
-        occurred_at,
-        ended_at,
-        lead(role) OVER turns AS next_role,
-        lead(turn_id) OVER turns AS next_turn_id,
-        lead(occurred_at) OVER turns AS next_occurred_at
-    FROM session_call_log
-    WINDOW turns AS (PARTITION BY session_id ORDER BY occurred_at, role DESC, turn_id)
-)
-SELECT
-    session_id,
-    turn_id AS user_turn_id,
-    occurred_at AS user_started_at,
-    ended_at AS user_ended_at,
-    CASE WHEN next_role = 'assistant' THEN next_turn_id END AS bot_turn_id,
-    CASE WHEN next_role = 'assistant' THEN next_occurred_at END AS bot_started_at,
-    CASE WHEN next_role = 'assistant' THEN (
-        (CAST(strftime('%s', substr(next_occurred_at, 1, 19)) AS INTEGER)
-            - CAST(strftime('%s', substr(ended_at, 1, 19)) AS INTEGER)) * 1000000
-        + CAST(substr(next_occurred_at, 21, 6) AS INTEGER)
-        - CAST(substr(ended_at, 21, 6) AS INTEGER)
-    ) / 1000.0 END AS gap_ms
-FROM spoken
-WHERE role = 'user';
