@@ -40,6 +40,7 @@ from benchmarks.subjects import (
     CAPTURE_QUEUED,
     COPY_FLOOR,
     PASS_THROUGH,
+    PASS_THROUGH_DIRECT,
     PIPELINE_VARIANTS,
     VARIANTS,
     PassThrough,
@@ -296,6 +297,8 @@ def _section(
     b_a_piped = ratios(_cpu(piped[CAPTURE]), _cpu(piped[PASS_THROUGH]))
     queued_a_piped = ratios(_cpu(piped[CAPTURE_QUEUED]), _cpu(piped[PASS_THROUGH]))
     c_a_piped = ratios(_cpu(piped[AUDIO_BUFFER]), _cpu(piped[PASS_THROUGH]))
+    d_a_piped = ratios(_cpu(piped[COPY_FLOOR]), _cpu(piped[PASS_THROUGH]))
+    e_a_piped = ratios(_cpu(piped[PASS_THROUGH_DIRECT]), _cpu(piped[PASS_THROUGH]))
     d_a_direct = ratios(_cpu(direct[COPY_FLOOR]), _cpu(direct[PASS_THROUGH]))
     b_d_direct = ratios(_cpu(direct[CAPTURE]), _cpu(direct[COPY_FLOOR]))
     extra = Summary.of(
@@ -313,6 +316,9 @@ def _section(
         f"b/c (processor alone, CPU): {b_c_direct.text(3)} — {verdict(b_c_direct.median, 0.3)}",
         f"b/d (processor alone against one copy of the audio freed at each turn end, CPU): "
         f"{b_d_direct.text(3)}; d/a {d_a_direct.text(3)}",
+        f"the floor of adding a processor there (CPU): one more pass-through in direct mode "
+        f"(e/a) {e_a_piped.text(3)}, a queued pass-through + one copy (d/a) "
+        f"{d_a_piped.text(3)}",
         f"direct mode: adding the capture in Pipecat's queued mode instead (b'/a in a "
         f"pipeline, CPU): {queued_a_piped.text(3)}; adding AudioBufferProcessor (c/a): "
         f"{c_a_piped.text(3)}",
@@ -329,7 +335,9 @@ _PIPELINE_HOW = (
     "fast as possible and the next one once the step's frames have left the pipeline. Wall and "
     "process CPU time over the whole call, per frame; this includes Pipecat's queues and tasks "
     "for every processor plus the worker's own. (b') is the capture in Pipecat's queued mode "
-    "(`enable_direct_mode=False`), its input queue and task of its own."
+    "(`enable_direct_mode=False`), its input queue and task of its own; (e) is one more "
+    "pass-through in direct mode, the floor of adding any processor the way the capture is "
+    "added."
 )
 _DIRECT_HOW = (
     "`await processor.process_frame(frame, direction)` in a loop over the call, after "
@@ -366,7 +374,12 @@ def _ratio_table(runs: dict[str, list[Run]]) -> str:
         ("b/d", CAPTURE, COPY_FLOOR),
     ]
     if CAPTURE_QUEUED in runs:
-        pairs += [("b'/a", CAPTURE_QUEUED, PASS_THROUGH), ("c/a", AUDIO_BUFFER, PASS_THROUGH)]
+        pairs += [
+            ("b'/a", CAPTURE_QUEUED, PASS_THROUGH),
+            ("c/a", AUDIO_BUFFER, PASS_THROUGH),
+            ("e/a", PASS_THROUGH_DIRECT, PASS_THROUGH),
+            ("b/e", CAPTURE, PASS_THROUGH_DIRECT),
+        ]
     rows = [
         (
             label,

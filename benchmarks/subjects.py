@@ -2,6 +2,7 @@
 
 (a) a pass-through ``FrameProcessor``, the floor of any processor; (b) ``AudioCaptureProcessor``
 with an in-memory collector (in its default direct mode; (b') the same in Pipecat's queued mode);
+(e) a pass-through in direct mode, the floor of any processor added in direct mode;
 (c) Pipecat's ``AudioBufferProcessor(enable_turn_audio=True)``, recording from the start, its
 turn audio kept in a list; (d) the floor of any per-turn recorder: a pass-through that copies
 each audio frame's bytes once into a buffer, and lets the buffer go at each turn end.
@@ -34,8 +35,9 @@ CAPTURE = "b AudioCaptureProcessor"
 AUDIO_BUFFER = "c AudioBufferProcessor"
 COPY_FLOOR = "d pass-through + one copy, per turn"
 CAPTURE_QUEUED = "b' AudioCaptureProcessor, queued mode"
+PASS_THROUGH_DIRECT = "e pass-through, direct mode"
 VARIANTS = (PASS_THROUGH, CAPTURE, AUDIO_BUFFER, COPY_FLOOR)
-PIPELINE_VARIANTS = (*VARIANTS, CAPTURE_QUEUED)
+PIPELINE_VARIANTS = (*VARIANTS, CAPTURE_QUEUED, PASS_THROUGH_DIRECT)
 
 _TURN_ENDS = (UserStoppedSpeakingFrame, BotStoppedSpeakingFrame, InterruptionFrame)
 
@@ -83,8 +85,8 @@ class Subject:
 
 def build(variant: str, *, turn_clock: Callable[[], float] = time.monotonic) -> Subject:
     """A fresh processor of ``variant``; ``turn_clock`` is the capture's ``TurnIds`` clock."""
-    if variant == PASS_THROUGH:
-        return Subject(PassThrough(), lambda: 0)
+    if variant in (PASS_THROUGH, PASS_THROUGH_DIRECT):
+        return Subject(PassThrough(enable_direct_mode=variant == PASS_THROUGH_DIRECT), lambda: 0)
     if variant in (CAPTURE, CAPTURE_QUEUED):
         collector = InMemoryAudioCollector()
         processor = AudioCaptureProcessor(
