@@ -1,6 +1,7 @@
 """Frame scripts through real Pipecat pipelines: the flush table and odd input."""
 
 import asyncio
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -368,3 +369,21 @@ async def test_in_direct_mode_every_frame_leaves_in_the_order_it_came_and_barge_
     assert len(downstream) >= len(frames) - 1
     [bot, *_] = collector.by_speaker("bot")
     assert bot.interrupted and bot.duration_ms < 500
+
+
+def test_one_call_has_one_clock_shared_by_the_processor_and_its_turn_ids():
+    now = [500.0]
+
+    def clock() -> float:
+        return now[0]
+
+    processor = AudioCaptureProcessor(InMemoryAudioCollector(), clock=clock)
+    assert processor.turn_ids.clock is clock
+    assert processor.turn_ids.now() == 500.0
+    start = processor.wall_time(500.0)
+    assert processor.wall_time(501.5) - start == timedelta(seconds=1.5)
+
+    shared = TurnIds(clock=clock)
+    assert AudioCaptureProcessor(InMemoryAudioCollector(), shared, clock=clock).turn_ids is shared
+    with pytest.raises(ValueError, match="one clock"):
+        AudioCaptureProcessor(InMemoryAudioCollector(), shared, clock=lambda: 0.0)
