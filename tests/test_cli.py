@@ -396,6 +396,7 @@ def test_show_json_has_every_call_log_field(
         "occurred_at": "2025-03-01T12:00:01.500000+00:00",
         "started_at": "2025-03-01T12:00:01.500000+00:00",
         "ended_at": "2025-03-01T12:00:03+00:00",
+        "playback": None,
         "response_gap_ms": 500.0,
     }
 
@@ -549,6 +550,12 @@ def test_export_reports_an_unwritable_folder(
 
 # --- migrate ----------------------------------------------------------------------------------
 
+APPLIED_ALL = (
+    "applied 0001_segments_and_transcripts\n"
+    "applied 0002_call_log_views\n"
+    "applied 0003_segment_playback\n"
+)
+
 
 def test_migrate_creates_a_sqlite_index_once(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
@@ -559,7 +566,7 @@ def test_migrate_creates_a_sqlite_index_once(
     again = run(capsys, "migrate", "--db", str(path))
     listed = run(capsys, "sessions", "--db", str(path))
 
-    assert first == (0, "applied 0001_segments_and_transcripts\napplied 0002_call_log_views\n", "")
+    assert first == (0, APPLIED_ALL, "")
     assert again == (0, f"{path} is up to date\n", "")
     assert listed == (0, f"no sessions in {path}\n", "")
 
@@ -574,7 +581,7 @@ def test_migrate_creates_the_postgres_tables_once(
 
     # Reading does not create the tables: it says what to run.
     assert_fails(unmigrated[0], unmigrated[2], "run `pipecat-audio-capture migrate --dsn ...`")
-    assert first == (0, "applied 0001_segments_and_transcripts\napplied 0002_call_log_views\n", "")
+    assert first == (0, APPLIED_ALL, "")
     assert again == (0, "the PostgreSQL index is up to date\n", "")
     assert listed == (0, "[]\n", "")
 
