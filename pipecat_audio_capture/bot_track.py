@@ -44,6 +44,7 @@ class BotTrack:
         Args:
             context: The call's turns, clock, part limits and counters.
         """
+        self._context = context
         self._turn_ids = context.turn_ids
         self._timeline = context.timeline
         self._limits = context.limits
@@ -181,9 +182,10 @@ class BotTrack:
         self._generated_s = self._written_s = 0.0
         if unwritten_s > _UNWRITTEN_SLACK_S:
             self._stats.unplayed_ms += unwritten_s * 1000.0
-            logger.warning(
+            self._context.report(
+                "unwritten",
                 f"the output transport stopped speaking with {unwritten_s * 1000:.0f} ms of bot "
-                "audio generated and never written"
+                "audio generated and never written",
             )
 
     def _complete_unplayed(self) -> float | None:
@@ -216,7 +218,7 @@ class BotTrack:
         if not last.muted and not last.takes(len(audio), frame.sample_rate, frame.num_channels):
             part = last.next_part(frame.sample_rate, frame.num_channels, start)
             if part is None:
-                last.muted = True
+                self._context.mute(last)
             else:
                 if self.after_output:
                     # Played audio is final: hand it over now rather than holding it.

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum, auto
 
+from loguru import logger
 from pipecat.frames.frames import (
     AudioRawFrame,
     BotStartedSpeakingFrame,
@@ -83,6 +84,16 @@ def _kind_of(frame: Frame) -> _Kind:
 
 # Module constants: read for every frame, and a global is cheaper to read than an enum member.
 _DOWNSTREAM = FrameDirection.DOWNSTREAM
+
+
+def _is_power_of_ten(count: int) -> bool:
+    if count < 1:
+        return False
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
 _USER_AUDIO = _Kind.USER_AUDIO
 _OTHER = _Kind.OTHER
 
@@ -123,6 +134,11 @@ class AudioCaptureProcessor(FrameProcessor):
 
     - on_segment_captured(processor, segment: PendingAudioSegment): a segment was finished
       and handed to the collector.
+    - on_audio_not_recorded(processor, reason: str, description: str): audio will not be
+      recorded: ``"unsupported_format"`` (at the 1st, 10th, 100th... such frame),
+      ``"format_churn"`` (once per turn that changed format too often) or ``"unwritten"`` (bot
+      audio the output transport never wrote, seen with the tap). Also logged; the amounts are
+      in :attr:`stats`.
     """
 
     def __init__(
@@ -166,11 +182,14 @@ class AudioCaptureProcessor(FrameProcessor):
         self._timeline = Timeline(turn_ids.clock)
         self._stats = ProcessorStats()
         limits = PartLimits(max_s=max_segment_s, max_format_changes=max_format_changes)
-        context = TrackContext(turn_ids, self._timeline, limits, self._stats)
+        context = TrackContext(turn_ids, self._timeline, limits, self._stats, self._report)
         self._user = UserTrack(context, preroll_s=preroll_s)
         self._bot = BotTrack(context)
         self._handled_ids: deque[int] = deque(maxlen=_SIBLING_MEMORY)
+        # Audio not recorded, reported by the tracks during a frame; the events go out after it.
+        self._reports: list[tuple[str, str]] = []
         self._register_event_handler("on_segment_captured")
+        self._register_event_handler("on_audio_not_recorded")
 
     @property
     def turn_ids(self) -> TurnIds:
@@ -220,6 +239,8 @@ class AudioCaptureProcessor(FrameProcessor):
         await self.push_frame(frame, direction)
         for segment in segments:
             await self._call_event_handler("on_segment_captured", segment)
+        if self._reports:
+            await self._emit_reports()
 
     async def cleanup(self) -> None:
         """Hand over whatever is still open when the pipeline is torn down."""
@@ -304,6 +325,17 @@ class AudioCaptureProcessor(FrameProcessor):
             finished = self._on_speaking(kind)
         for segment in self._submit(finished):
             await self._call_event_handler("on_segment_captured", segment)
+        if self._reports:
+            await self._emit_reports()
+
+    def _report(self, reason: str, description: str) -> None:
+        logger.warning(f"{self}: {description}")
+        self._reports.append((reason, description))
+
+    async def _emit_reports(self) -> None:
+        reports, self._reports = self._reports, []
+        for reason, description in reports:
+            await self._call_event_handler("on_audio_not_recorded", reason, description)
 
     def _is_sibling_of_handled(self, frame: Frame) -> bool:
         # Pipecat broadcasts speaking frames both ways as siblings; a processor that sees both
@@ -320,10 +352,19 @@ class AudioCaptureProcessor(FrameProcessor):
         """Whether every layer can record the frame's format; if not, it is counted."""
         if format_supported(frame.sample_rate, frame.num_channels):
             return True
-        self._stats.unsupported_format_frames += 1
+        stats = self._stats
+        stats.unsupported_format_frames += 1
         if frame.sample_rate > 0 and frame.num_channels > 0:
             seconds = duration_s(len(frame.audio), frame.sample_rate, frame.num_channels)
-            self._stats.unsupported_format_ms += seconds * 1000.0
+            stats.unsupported_format_ms += seconds * 1000.0
+        if _is_power_of_ten(stats.unsupported_format_frames):
+            # The 1st, 10th, 100th... such frame: a stream of them cannot flood the log.
+            self._report(
+                "unsupported_format",
+                f"{stats.unsupported_format_frames} audio frame(s) outside the supported formats "
+                f"so far, the last {frame.sample_rate} Hz with {frame.num_channels} channel(s): "
+                "passed on, not recorded",
+            )
         return False
 
     def _whole_samples(self, frame: AudioRawFrame) -> bytes:

@@ -26,6 +26,7 @@ class UserTrack:
             context: The call's turns, clock, part limits and counters.
             preroll_s: Input audio a turn takes from before its start.
         """
+        self._context = context
         self._turn_ids = context.turn_ids
         self._timeline = context.timeline
         self._limits = context.limits
@@ -53,7 +54,7 @@ class UserTrack:
             return _NONE
         following = part.next_part(frame.sample_rate, frame.num_channels, part.play_end)
         if following is None:
-            part.muted = True
+            self._context.mute(part)
             return self.hear(frame, audio)
         self.part = following
         following.append(audio)

@@ -184,6 +184,12 @@ async def test_audio_the_transport_never_wrote_is_not_recorded_and_is_counted():
     transport = PacedOutput(real_time, sample_rate=RATE, takes_audio=False)
     collector = InMemoryAudioCollector()
     processor = AudioCaptureProcessor(collector, TurnIds())
+    reasons: list[str] = []
+
+    @processor.event_handler("on_audio_not_recorded")
+    async def on_not_recorded(_: AudioCaptureProcessor, reason: str, __: str) -> None:
+        reasons.append(reason)
+
     await run_test(
         Pipeline([processor, transport, processor.playback_tap()]),
         frames_to_send=[*tts_turn(speech(SHORT_S, 1), "lost"), SleepFrame(SHORT_S + 0.3)],
@@ -191,3 +197,4 @@ async def test_audio_the_transport_never_wrote_is_not_recorded_and_is_counted():
     )
     assert collector.by_speaker("bot") == []
     assert processor.stats.unplayed_ms == pytest.approx(SHORT_S * 1000)
+    assert reasons == ["unwritten"]

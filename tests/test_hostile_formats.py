@@ -45,6 +45,17 @@ def hostile(frame_type: type[AudioRawFrame], sample_rate: int, num_channels: int
     return frame_type(audio=audio, sample_rate=sample_rate, num_channels=num_channels)
 
 
+def reported(processor: AudioCaptureProcessor) -> list[tuple[str, str]]:
+    """What the processor reports through ``on_audio_not_recorded``, as it reports it."""
+    reports: list[tuple[str, str]] = []
+
+    @processor.event_handler("on_audio_not_recorded")
+    async def on_not_recorded(_: AudioCaptureProcessor, reason: str, description: str) -> None:
+        reports.append((reason, description))
+
+    return reports
+
+
 def turn(value: int) -> list[Frame]:
     return [UserStartedSpeakingFrame(), *mic_frames(0.2, value=value), UserStoppedSpeakingFrame()]
 
@@ -58,6 +69,7 @@ async def test_audio_in_an_unsupported_format_is_passed_on_counted_and_not_recor
         new_id(), LocalAudioStorage(tmp_path / "audio"), spool=Spool(tmp_path / "spool")
     )
     processor = AudioCaptureProcessor(capture, TurnIds(), preroll_s=0.1)
+    reports = reported(processor)
     bad_input = [hostile(InputAudioRawFrame, sample_rate, num_channels) for _ in range(3)]
     bad_bot = hostile(TTSAudioRawFrame, sample_rate, num_channels)
     frames = [
@@ -88,6 +100,7 @@ async def test_audio_in_an_unsupported_format_is_passed_on_counted_and_not_recor
     claimed_s = sum(len(f.audio) / (2 * f.num_channels * f.sample_rate) for f in in_order)
     assert stats.unsupported_format_ms == pytest.approx(claimed_s * 1000.0)
     assert stats.segments == 4 and stats.trimmed_bytes == 0
+    assert [reason for reason, _ in reports] == ["unsupported_format"]  # the 1st; then the 10th
     assert (capture.stats.stored, capture.stats.failed, capture.stats.dropped) == (4, 0, 0)
     assert not list((tmp_path / "spool").rglob("*.segment"))
     wavs = sorted((tmp_path / "audio").rglob("*.wav"))
@@ -98,6 +111,7 @@ async def test_audio_in_an_unsupported_format_is_passed_on_counted_and_not_recor
 async def test_a_turn_alternating_sample_rates_every_frame_for_40_s_stops_splitting() -> None:
     collector = InMemoryAudioCollector()
     processor = AudioCaptureProcessor(collector, TurnIds(), preroll_s=0.0)
+    reports = reported(processor)
     rates = (16000, 24000) * 1000  # 2,000 frames of 20 ms: 40 s
     mic = [InputAudioRawFrame(audio=tone(0.02, r), sample_rate=r, num_channels=1) for r in rates]
     tts = [TTSAudioRawFrame(audio=tone(0.02, r), sample_rate=r, num_channels=1) for r in rates]
@@ -114,3 +128,5 @@ async def test_a_turn_alternating_sample_rates_every_frame_for_40_s_stops_splitt
         assert sum(segment.duration_ms for segment in segments) == pytest.approx(parts * 20.0)
     # Of each speaker's 40 s, four 20 ms frames were recorded; the rest is counted.
     assert processor.stats.format_churn_ms == pytest.approx(2 * (40_000 - parts * 20.0))
+    # Said once per turn, not once per frame.
+    assert [reason for reason, _ in reports] == ["format_churn", "format_churn"]
