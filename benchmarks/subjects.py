@@ -1,10 +1,11 @@
 """The processors compared, and how to drive one without a pipeline.
 
 (a) a pass-through ``FrameProcessor``, the floor of any processor; (b) ``AudioCaptureProcessor``
-with an in-memory collector; (c) Pipecat's ``AudioBufferProcessor(enable_turn_audio=True)``,
-recording from the start, its turn audio kept in a list; (d) the floor of any recorder, as the
-benchmark's target defines it: a pass-through that copies each audio frame's bytes once into a
-buffer.
+with an in-memory collector (in its default direct mode; (b') the same in Pipecat's queued mode);
+(e) a pass-through in direct mode, the floor of any processor added in direct mode;
+(c) Pipecat's ``AudioBufferProcessor(enable_turn_audio=True)``, recording from the start, its
+turn audio kept in a list; (d) the floor of any per-turn recorder: a pass-through that copies
+each audio frame's bytes once into a buffer, and lets the buffer go at each turn end.
 """
 
 import time
@@ -13,7 +14,14 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from pipecat.clocks.system_clock import SystemClock
-from pipecat.frames.frames import AudioRawFrame, Frame, StartFrame
+from pipecat.frames.frames import (
+    AudioRawFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InterruptionFrame,
+    StartFrame,
+    UserStoppedSpeakingFrame,
+)
 from pipecat.observers.turn_tracking_observer import TurnTrackingObserver
 from pipecat.processors.audio.audio_buffer_processor import AudioBufferProcessor, TurnAudioData
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
@@ -25,8 +33,13 @@ from pipecat_audio_capture.testing import InMemoryAudioCollector
 PASS_THROUGH = "a pass-through"
 CAPTURE = "b AudioCaptureProcessor"
 AUDIO_BUFFER = "c AudioBufferProcessor"
-COPY_FLOOR = "d pass-through + one copy"
+COPY_FLOOR = "d pass-through + one copy, per turn"
+CAPTURE_QUEUED = "b' AudioCaptureProcessor, queued mode"
+PASS_THROUGH_DIRECT = "e pass-through, direct mode"
 VARIANTS = (PASS_THROUGH, CAPTURE, AUDIO_BUFFER, COPY_FLOOR)
+PIPELINE_VARIANTS = (*VARIANTS, CAPTURE_QUEUED, PASS_THROUGH_DIRECT)
+
+_TURN_ENDS = (UserStoppedSpeakingFrame, BotStoppedSpeakingFrame, InterruptionFrame)
 
 
 class PassThrough(FrameProcessor):
@@ -39,7 +52,8 @@ class PassThrough(FrameProcessor):
 
 
 class CopyFloor(FrameProcessor):
-    """A pass-through that copies the audio of every frame once: the least a recorder does."""
+    """A pass-through that copies the audio of every frame once and lets it go at each turn
+    end: the least a per-turn recorder does."""
 
     def __init__(self) -> None:
         """Start with an empty buffer."""
@@ -51,6 +65,8 @@ class CopyFloor(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, AudioRawFrame):
             self.buffer += frame.audio
+        elif isinstance(frame, _TURN_ENDS):
+            self.buffer = bytearray()
         await self.push_frame(frame, direction)
 
 
@@ -69,11 +85,13 @@ class Subject:
 
 def build(variant: str, *, turn_clock: Callable[[], float] = time.monotonic) -> Subject:
     """A fresh processor of ``variant``; ``turn_clock`` is the capture's ``TurnIds`` clock."""
-    if variant == PASS_THROUGH:
-        return Subject(PassThrough(), lambda: 0)
-    if variant == CAPTURE:
+    if variant in (PASS_THROUGH, PASS_THROUGH_DIRECT):
+        return Subject(PassThrough(enable_direct_mode=variant == PASS_THROUGH_DIRECT), lambda: 0)
+    if variant in (CAPTURE, CAPTURE_QUEUED):
         collector = InMemoryAudioCollector()
-        processor = AudioCaptureProcessor(collector, TurnIds(clock=turn_clock))
+        processor = AudioCaptureProcessor(
+            collector, TurnIds(clock=turn_clock), enable_direct_mode=variant == CAPTURE
+        )
         return Subject(processor, lambda: len(collector.segments))
     if variant == AUDIO_BUFFER:
         turns: list[TurnAudioData] = []

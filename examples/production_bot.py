@@ -6,7 +6,7 @@ Pipecat's default user turn strategies, and Pipecat's websocket server transport
 protobuf serializer (the wire format of Pipecat's client SDKs)::
 
     transport.input() -> STT -> user aggregator -> LLM -> TTS -> AudioCaptureProcessor
-        -> transport.output() -> assistant aggregator
+        -> transport.output() -> its PlaybackTap -> assistant aggregator
 
 Each turn becomes ``gs://$RECORDINGS_BUCKET/$RECORDINGS_PREFIX{session_id}/{segment_id}.wav``
 with a row in ``session_audio_segments``; the turn's transcript goes to ``session_transcripts``
@@ -261,6 +261,7 @@ def build_bot(
     )
     transcripts.attach(user_aggregator, assistant_aggregator)
 
+    recorder = AudioCaptureProcessor(capture, turn_ids)
     pipeline = Pipeline(
         [
             transport.input(),
@@ -270,8 +271,9 @@ def build_bot(
             tts,
             # Sees the caller's audio, the TTS audio, the turn frames and interruptions, and
             # cuts a barged-in reply at what the caller actually heard.
-            AudioCaptureProcessor(capture, turn_ids),
+            recorder,
             transport.output(),
+            recorder.playback_tap(),  # bot segments hold what the transport wrote
             assistant_aggregator,
         ]
     )

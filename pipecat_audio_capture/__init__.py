@@ -1,6 +1,7 @@
 """Per-turn audio capture for Pipecat voice bots.
 
-Insert :class:`AudioCaptureProcessor` between the TTS service and ``transport.output()``; each
+Insert :class:`AudioCaptureProcessor` between the TTS service and ``transport.output()``, and its
+:meth:`~AudioCaptureProcessor.playback_tap` right after ``transport.output()``; each
 user and bot turn becomes its own WAV file, written in the background by
 :class:`SessionAudioCapture`, with a ``turn_id`` shared (through :class:`TurnIds`) with the turn's
 transcript.
@@ -34,6 +35,7 @@ from pipecat_audio_capture.records import (
     CaptureStats,
     LatencyStage,
     PendingAudioSegment,
+    Playback,
     SegmentMetadata,
     TranscriptRecord,
     TurnLatencyRecord,
@@ -67,7 +69,9 @@ if TYPE_CHECKING:
     )
     from pipecat_audio_capture.capture import SessionAudioCapture, SessionCaptureStats
     from pipecat_audio_capture.latency import LatencyRecorder
-    from pipecat_audio_capture.processor import AudioCaptureProcessor, ProcessorStats
+    from pipecat_audio_capture.playback_tap import PlaybackTap
+    from pipecat_audio_capture.processor import AudioCaptureProcessor
+    from pipecat_audio_capture.processor_stats import ProcessorStats
     from pipecat_audio_capture.replay import ReplayReport, replay_spool
     from pipecat_audio_capture.retention import (
         DeletionReport,
@@ -91,7 +95,8 @@ _ON_FIRST_USE = {
     "AudioCaptureProcessor": "pipecat_audio_capture.processor",
     "DeletionReport": "pipecat_audio_capture.retention",
     "LatencyRecorder": "pipecat_audio_capture.latency",
-    "ProcessorStats": "pipecat_audio_capture.processor",
+    "PlaybackTap": "pipecat_audio_capture.playback_tap",
+    "ProcessorStats": "pipecat_audio_capture.processor_stats",
     "PurgeReport": "pipecat_audio_capture.retention",
     "ReplayReport": "pipecat_audio_capture.replay",
     "SessionAudioCapture": "pipecat_audio_capture.capture",
@@ -125,6 +130,8 @@ __all__ = [
     "MigrationError",
     "MissingExtraError",
     "PendingAudioSegment",
+    "Playback",
+    "PlaybackTap",
     "ProcessorStats",
     "PurgeReport",
     "ReplayReport",

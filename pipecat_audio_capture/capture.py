@@ -458,4 +458,5 @@ def metadata_for(
         unplayed_ms=segment.unplayed_ms,
         started_at=segment.started_at,
         ended_at=segment.ended_at,
+        playback=segment.playback,
     )

@@ -12,6 +12,17 @@ MAX_SEGMENT_S = 300.0
 """A turn longer than this is split into several segments sharing one ``turn_id``; it bounds the
 memory one open turn can hold (300 s of 24 kHz mono is 14 MB)."""
 
+PROCESSOR_DIRECT_MODE = True
+"""``AudioCaptureProcessor`` runs in Pipecat's direct mode: each frame is handled in the task of
+the processor that pushed it, with no input queue and task of its own (no queue hop per frame).
+It never pauses or holds a frame, which is all direct mode rules out."""
+
+MAX_FORMAT_CHANGES_PER_TURN = 3
+"""Format changes (sample rate or channel count) one turn may make; each starts a new segment of
+the turn. From the next change on, the rest of the turn is counted and not recorded: a stream that
+changes format every frame would otherwise flood the queue, the spool and the index with one
+segment per frame."""
+
 QUEUE_CAPACITY = 64
 """Segments waiting for the background writer before new ones go to the spool (or, without one,
 are dropped and reported)."""

@@ -6,6 +6,10 @@ from typing import Any, Literal
 
 Speaker = Literal["user", "bot"]
 Role = Literal["user", "assistant"]
+Playback = Literal["confirmed", "estimated"]
+"""Where a bot segment's cut and times come from: what the output transport wrote
+(``confirmed``), or a play-out clock that assumes real-time playback (``estimated``)."""
+PLAYBACK_VALUES: tuple[Playback, ...] = ("confirmed", "estimated")
 
 SAMPLE_WIDTH_BYTES = 2
 """Pipecat's raw audio is 16-bit signed little-endian PCM."""
@@ -30,6 +34,13 @@ class PendingAudioSegment:
             processor cannot know (placed after the output transport, or a user turn).
         pcm_bytes: Bytes in ``pcm`` if its maker counted them (the processor does as it
             gathers the chunks), else None and counted when needed.
+        playback: For a bot segment, where its cut and times come from: ``"confirmed"`` (what
+            the output transport wrote) or ``"estimated"`` (a real-time play-out clock); None
+            for a user segment or when unknown.
+        played_until: When the output transport finished writing the last chunk (confirmed
+            playback), which is then ``ended_at``: a transport slower than real time takes
+            longer than the audio lasts, a bursty one less. None: the audio ended
+            ``duration_ms`` after ``started_at``.
     """
 
     segment_id: str
@@ -43,6 +54,8 @@ class PendingAudioSegment:
     interrupted: bool = False
     unplayed_ms: float | None = None
     pcm_bytes: int | None = None
+    playback: Playback | None = None
+    played_until: datetime | None = None
 
     @property
     def byte_length(self) -> int:
@@ -59,7 +72,9 @@ class PendingAudioSegment:
 
     @property
     def ended_at(self) -> datetime:
-        """When the last sample was spoken (UTC)."""
+        """When the last sample was spoken, or written by the output transport (UTC)."""
+        if self.played_until is not None:
+            return max(self.played_until, self.started_at)
         return self.started_at + timedelta(milliseconds=self.duration_ms)
 
 
@@ -82,6 +97,8 @@ class SegmentMetadata:
         started_at: When the first sample was spoken (UTC).
         ended_at: When the last sample was spoken (UTC).
         format: Container format, always ``"wav"``.
+        playback: For a bot segment, ``"confirmed"`` or ``"estimated"`` (see
+            :class:`PendingAudioSegment`); None for a user segment or when unknown.
     """
 
     segment_id: str
@@ -98,6 +115,7 @@ class SegmentMetadata:
     started_at: datetime
     ended_at: datetime
     format: str = "wav"
+    playback: Playback | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the record as a JSON-serialisable dict (timestamps as ISO 8601)."""

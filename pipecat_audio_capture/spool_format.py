@@ -25,9 +25,11 @@ from typing import Any, cast
 from pipecat_audio_capture.errors import AudioFormatError, InvalidIdError, SpoolEntryError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import (
+    PLAYBACK_VALUES,
     LatencyStage,
     MeasuredFrom,
     PendingAudioSegment,
+    Playback,
     Role,
     Speaker,
     TranscriptRecord,
@@ -72,6 +74,8 @@ _SEGMENT_KEYS = frozenset(
         "spooled_at",
     }
 )
+_SEGMENT_OPTIONAL_KEYS = frozenset({"playback", "played_until"})
+"""Keys added after the first release: entries spooled by an older version lack them."""
 _TRANSCRIPT_KEYS = frozenset(
     {
         "format",
@@ -198,6 +202,8 @@ def encode_segment(
         "started_at": segment.started_at.isoformat(),
         "interrupted": segment.interrupted,
         "unplayed_ms": segment.unplayed_ms,
+        "playback": segment.playback,
+        "played_until": None if segment.played_until is None else segment.played_until.isoformat(),
         "wav_bytes": len(wav),
         "wav_sha256": hashlib.sha256(wav).hexdigest(),
         "reason": reason,
@@ -215,7 +221,7 @@ def decode_segment(data: bytes, *, session_id: str, segment_id: str) -> SpooledS
     end = data.find(b"\n", 0, MAX_HEADER_BYTES)
     if end < 0:
         raise SpoolEntryError("no header line")
-    header = _json_object(data[:end], _SEGMENT_KEYS, SEGMENT_FORMAT)
+    header = _json_object(data[:end], _SEGMENT_KEYS, SEGMENT_FORMAT, _SEGMENT_OPTIONAL_KEYS)
     _same_id(header, "session_id", session_id)
     _same_id(header, "segment_id", segment_id)
     wav = data[end + 1 :]
@@ -243,6 +249,8 @@ def decode_segment(data: bytes, *, session_id: str, segment_id: str) -> SpooledS
         started_at=_time(header, "started_at"),
         interrupted=_bool(header, "interrupted"),
         unplayed_ms=_optional_ms(header, "unplayed_ms"),
+        playback=cast(Playback | None, _optional_choice(header, "playback", PLAYBACK_VALUES)),
+        played_until=_optional_time(header, "played_until"),
     )
     try:
         # The index stores the end time; a start near year 9999 has none.
@@ -361,7 +369,12 @@ def _stage(value: object) -> LatencyStage:
     )
 
 
-def _json_object(raw: bytes, keys: frozenset[str], expected_format: str) -> dict[str, Any]:
+def _json_object(
+    raw: bytes,
+    keys: frozenset[str],
+    expected_format: str,
+    optional_keys: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -376,8 +389,8 @@ def _json_object(raw: bytes, keys: frozenset[str], expected_format: str) -> dict
             f"format {value.get('format')!r} version {value.get('version')!r} is not "
             f"{expected_format!r} version {FORMAT_VERSION}"
         )
-    if set(value) != keys:
-        raise SpoolEntryError(f"fields differ: {sorted(set(value) ^ keys)}")
+    if not keys <= set(value) <= keys | optional_keys:
+        raise SpoolEntryError(f"fields differ: {sorted((set(value) - optional_keys) ^ keys)}")
     return value
 
 
@@ -439,6 +452,16 @@ def _optional_ms(values: dict[str, Any], key: str) -> float | None:
     if not math.isfinite(number) or number < 0:
         raise SpoolEntryError(f"{key} is {number}")
     return number
+
+
+def _optional_choice(values: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str | None:
+    if values.get(key) is None:
+        return None
+    return _choice(values, key, allowed)
+
+
+def _optional_time(values: dict[str, Any], key: str) -> datetime | None:
+    return None if values.get(key) is None else _time(values, key)
 
 
 def _time(values: dict[str, Any], key: str) -> datetime:

@@ -105,10 +105,11 @@ def exchange_frames(
        then ``BotStoppedSpeakingFrame``. The microphone keeps streaming silence meanwhile.
 
     Microphone frames are 20 ms, and ``SleepFrame``\\ s pace everything in real time, so the
-    script takes about as long as the exchange. The pacing also matters for order: speaking
-    frames are system frames, which overtake queued audio; sent all at once, the bot's
-    ``BotStoppedSpeakingFrame`` would arrive before its audio, and the audio would only be
-    counted in ``stats.ignored_bot_audio_ms``.
+    script takes about as long as the exchange. In a processor with its own input queue
+    (``enable_direct_mode=False``) the pacing also keeps the order: speaking frames are system
+    frames, which overtake queued audio; sent all at once, the bot's ``BotStoppedSpeakingFrame``
+    would arrive before its audio, and the audio would only be counted in
+    ``stats.ignored_bot_audio_ms``.
 
     With the default ``preroll_s`` (1 s) the processor then records a user segment of
     ``min(lead_silence_s, preroll_s) + user_speech_s`` and a bot segment of ``bot_speech_s``,

@@ -12,10 +12,10 @@ transcript's own start time (and, for the bot, the window in which the assistant
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipecat_audio_capture import defaults
+from pipecat_audio_capture.clock import Clock
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import Speaker
 
@@ -53,7 +53,7 @@ class TurnIds:
         *,
         history: int = defaults.TURN_HISTORY,
         tolerance_s: float = defaults.TURN_MATCH_TOLERANCE_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         """Initialize the shared state.
 
@@ -69,6 +69,11 @@ class TurnIds:
             "bot": deque(maxlen=history),
         }
         self._changed = asyncio.Event()
+
+    @property
+    def clock(self) -> Clock:
+        """The monotonic clock of the call, shared with the processor."""
+        return self._clock
 
     def now(self) -> float:
         """The clock ``TurnIds`` compares times with."""

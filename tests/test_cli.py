@@ -409,6 +409,7 @@ def test_show_json_has_every_call_log_field(
         "occurred_at": "2025-03-01T12:00:01.500000+00:00",
         "started_at": "2025-03-01T12:00:01.500000+00:00",
         "ended_at": "2025-03-01T12:00:03+00:00",
+        "playback": None,
         "response_gap_ms": 500.0,
     }
 

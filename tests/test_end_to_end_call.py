@@ -272,6 +272,6 @@ async def test_bot_segments_match_what_the_caller_heard(call: Call, recording: R
 
 
 async def test_the_processor_notices_its_placement(call: Call) -> None:
-    assert not call.before.processor._after_output
-    assert call.after.processor._after_output
+    assert not call.before.processor.playback_confirmed
+    assert call.after.processor.playback_confirmed
     assert call.before.processor.stats.unplayed_ms > 5000

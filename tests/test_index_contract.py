@@ -129,6 +129,44 @@ async def test_segment_round_trips_exactly(index: IndexBackend) -> None:
     assert await index.store.segment(new_id()) is None
 
 
+async def test_playback_is_stored_per_bot_segment_and_a_turn_is_confirmed_only_when_whole(
+    index: IndexBackend,
+) -> None:
+    session_id, whole, mixed = new_id(), new_id(), new_id()
+    user = make_segment(session_id, start_ms=0)
+    confirmed = [
+        replace(make_segment(session_id, turn_id=whole, speaker="bot", start_ms=ms), playback=p)
+        for ms, p in ((1000, "confirmed"), (2000, "confirmed"))
+    ]
+    parts = [
+        replace(make_segment(session_id, turn_id=mixed, speaker="bot", start_ms=ms), playback=p)
+        for ms, p in ((3000, "confirmed"), (4000, "estimated"))
+    ]
+    for meta in (user, *confirmed, *parts):
+        await index.store.save_metadata(session_id, meta)
+
+    assert await index.store.segment(parts[1].segment_id) == parts[1]
+    log = await index.store.call_log(session_id)
+    assert [(entry.role, entry.playback) for entry in log] == [
+        ("user", None),
+        ("assistant", "confirmed"),
+        ("assistant", "estimated"),
+    ]
+
+
+@pytest.mark.parametrize("playback", ["heard", ""])
+async def test_the_index_refuses_an_unknown_playback(index: IndexBackend, playback: str) -> None:
+    meta = replace(make_segment(new_id(), speaker="bot"), playback=playback)  # type: ignore[arg-type]
+    with pytest.raises(StorageError):
+        await index.store.save_metadata(meta.session_id, meta)
+
+
+async def test_the_index_refuses_playback_on_a_user_segment(index: IndexBackend) -> None:
+    meta = replace(make_segment(new_id(), speaker="user"), playback="confirmed")
+    with pytest.raises(StorageError):
+        await index.store.save_metadata(meta.session_id, meta)
+
+
 async def test_timestamps_in_other_zones_come_back_as_utc(index: IndexBackend) -> None:
     paris = timezone(timedelta(hours=1))
     meta = make_segment(new_id())

@@ -1,6 +1,7 @@
 """Frame scripts through real Pipecat pipelines: the flush table and odd input."""
 
 import asyncio
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from pipecat.frames.frames import (
     UserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_audio_capture import AudioCaptureProcessor, TurnIds
@@ -223,8 +224,9 @@ async def test_preroll_skips_frames_of_impossible_format_and_trims_odd_ones():
     values = samples(segment)
     assert (values[-int(0.02 * USER_RATE) :] == 2).all()
     assert (values[: int(0.06 * USER_RATE)] == 1).all()
-    # The odd byte, and both frames of impossible format, are counted.
-    assert processor.stats.trimmed_bytes == 1 + 2 * 640
+    # The odd byte is trimmed; both frames of impossible format are refused at the door.
+    assert processor.stats.trimmed_bytes == 1
+    assert processor.stats.unsupported_format_frames == 2
 
 
 async def test_a_stream_of_empty_input_frames_is_not_held_in_the_preroll():
@@ -233,7 +235,7 @@ async def test_a_stream_of_empty_input_frames_is_not_held_in_the_preroll():
     await run_test(processor, frames_to_send=[*mic_frames(0.1, value=5), *empty])
     # The pre-roll is private; what it holds is what this test bounds. The 0.1 s of audio is
     # kept for a turn; the empty frames go at the next trim.
-    assert len(processor._preroll) < 200
+    assert len(processor._user.preroll.frames) < 200
     await run_test(
         processor, frames_to_send=[UserStartedSpeakingFrame(), UserStoppedSpeakingFrame()]
     )
@@ -332,3 +334,56 @@ async def test_collector_refusal_is_counted_not_raised():
     await asyncio.sleep(0)
     assert processor.stats.refused == 1 and processor.stats.segments == 0
     assert len(down) == len(frames) and len(seen) == 1
+
+
+class _Seen(FrameProcessor):
+    """Notes every frame passing, in direct mode so it adds no reordering of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(enable_direct_mode=True)
+        self.seen: list[tuple[int, FrameDirection]] = []
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        self.seen.append((frame.id, direction))
+        await self.push_frame(frame, direction)
+
+
+async def test_in_direct_mode_every_frame_leaves_in_the_order_it_came_and_barge_ins_still_cut():
+    processor, collector, _ = make(preroll_s=0.0)
+    before, after = _Seen(), _Seen()
+    frames = [
+        *tts_frames(1.0),
+        SleepFrame(0.1),
+        UserStartedSpeakingFrame(),
+        InterruptionFrame(),
+        *mic_frames(0.2),
+        *tts_frames(0.2),
+        UserStoppedSpeakingFrame(),
+    ]
+    await run_test(Pipeline([before, processor, after]), frames_to_send=frames)
+
+    # System frames (speaking, interruption, input audio) do not overtake data frames (TTS).
+    downstream = [seen for seen in before.seen if seen[1] == FrameDirection.DOWNSTREAM]
+    assert [seen for seen in after.seen if seen[1] == FrameDirection.DOWNSTREAM] == downstream
+    assert len(downstream) >= len(frames) - 1
+    [bot, *_] = collector.by_speaker("bot")
+    assert bot.interrupted and bot.duration_ms < 500
+
+
+def test_one_call_has_one_clock_shared_by_the_processor_and_its_turn_ids():
+    now = [500.0]
+
+    def clock() -> float:
+        return now[0]
+
+    processor = AudioCaptureProcessor(InMemoryAudioCollector(), clock=clock)
+    assert processor.turn_ids.clock is clock
+    assert processor.turn_ids.now() == 500.0
+    start = processor.wall_time(500.0)
+    assert processor.wall_time(501.5) - start == timedelta(seconds=1.5)
+
+    shared = TurnIds(clock=clock)
+    assert AudioCaptureProcessor(InMemoryAudioCollector(), shared, clock=clock).turn_ids is shared
+    with pytest.raises(ValueError, match="one clock"):
+        AudioCaptureProcessor(InMemoryAudioCollector(), shared, clock=lambda: 0.0)

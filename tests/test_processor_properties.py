@@ -1,25 +1,21 @@
 """Property tests: hostile frame sequences never lose, leak, reorder or overlap audio.
 
 Most tests drive an unlinked ``AudioCaptureProcessor`` directly (``process_frame`` per frame,
-``push_frame`` captured) under a fake monotonic clock, so the play-out clock is deterministic
-and thousands of sequences run in seconds. One test runs generated sequences through a real
-Pipecat pipeline to confirm pass-through there.
+``push_frame`` captured) with a fake monotonic clock passed in (shared with its ``TurnIds``), so
+the play-out clock is deterministic and thousands of sequences run in seconds. One test runs
+generated sequences through a real Pipecat pipeline to confirm pass-through there.
 
-The fake clock replaces ``time`` and ``datetime`` in ``pipecat_audio_capture.processor`` only:
-``started_at`` (wall clock) and the play-out clock (monotonic) then advance together, exactly
-as the script says, and segment times can be compared to the microsecond.
+``started_at`` is the processor's wall anchor plus the fake clock's advance, so segment times
+can be compared to the microsecond once mapped back through the processor's ``wall_time``.
 """
 
 import asyncio
 import itertools
 import struct
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from unittest import mock
+from datetime import datetime
 
 import pytest
 from frame_strategies import (
@@ -53,8 +49,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSet
 from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.utils.asyncio.task_manager import TaskManager
 
-import pipecat_audio_capture.processor as processor_module
 from pipecat_audio_capture import AudioCaptureProcessor, TurnIds
+from pipecat_audio_capture.defaults import MAX_FORMAT_CHANGES_PER_TURN
 from pipecat_audio_capture.records import PendingAudioSegment
 from pipecat_audio_capture.testing import InMemoryAudioCollector
 
@@ -62,8 +58,6 @@ TOLERANCE_S = 0.001
 """Float and microsecond rounding allowed when comparing segment times."""
 
 CLOCK_START = 1000.0
-WALL_EPOCH = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-"""The fake wall clock reads ``WALL_EPOCH`` when the fake monotonic clock reads ``CLOCK_START``."""
 
 PROPERTY = settings(
     max_examples=300,
@@ -89,39 +83,12 @@ class FakeClock:
         return self.now
 
 
-class _FakeTimeModule:
-    """Stands in for the ``time`` module inside ``pipecat_audio_capture.processor``."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-
-    def monotonic(self) -> float:
-        return self._clock.now
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-
-def wall(mono: float) -> datetime:
-    return WALL_EPOCH + timedelta(seconds=mono - CLOCK_START)
+_epoch: list[datetime] = []
+"""What the processor of the running script maps ``CLOCK_START`` to (one script runs at a time)."""
 
 
 def mono(at: datetime) -> float:
-    return CLOCK_START + (at - WALL_EPOCH).total_seconds()
-
-
-@contextmanager
-def fake_time(clock: FakeClock) -> Iterator[None]:
-    class FakeDateTime(datetime):
-        @classmethod
-        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
-            return wall(clock.now)
-
-    with (
-        mock.patch.object(processor_module, "time", _FakeTimeModule(clock)),
-        mock.patch.object(processor_module, "datetime", FakeDateTime),
-    ):
-        yield
+    return CLOCK_START + (at - _epoch[-1]).total_seconds()
 
 
 class RecordingProcessor(AudioCaptureProcessor):
@@ -172,38 +139,38 @@ async def run_script(
     clock = FakeClock()
     collector = InMemoryAudioCollector()
     turn_ids = TurnIds(clock=clock.monotonic)
-    with fake_time(clock):
-        processor = RecordingProcessor(
-            collector,
-            turn_ids,
-            preroll_s=script.preroll_s,
-            max_segment_s=script.max_segment_s,
+    processor = RecordingProcessor(
+        collector,
+        turn_ids,
+        preroll_s=script.preroll_s,
+        max_segment_s=script.max_segment_s,
+        clock=clock.monotonic,
+    )
+    _epoch[:] = [processor.wall_time(CLOCK_START)]
+    # A task manager lets Pipecat's own InterruptionFrame/CancelFrame handling run as it
+    # does in a pipeline (without one it pushes an ErrorFrame).
+    await processor.setup(
+        FrameProcessorSetup(
+            clock=SystemClock(),
+            task_manager=TaskManager(),
+            pipeline_worker=None,  # type: ignore[arg-type]
         )
-        # A task manager lets Pipecat's own InterruptionFrame/CancelFrame handling run as it
-        # does in a pipeline (without one it pushes an ErrorFrame).
-        await processor.setup(
-            FrameProcessorSetup(
-                clock=SystemClock(),
-                task_manager=TaskManager(),
-                pipeline_worker=None,  # type: ignore[arg-type]
-            )
-        )
-        run = Run(script=script, processor=processor, turn_ids=turn_ids)
+    )
+    run = Run(script=script, processor=processor, turn_ids=turn_ids)
 
-        def collect(step: Step | None) -> None:
-            new = collector.segments[len(run.flushes) :]
-            # _after_output is private: it is where the processor decided it sits.
-            run.flushes += [Flush(step, s, processor._after_output) for s in new]
+    def collect(step: Step | None) -> None:
+        new = collector.segments[len(run.flushes) :]
+        run.flushes += [Flush(step, s, processor.playback_confirmed) for s in new]
 
-        for step in script.steps:
-            clock.now += step.advance_s
-            await processor.process_frame(step.frame, step.direction)
-            collect(step)
-            run.user_turn_after.append(turn_ids.user)
-            if after_each is not None:
-                after_each(processor, script)
-        await processor.cleanup()
-        collect(None)
+    for step in script.steps:
+        clock.now += step.advance_s
+        await processor.process_frame(step.frame, step.direction)
+        collect(step)
+        run.user_turn_after.append(turn_ids.user)
+        if after_each is not None:
+            after_each(processor, script)
+    await processor.cleanup()
+    collect(None)
     return run
 
 
@@ -435,11 +402,13 @@ def test_segments_hold_whole_samples_of_their_own_speaker_and_format_in_order(
 
 def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
     """Each user turn's audio by the documented rules: ``preroll_s`` of the input audio heard
-    since the last turn (in the current format), then all input audio until the flush."""
+    since the last turn (in the current format), then all input audio until the flush, up to
+    the format change past ``MAX_FORMAT_CHANGES_PER_TURN``."""
     script = run.script
     turns: list[tuple[str, bytes]] = []
     turn_id: str | None = None  # of the open turn
     turn_audio = b""
+    turn_format, changes = None, 0
     preroll, preroll_format = b"", None
     for index, step in enumerate(script.steps):
         frame = step.frame
@@ -448,7 +417,12 @@ def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
             if not audio:
                 continue
             if turn_id is not None:
-                turn_audio += audio
+                audio_format = (frame.sample_rate, frame.num_channels)
+                if turn_audio and audio_format != turn_format:
+                    changes += 1
+                turn_format = audio_format
+                if changes <= MAX_FORMAT_CHANGES_PER_TURN:
+                    turn_audio += audio
                 continue
             if preroll_format != (frame.sample_rate, frame.num_channels):
                 preroll, preroll_format = b"", (frame.sample_rate, frame.num_channels)
@@ -458,6 +432,7 @@ def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
             turn_id = run.user_turn_after[index]
             assert turn_id is not None, "a user turn started without an id"
             turn_audio = preroll[max(0, len(preroll) - limit) :] if limit else b""
+            turn_format, changes = preroll_format, 0
             preroll = b""
         elif isinstance(frame, (UserStoppedSpeakingFrame, *SESSION_END)) and turn_id:
             turns.append((turn_id, turn_audio))
@@ -467,6 +442,16 @@ def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
     return [(turn_id, audio) for turn_id, audio in turns if audio]
 
 
+# A turn that changes format every frame: four parts, then the rest is not recorded.
+@example(
+    script=Script(
+        steps=[
+            Step(0.0, UserStartedSpeakingFrame()),
+            *(Step(0.02, input_audio(0.02, rate=(16000, 24000)[i % 2])) for i in range(12)),
+            Step(0.0, UserStoppedSpeakingFrame()),
+        ],
+    )
+)
 @PROPERTY
 @given(script=scripts())
 def test_user_turns_hold_their_preroll_and_every_input_byte_of_the_turn(script: Script) -> None:
@@ -478,10 +463,16 @@ def test_user_turns_hold_their_preroll_and_every_input_byte_of_the_turn(script: 
     assert list(recorded.items()) == expected_user_turns(run)
 
 
+@example(
+    script=Script(
+        steps=[Step(0.02, tts_audio(0.02, rate=(16000, 24000)[i % 2])) for i in range(12)],
+    )
+)
 @PROPERTY
 @given(script=scripts())
 def test_bot_audio_is_recorded_or_counted_as_unplayed_or_ignored(script: Script) -> None:
-    """Nothing lost on the bot side: received = recorded + cut (unplayed) + ignored."""
+    """Nothing lost on the bot side: received = recorded + cut (unplayed) + ignored + past the
+    format-change limit."""
     run = run_sync(script)
     received_ms = sum(
         len(whole_samples(step.frame)) / frame_bytes(step.frame) / step.frame.sample_rate * 1000
@@ -490,9 +481,9 @@ def test_bot_audio_is_recorded_or_counted_as_unplayed_or_ignored(script: Script)
     )
     recorded_ms = sum(segment.duration_ms for segment in run.by_speaker("bot"))
     stats = run.processor.stats
-    assert recorded_ms + stats.unplayed_ms + stats.ignored_bot_audio_ms == pytest.approx(
-        received_ms, abs=1e-6
-    )
+    assert recorded_ms + stats.unplayed_ms + stats.ignored_bot_audio_ms + (
+        stats.format_churn_ms
+    ) == pytest.approx(received_ms, abs=1e-6)
 
 
 # Splits.
@@ -524,10 +515,11 @@ def test_parts_of_a_split_turn_share_its_id_follow_each_other_and_are_contiguous
 
 
 def assert_buffers_within_caps(processor: RecordingProcessor, script: Script) -> None:
-    # The buffers are private (_preroll, _preroll_bytes, _user, _bot): no public view says how
-    # much audio the processor holds, and that is what this test bounds.
-    preroll = list(processor._preroll)
-    assert processor._preroll_bytes == sum(len(frame.audio) + 64 for frame in preroll)
+    # The buffers are private (the tracks' pre-roll and parts): no public view says how much
+    # audio the processor holds, and that is what this test bounds.
+    preroll = list(processor._user.preroll.frames)
+    held_bytes = processor._user.preroll.held_bytes
+    assert held_bytes == sum(len(frame.audio) + 64 for frame in preroll)
     # The pre-roll keeps raw input frames and is trimmed once it gathers more than twice what
     # a turn could take (or 8 KiB) past what a turn needs; a frame may stick out on both ends.
     limit = max(
@@ -540,8 +532,9 @@ def assert_buffers_within_caps(processor: RecordingProcessor, script: Script) ->
         default=0,
     )
     longest = max((len(frame.audio) for frame in preroll), default=0)
-    assert processor._preroll_bytes <= 3 * limit + 8192 + 2 * (longest + 64)
-    parts = ([processor._user] if processor._user else []) + list(processor._bot)
+    assert held_bytes <= 3 * limit + 8192 + 2 * (longest + 64)
+    user = processor._user.part
+    parts = ([user] if user else []) + list(processor._bot.parts)
     for part in parts:
         assert part.nbytes == sum(len(chunk) for chunk in part.chunks)
         cap = cap_bytes(script.max_segment_s, part.sample_rate, part.num_channels)
@@ -637,7 +630,7 @@ def test_a_long_bot_turn_holds_at_most_one_cap_of_played_audio_under_one_turn_id
     )
 
     def check(processor: RecordingProcessor, _: Script) -> None:
-        held_s = sum(part.duration_s for part in processor._bot)
+        held_s = sum(part.duration_s for part in processor._bot.parts)
         assert held_s <= script.max_segment_s + 2 * longest_s + 1e-9, (
             f"{held_s:.2f} s of bot audio held in memory (max_segment_s={script.max_segment_s})"
         )

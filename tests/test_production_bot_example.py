@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from pipecat_audio_capture import (
     AudioCaptureProcessor,
     CompositeAudioStorage,
+    PlaybackTap,
     SessionAudioCapture,
     TranscriptRecorder,
 )
@@ -139,6 +140,7 @@ async def test_audio_processor_sits_between_tts_and_transport_output(built: Buil
     at = processors.index(recorder)
     assert processors[at - 1] is tts
     assert processors[at + 1] is output
+    assert isinstance(processors[at + 2], PlaybackTap), "bot playback is confirmed"
     # The links frames actually follow, not only the list order.
     assert tts.next is recorder and recorder.next is output
 

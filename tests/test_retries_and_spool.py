@@ -1,10 +1,13 @@
 """Retries, the local spool, its replay, and the queue-full and close-timeout policies."""
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from pipecat_audio_capture import (
     RetryPolicy,
     SessionAudioCapture,
     Spool,
+    SpoolEntryError,
     SpoolFullError,
     SQLiteAudioMetaStorage,
     StorageConfigError,
@@ -35,9 +39,15 @@ from pipecat_audio_capture import (
     UnsafePathError,
     WriteTimeoutError,
     replay_spool,
+    spool_format,
 )
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.records import SegmentMetadata, Speaker, TranscriptRecord
+from pipecat_audio_capture.records import (
+    PendingAudioSegment,
+    SegmentMetadata,
+    Speaker,
+    TranscriptRecord,
+)
 from pipecat_audio_capture.retry import retrying
 from pipecat_audio_capture.wav import encode_wav
 
@@ -655,3 +665,56 @@ async def test_the_audio_path_takes_segments_without_waiting_while_storage_hangs
 
     assert max(speech.call_s) < 0.01
     assert stats.spooled == 20 and not stats.lost_segment_ids
+
+
+def test_a_spooled_segment_keeps_its_playback_and_when_it_was_last_written() -> None:
+    segment = dataclasses.replace(
+        pending_segment(new_id(), speaker="bot"),
+        playback="confirmed",
+        played_until=T0 + timedelta(seconds=0.4),
+    )
+    wav = encode_wav(segment.pcm, segment.sample_rate, segment.num_channels)
+    data = spool_format.encode_segment(segment, wav, reason="backend_down", spooled_at=T0)
+
+    spooled = spool_format.decode_segment(
+        data, session_id=segment.session_id, segment_id=segment.segment_id
+    ).segment
+
+    assert (spooled.playback, spooled.played_until) == ("confirmed", segment.played_until)
+    assert spooled.ended_at == segment.ended_at == T0 + timedelta(seconds=0.4)
+
+
+def _entry_with_header(
+    segment: PendingAudioSegment, edit: Callable[[dict[str, Any]], object]
+) -> bytes:
+    """The spool entry of ``segment`` with its header edited by ``edit``."""
+    wav = encode_wav(segment.pcm, segment.sample_rate, segment.num_channels)
+    data = spool_format.encode_segment(segment, wav, reason="backend_down", spooled_at=T0)
+    header, _, rest = data.partition(b"\n")
+    fields = json.loads(header)
+    edit(fields)
+    return json.dumps(fields).encode() + b"\n" + rest
+
+
+def test_a_segment_spooled_before_playback_existed_still_replays() -> None:
+    segment = pending_segment(new_id(), speaker="bot")
+
+    def drop_playback(fields: dict[str, Any]) -> None:
+        del fields["playback"], fields["played_until"]
+
+    old = _entry_with_header(segment, drop_playback)
+    spooled = spool_format.decode_segment(
+        old, session_id=segment.session_id, segment_id=segment.segment_id
+    ).segment
+
+    assert (spooled.playback, spooled.played_until) == (None, None)
+
+
+def test_a_spool_entry_with_an_unknown_playback_is_refused() -> None:
+    segment = pending_segment(new_id(), speaker="bot")
+    hostile = _entry_with_header(segment, lambda fields: fields.update(playback="heard"))
+
+    with pytest.raises(SpoolEntryError):
+        spool_format.decode_segment(
+            hostile, session_id=segment.session_id, segment_id=segment.segment_id
+        )

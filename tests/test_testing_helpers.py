@@ -57,16 +57,20 @@ async def test_exchange_frames_record_one_user_and_one_bot_segment_with_run_test
     assert processor.stats.segments == 2
 
 
-async def test_the_script_without_its_pacing_loses_the_bot_audio_to_ignored_bot_audio_ms() -> None:
-    # Why the script paces its frames: the speaking frames are system frames and overtake the
-    # queued TTS audio, so the bot's turn is over before its audio arrives.
-    collector = InMemoryAudioCollector()
-    processor = AudioCaptureProcessor(collector)
+async def test_the_unpaced_frame_list_records_both_speakers_in_direct_mode_only() -> None:
+    # Sent at once, the speaking frames (system frames) overtake the TTS audio in a queued
+    # processor, so the bot's turn is over before its audio arrives; direct mode (the default)
+    # takes the frames in the order they came.
     unpaced = [frame for frame in short_exchange() if not isinstance(frame, SleepFrame)]
-    await run_test(processor, frames_to_send=unpaced)
+    direct = InMemoryAudioCollector()
+    await run_test(AudioCaptureProcessor(direct), frames_to_send=unpaced)
+    collector = InMemoryAudioCollector()
+    queued = AudioCaptureProcessor(collector, enable_direct_mode=False)
+    await run_test(queued, frames_to_send=unpaced)
 
+    assert [segment.speaker for segment in direct.segments] == ["user", "bot"]
     assert [segment.speaker for segment in collector.segments] == ["user"]
-    assert processor.stats.ignored_bot_audio_ms == pytest.approx(600.0)
+    assert queued.stats.ignored_bot_audio_ms == pytest.approx(600.0)
 
 
 def test_exchange_frames_come_in_the_order_a_pipeline_produces_them() -> None:

@@ -87,7 +87,10 @@ async def record_demo_call(
 
         say(f"recording session {session_id} into {recordings}/")
         await run_simulated_call(
-            speed=speed, recorder_processors=[processor], on_aggregators=attach
+            speed=speed,
+            recorder_processors=[processor],
+            after_output_processors=[processor.playback_tap()],
+            on_aggregators=attach,
         )
         stats = await capture.close()
         await transcripts.close()

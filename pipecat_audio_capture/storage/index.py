@@ -21,6 +21,7 @@ from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import (
     LatencyStage,
     MeasuredFrom,
+    Playback,
     Role,
     SegmentMetadata,
     TranscriptRecord,
@@ -122,6 +123,9 @@ class CallLogEntry:
         occurred_at: When the turn started: the audio start, else the transcript's time (UTC).
         started_at: Start of the turn's audio (UTC).
         ended_at: End of the turn's audio (UTC).
+        playback: How the turn's bot audio was cut and timed: ``"confirmed"`` (what the output
+            transport wrote) or ``"estimated"`` (a play-out clock); None for user turns, turns
+            without audio, and rows indexed before migration 0005.
     """
 
     session_id: str
@@ -139,6 +143,7 @@ class CallLogEntry:
     occurred_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    playback: Playback | None = None
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,11 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 _INSERT_SEGMENT = """
 INSERT INTO session_audio_segments (
     segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
-    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at
+    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at, playback
 ) VALUES (
     %(segment_id)s, %(session_id)s, %(turn_id)s, %(speaker)s, %(audio_url)s, %(format)s,
     %(sample_rate)s, %(num_channels)s, %(duration_ms)s, %(byte_size)s, %(interrupted)s,
-    %(unplayed_ms)s, %(started_at)s, %(ended_at)s
+    %(unplayed_ms)s, %(started_at)s, %(ended_at)s, %(playback)s
 )
 ON CONFLICT (segment_id) DO NOTHING
 """

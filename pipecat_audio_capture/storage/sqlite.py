@@ -53,10 +53,11 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 _INSERT_SEGMENT = """
 INSERT INTO session_audio_segments (
     segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
-    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at
+    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at, playback
 ) VALUES (
     :segment_id, :session_id, :turn_id, :speaker, :audio_url, :format, :sample_rate,
-    :num_channels, :duration_ms, :byte_size, :interrupted, :unplayed_ms, :started_at, :ended_at
+    :num_channels, :duration_ms, :byte_size, :interrupted, :unplayed_ms, :started_at, :ended_at,
+    :playback
 )
 ON CONFLICT (segment_id) DO NOTHING
 """
