@@ -284,7 +284,9 @@ class FaultProxy:
             with upstream.makefile("rb") as server:
                 head = _read_head(server)
                 status = int(head.split(b" ", 2)[1])
-                body = b"" if status in (204, 304) else _read_body(server, head, until_eof=True)
+                # A response to HEAD has a Content-Length but never a body.
+                bodiless = status in (204, 304) or request.startswith(b"HEAD ")
+                body = b"" if bodiless else _read_body(server, head, until_eof=True)
         # The client may not reuse this connection, so that each request is seen on its own.
         return _with_connection_close(head) + b"\r\n" + body
 
