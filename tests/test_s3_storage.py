@@ -24,6 +24,7 @@ from pipecat_audio_capture.storage.base import (
     SessionAudioCounter,
     SessionAudioDeleter,
 )
+from pipecat_audio_capture.storage import s3 as s3_module
 from pipecat_audio_capture.storage.s3 import CHECK_PREFIX, S3AudioStorage
 from pipecat_audio_capture.wav import encode_wav
 
@@ -452,12 +453,16 @@ async def test_delete_session_in_an_unversioned_bucket(s3_client: "S3Client") ->
     assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
-async def test_delete_of_more_than_one_batch(s3_client: "S3Client", s3_bucket: str) -> None:
+async def test_delete_of_more_than_one_batch(
+    s3_client: "S3Client", s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 takes 1,000 keys per request; a batch of 2 shows the same splitting on 5 objects.
+    monkeypatch.setattr(s3_module, "_DELETE_BATCH", 2)
     files = S3AudioStorage(bucket=s3_bucket, client=s3_client)
-    for index in range(1003):
+    for index in range(5):
         s3_client.put_object(Bucket=s3_bucket, Key=f"{SESSION}/{index}.wav", Body=b"x")
 
-    assert await files.delete_session(SESSION) == 1003
+    assert await files.delete_session(SESSION) == 5
     assert versions(s3_client, s3_bucket) == []
 
 
