@@ -19,6 +19,7 @@ before pytest loads it as a plugin.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ def versions(client: S3Client, bucket: str) -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3]:
     """A moto S3 server shared by the test session."""
+    # The server logs every request at INFO; a test's output keeps only its warnings.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()
     try:
