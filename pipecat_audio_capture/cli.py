@@ -289,7 +289,10 @@ async def _serve(args: argparse.Namespace, target: IndexTarget) -> int:
     from pipecat_audio_capture.web.security import TOKEN_ENV
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    await serve(target, ServeOptions(args.host, args.port, args.recordings, token))
+    options = ServeOptions(
+        args.host, args.port, args.recordings, token, s3_endpoint_url=args.s3_endpoint_url
+    )
+    await serve(target, options)
     return EXIT_OK
 
 
@@ -454,6 +457,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         help="folder file:// audio is served from (the SQLite index's folder)",
+    )
+    serve.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="S3-compatible store that s3:// audio is presigned for (AWS, or $AWS_ENDPOINT_URL_S3)",
     )
     serve.add_argument(
         "--token",

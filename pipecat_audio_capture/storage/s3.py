@@ -106,6 +106,9 @@ def make_client(
         read_timeout=timeout_s,
         # The storage retries on its own allowlist and deadline, around every call.
         retries={"total_max_attempts": 1},
+        # A store at its own endpoint is addressed by path: a presigned URL then stays on the
+        # endpoint's origin, and no DNS name per bucket is needed (MinIO).
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
     # A session per client: boto3's default session is not safe to share between threads.
     session = boto3.session.Session()

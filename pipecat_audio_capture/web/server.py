@@ -6,6 +6,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from loguru import logger
@@ -14,6 +16,9 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.cli_index import CommandError, IndexTarget, SQLiteTarget, open_index
 from pipecat_audio_capture.web.app import create_app
 from pipecat_audio_capture.web.security import is_loopback, token_problem
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 @dataclass(frozen=True)
@@ -26,12 +31,15 @@ class ServeOptions:
         recordings: The folder local audio is served from. None means the folder of a SQLite
             index (where the demo writes its WAV files), and no local audio for PostgreSQL.
         token: The access token every request must carry, or None.
+        s3_endpoint_url: The endpoint of the S3-compatible store ``s3://`` audio is in, whose
+            origin the page then allows; None presigns for AWS (or ``$AWS_ENDPOINT_URL_S3``).
     """
 
     host: str = defaults.SERVE_HOST
     port: int = defaults.SERVE_PORT
     recordings: Path | None = None
     token: str | None = None
+    s3_endpoint_url: str | None = None
 
 
 async def serve(
@@ -70,7 +78,15 @@ async def serve(
     async with open_index(target) as index:
         # A first read fails now, with a clear message, rather than on the first page.
         await index.list_sessions(limit=1)
-        runner = web.AppRunner(create_app(index, recordings=recordings, token=options.token))
+        s3_client, media_origins = await _s3_signer(options.s3_endpoint_url)
+        app = create_app(
+            index,
+            recordings=recordings,
+            token=options.token,
+            s3_client=s3_client,
+            media_origins=media_origins,
+        )
+        runner = web.AppRunner(app)
         await runner.setup()
         try:
             site = web.TCPSite(runner, options.host, options.port)
@@ -91,6 +107,25 @@ async def serve(
             await _until_stopped()
         finally:
             await runner.cleanup()
+
+
+async def _s3_signer(endpoint_url: str | None) -> tuple["S3Client | None", tuple[str, ...]]:
+    """Return the client that presigns ``s3://`` audio for ``endpoint_url``, and its origin.
+
+    Raises:
+        MissingExtraError: If an endpoint is given and the ``s3`` extra is not installed.
+        CommandError: If the endpoint is not an http(s) URL.
+    """
+    if endpoint_url is None:
+        return None, ()
+    parts = urlsplit(endpoint_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CommandError(f"--s3-endpoint-url must be an http(s) URL: {endpoint_url!r}")
+    # Imported here: only an S3 endpoint needs the s3 extra.
+    from pipecat_audio_capture.storage.s3 import make_client
+
+    client = await asyncio.to_thread(make_client, endpoint_url=endpoint_url)
+    return client, (f"{parts.scheme}://{parts.netloc}",)
 
 
 async def _until_stopped() -> None:
