@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
-from botocore.config import Config
 from gcs_support import LOOPBACK, Fault, FaultProxy
 from moto.server import ThreadedMotoServer
+
+from pipecat_audio_capture.storage.s3 import client_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,13 +60,9 @@ class MotoS3:
         session = boto3.session.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
         )
-        config = Config(
-            signature_version="s3v4",
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
-            retries={"total_max_attempts": 1},
-        )
-        client: S3Client = session.client("s3", endpoint_url=endpoint or self.url, config=config)
+        url = endpoint or self.url
+        config = client_config(endpoint_url=url, timeout_s=timeout_s)
+        client: S3Client = session.client("s3", endpoint_url=url, config=config)
         return client
 
 

@@ -19,12 +19,12 @@ from s3_support import MotoS3, new_bucket, versions
 from pipecat_audio_capture.errors import InvalidIdError, StorageConfigError, StorageError
 from pipecat_audio_capture.playback import playable_url, presigned_s3_url
 from pipecat_audio_capture.records import SegmentMetadata
+from pipecat_audio_capture.storage import s3 as s3_module
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
     SessionAudioCounter,
     SessionAudioDeleter,
 )
-from pipecat_audio_capture.storage import s3 as s3_module
 from pipecat_audio_capture.storage.s3 import CHECK_PREFIX, S3AudioStorage
 from pipecat_audio_capture.wav import encode_wav
 

@@ -83,33 +83,48 @@ _NO_CREDENTIALS = (
 )
 
 
+def client_config(
+    *, endpoint_url: str | None = None, timeout_s: float = defaults.S3_TIMEOUT_S
+) -> Config:
+    """Return the botocore settings of the clients the package builds.
+
+    SigV4, ``timeout_s`` to connect and to read, no retries inside the client (the storage
+    retries on its own allowlist and deadline, around every call), and path-style addresses for
+    a store at its own endpoint: a presigned URL then stays on the endpoint's origin, and no
+    DNS name per bucket is needed (MinIO).
+
+    Args:
+        endpoint_url: An S3-compatible endpoint, or None for AWS.
+        timeout_s: Timeout to connect and to read, in seconds.
+    """
+    return Config(
+        signature_version="s3v4",
+        connect_timeout=timeout_s,
+        read_timeout=timeout_s,
+        retries={"total_max_attempts": 1},
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+    )
+
+
 def make_client(
     *,
     endpoint_url: str | None = None,
     region_name: str | None = None,
     timeout_s: float = defaults.S3_TIMEOUT_S,
 ) -> S3Client:
-    """Build the S3 client the package uses: SigV4, an explicit timeout, no retries of its own.
+    """Build the S3 client the package uses, with :func:`client_config`'s settings.
 
     Credentials and, when ``endpoint_url`` is None, the endpoint come from boto3's usual
     sources (``AWS_*`` variables, ``~/.aws``, an instance or task role; ``AWS_ENDPOINT_URL_S3``).
-    Blocking (it may read files): call it from a worker thread in async code.
+    Blocking (it may read files or ask the instance metadata service): call it from a worker
+    thread in async code.
 
     Args:
         endpoint_url: An S3-compatible endpoint (MinIO, R2, Wasabi), or None for AWS.
         region_name: The bucket's region; None takes boto3's default.
         timeout_s: Timeout to connect and to read, in seconds.
     """
-    config = Config(
-        signature_version="s3v4",
-        connect_timeout=timeout_s,
-        read_timeout=timeout_s,
-        # The storage retries on its own allowlist and deadline, around every call.
-        retries={"total_max_attempts": 1},
-        # A store at its own endpoint is addressed by path: a presigned URL then stays on the
-        # endpoint's origin, and no DNS name per bucket is needed (MinIO).
-        s3={"addressing_style": "path" if endpoint_url else "auto"},
-    )
+    config = client_config(endpoint_url=endpoint_url, timeout_s=timeout_s)
     # A session per client: boto3's default session is not safe to share between threads.
     session = boto3.session.Session()
     client: S3Client = session.client(
