@@ -135,6 +135,10 @@ class Fault(enum.Enum):
     """Answer 503 Service Unavailable without asking the server."""
     FORBIDDEN = "403"
     """Answer 403 Forbidden without asking the server, like GCS for a missing IAM permission."""
+    TOO_MANY_REQUESTS = "429"
+    """Answer 429 Too Many Requests without asking the server (rate limiting)."""
+    NOT_IMPLEMENTED = "501"
+    """Answer 501 Not Implemented without asking the server, like a store lacking an API."""
     DROP = "drop"
     """Read the request, then close the connection without an answer."""
     LOSE_RESPONSE = "lose response"
@@ -147,6 +151,8 @@ class Fault(enum.Enum):
 _ERROR_STATUS = {
     Fault.UNAVAILABLE: (503, "Service Unavailable"),
     Fault.FORBIDDEN: (403, "Forbidden"),
+    Fault.TOO_MANY_REQUESTS: (429, "Too Many Requests"),
+    Fault.NOT_IMPLEMENTED: (501, "Not Implemented"),
 }
 
 

@@ -269,6 +269,18 @@ async def test_upload_recovers_from_503s(
     assert read(s3_client, s3_bucket, f"{SESSION}/{SEGMENT}.wav") == WAV
 
 
+async def test_upload_recovers_from_429_throttling(
+    s3_fault_proxy: ProxyFactory, moto_s3: MotoS3, s3_client: "S3Client", s3_bucket: str
+) -> None:
+    proxy = s3_fault_proxy(Fault.TOO_MANY_REQUESTS)
+    files = S3AudioStorage(bucket=s3_bucket, client=moto_s3.client(proxy.url))
+
+    await files.store_segment(SESSION, SEGMENT, "user", WAV)
+
+    assert faults(proxy) == [("PUT", Fault.TOO_MANY_REQUESTS), ("PUT", Fault.FORWARD)]
+    assert len(versions(s3_client, s3_bucket)) == 1
+
+
 async def test_upload_recovers_from_dropped_connections(
     s3_fault_proxy: ProxyFactory, moto_s3: MotoS3, s3_client: "S3Client", s3_bucket: str
 ) -> None:
@@ -479,6 +491,32 @@ async def test_delete_survives_a_503_while_listing(
 
     assert [method for method, _ in faults(proxy)] == ["GET", "GET", "POST"]
     assert versions(s3_client, s3_bucket) == []
+
+
+async def test_a_store_without_the_versions_api_is_listed_and_deleted_by_key(
+    s3_fault_proxy: ProxyFactory, moto_s3: MotoS3, s3_client: "S3Client"
+) -> None:
+    bucket = new_bucket(s3_client, versioned=False)
+    writer = S3AudioStorage(bucket=bucket, client=s3_client)
+    for _ in range(2):
+        await writer.store_segment(SESSION, str(uuid.uuid4()), "user", WAV)
+    # The versions listing is refused at once (no retry), the plain listing answers.
+    proxy = s3_fault_proxy(Fault.NOT_IMPLEMENTED, Fault.FORWARD, Fault.NOT_IMPLEMENTED)
+    files = S3AudioStorage(bucket=bucket, client=moto_s3.client(proxy.url))
+
+    assert await files.count_session(SESSION) == 2
+    assert await files.delete_session(SESSION) == 2
+
+    assert faults(proxy) == [
+        ("GET", Fault.NOT_IMPLEMENTED),
+        ("GET", Fault.FORWARD),
+        ("GET", Fault.NOT_IMPLEMENTED),
+        ("GET", Fault.FORWARD),
+        ("POST", Fault.FORWARD),
+    ]
+    assert "versions" in proxy.seen[0].target
+    assert "list-type=2" in proxy.seen[1].target
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 # --- playback ------------------------------------------------------------------------------------

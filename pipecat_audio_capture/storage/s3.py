@@ -68,6 +68,9 @@ _TRANSIENT_CODES = frozenset(
 )
 """Error codes a retry can cure, besides any 429 or 5xx status."""
 
+_NOT_IMPLEMENTED = 501
+"""A 5xx that no retry cures: the store lacks the API called."""
+
 _REJECTED_CREDENTIALS = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 )
@@ -394,8 +397,10 @@ class S3AudioStorage:
         try:
             return self._call(f"list {folder}", lambda c: list(_list_versions(c, bucket, folder)))
         except _CLIENT_ERRORS as exc:
-            if _code(exc) not in ("NotImplemented", "MethodNotAllowed"):
+            lacks_api = _status(exc) == _NOT_IMPLEMENTED or _code(exc) == "NotImplemented"
+            if not lacks_api:
                 raise StorageError(f"could not list {self.url_for(folder)}: {exc}") from exc
+            logger.info(f"{self.url_for(folder)}: no versions API, listing keys ({exc})")
         try:
             return self._call(f"list {folder}", lambda c: list(_list_keys(c, bucket, folder)))
         except _CLIENT_ERRORS as exc:
@@ -529,9 +534,10 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, boto_exceptions.HTTPClientError | boto_exceptions.ConnectionError):
         return True
     status = _status(exc)
-    return (
-        status == 429 or (status is not None and status >= 500) or _code(exc) in (_TRANSIENT_CODES)
-    )
+    if status == _NOT_IMPLEMENTED:
+        return False
+    server_error = status is not None and status >= 500
+    return status == 429 or server_error or _code(exc) in _TRANSIENT_CODES
 
 
 def _explain(exc: BaseException, permission: str) -> str:
