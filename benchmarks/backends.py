@@ -347,7 +347,7 @@ def _fake_gcs(binary: Path) -> Iterator[str]:
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(url)
+        wait_for(f"{url}/storage/v1/b", "fake-gcs-server")
         yield url
     finally:
         process.terminate()
@@ -361,17 +361,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for(url: str) -> None:
-    """Poll the emulator until it lists buckets."""
+def wait_for(probe_url: str, name: str, start_s: float = _EMULATOR_START_S) -> None:
+    """Poll an emulator's ``probe_url`` until it answers, for up to ``start_s``.
+
+    Raises:
+        RuntimeError: If it never answered.
+    """
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + _EMULATOR_START_S
+    deadline = time.monotonic() + start_s
     while time.monotonic() < deadline:
         try:
-            with opener.open(f"{url}/storage/v1/b", timeout=1.0):
+            with opener.open(probe_url, timeout=1.0):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.05)
-    raise RuntimeError(f"fake-gcs-server did not answer on {url} within {_EMULATOR_START_S} s")
+    raise RuntimeError(f"{name} did not answer on {probe_url} within {start_s} s")
 
 
 def _gcs_client(url: str) -> Any:

@@ -8,14 +8,11 @@ the reason, when the ``s3`` extra or moto's server is not installed.
 import contextlib
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from benchmarks.backends import free_port, upload_section, upload_wav
+from benchmarks.backends import free_port, upload_section, upload_wav, wait_for
 from benchmarks.report import Section, skipped
 from benchmarks.writer import SEGMENT_S
 
@@ -69,23 +66,11 @@ def _moto_server() -> Iterator[str]:
     command = [sys.executable, "-m", "moto.server", "-H", _LOOPBACK, "-p", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(url)
+        wait_for(f"{url}/moto-api/", "moto's server", _START_S)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _wait_for(url: str) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + _START_S
-    while time.monotonic() < deadline:
-        try:
-            with opener.open(f"{url}/moto-api/", timeout=1.0):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise RuntimeError(f"moto's server did not answer on {url} within {_START_S} s")
 
 
 async def _beside_gcs(reps: int, segments: int) -> None:

@@ -36,11 +36,7 @@ def parse_gs_url(audio_url: str) -> tuple[str, str]:
     Raises:
         StorageError: If the URL is not a ``gs://`` URL naming an object.
     """
-    scheme, _, rest = audio_url.partition("://")
-    bucket, _, name = rest.partition("/")
-    if scheme != "gs" or not bucket or not name:
-        raise StorageError(f"not a gs://bucket/object URL: {audio_url!r}")
-    return bucket, name
+    return _bucket_and_key(audio_url, "gs", "a gs://bucket/object")
 
 
 def parse_s3_url(audio_url: str) -> tuple[str, str]:
@@ -49,10 +45,14 @@ def parse_s3_url(audio_url: str) -> tuple[str, str]:
     Raises:
         StorageError: If the URL is not an ``s3://`` URL naming an object.
     """
-    scheme, _, rest = audio_url.partition("://")
+    return _bucket_and_key(audio_url, "s3", "an s3://bucket/key")
+
+
+def _bucket_and_key(audio_url: str, scheme: str, expected: str) -> tuple[str, str]:
+    found, _, rest = audio_url.partition("://")
     bucket, _, key = rest.partition("/")
-    if scheme != "s3" or not bucket or not key:
-        raise StorageError(f"not an s3://bucket/key URL: {audio_url!r}")
+    if found != scheme or not bucket or not key:
+        raise StorageError(f"not {expected} URL: {audio_url!r}")
     return bucket, key
 
 

@@ -6,19 +6,17 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
+from bucket_support import SEGMENT, SESSION, TURN, assert_logs_metadata_as_json, invalid_ids
 from gcs_support import Fault, FaultProxy
-from loguru import logger
 from s3_support import MotoS3, new_bucket, versions
 
 from pipecat_audio_capture.errors import InvalidIdError, StorageConfigError, StorageError
 from pipecat_audio_capture.playback import playable_url, presigned_s3_url
-from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.storage import s3 as s3_module
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
@@ -35,9 +33,6 @@ pytest_plugins = ["s3_support"]
 
 ProxyFactory = Callable[..., FaultProxy]
 
-SESSION = str(uuid.uuid4())
-SEGMENT = str(uuid.uuid4())
-TURN = str(uuid.uuid4())
 WAV = encode_wav([os.urandom(6400)], 16000, 1)
 OTHER_WAV = encode_wav([os.urandom(6400)], 16000, 1)
 
@@ -155,16 +150,7 @@ async def test_object_without_sha256_is_confirmed_by_its_md5_etag(
         await files.store_segment(SESSION, SEGMENT, "user", OTHER_WAV)
 
 
-@pytest.mark.parametrize(
-    ("session_id", "segment_id", "turn_id"),
-    [
-        ("../etc", SEGMENT, None),
-        (SESSION, "x/../../y", None),
-        ("{" + SESSION + "}", SEGMENT, None),
-        (SESSION, SEGMENT, "not-a-turn"),
-    ],
-    ids=["session-path", "segment-path", "session-braces", "turn"],
-)
+@invalid_ids
 async def test_invalid_ids_are_refused_before_any_request(
     s3_fault_proxy: ProxyFactory,
     moto_s3: MotoS3,
@@ -197,32 +183,8 @@ async def test_deletion_refuses_an_invalid_session_id_before_any_request(
 
 async def test_save_metadata_logs_json_at_info(s3_client: "S3Client") -> None:
     files = S3AudioStorage(bucket="any-bucket", client=s3_client)
-    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    meta = SegmentMetadata(
-        segment_id=SEGMENT,
-        session_id=SESSION,
-        turn_id=TURN,
-        speaker="user",
-        audio_url=f"s3://any-bucket/{SESSION}/{SEGMENT}.wav",
-        sample_rate=16000,
-        num_channels=1,
-        duration_ms=200.0,
-        byte_size=len(WAV),
-        interrupted=False,
-        unplayed_ms=None,
-        started_at=started,
-        ended_at=started,
-    )
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="INFO", format="{level} {message}")
-    try:
-        await files.save_metadata(SESSION, meta)
-    finally:
-        logger.remove(sink)
 
-    assert len(lines) == 1
-    assert lines[0].startswith("INFO audio segment stored: {")
-    assert f'"segment_id": "{SEGMENT}"' in lines[0]
+    await assert_logs_metadata_as_json(files, f"s3://any-bucket/{SESSION}/{SEGMENT}.wav")
 
 
 def test_follows_the_storage_protocols(s3_client: "S3Client") -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import random
 import threading
 import time
@@ -23,8 +22,18 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
-from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.storage.objects import (
+    CHECK_PAYLOAD,
+    CHECK_PREFIX,
+    CONTENT_TYPE,
+    bucket_name,
+    folder_prefix,
+    log_metadata,
+    object_metadata,
+    segment_key,
+    session_folder,
+)
 
 try:
     import boto3
@@ -37,14 +46,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
-
-CONTENT_TYPE = "audio/wav"
-
-CHECK_PREFIX = "_startup_check/"
-"""Folder under the prefix where :meth:`S3AudioStorage.check` writes its probe objects. The name
-is not a UUID, so it can never collide with a session folder."""
-
-_CHECK_PAYLOAD = b"pipecat-audio-capture startup check\n"
 
 _DELETE_BATCH = 1000
 """Most keys one ``DeleteObjects`` request may name."""
@@ -185,17 +186,13 @@ class S3AudioStorage:
         Raises:
             StorageConfigError: If an option is invalid.
         """
-        if not bucket or "/" in bucket or ":" in bucket:
-            raise StorageConfigError(
-                f"bucket must be a bucket name such as 'my-recordings': {bucket!r}"
-            )
+        bucket = bucket_name(bucket)
         if client is not None and (endpoint_url is not None or region_name is not None):
             raise StorageConfigError("pass either client or endpoint_url/region_name, not both")
         if timeout_s <= 0 or retry_deadline_s <= 0:
             raise StorageConfigError("timeout_s and retry_deadline_s must be positive")
-        stripped = prefix.strip("/")
         self._bucket_name = bucket
-        self._prefix = f"{stripped}/" if stripped else ""
+        self._prefix = folder_prefix(prefix)
         self._client = client
         self._endpoint_url = endpoint_url
         self._region_name = region_name
@@ -220,9 +217,7 @@ class S3AudioStorage:
         Raises:
             InvalidIdError: If either id is not a UUID.
         """
-        session = require_uuid(session_id, "session_id")
-        segment = require_uuid(segment_id, "segment_id")
-        return f"{self._prefix}{session}/{segment}.wav"
+        return segment_key(self._prefix, session_id, segment_id)
 
     def url_for(self, key: str) -> str:
         """Return the ``s3://`` URL of an object in the bucket."""
@@ -262,15 +257,13 @@ class S3AudioStorage:
             StorageError: If the upload fails, or the object already exists with other bytes.
         """
         key = self.object_key(session_id, segment_id)
-        metadata = {"session_id": require_uuid(session_id, "session_id"), "speaker": speaker}
-        if turn_id is not None:
-            metadata["turn_id"] = require_uuid(turn_id, "turn_id")
+        metadata = object_metadata(session_id, speaker, turn_id)
         await asyncio.to_thread(self._upload, key, data, metadata)
         return self.url_for(key)
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
         """Log the segment's metadata as one JSON line at INFO."""
-        logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")
+        log_metadata(meta)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete every object under the session's folder, every version of each.
@@ -288,7 +281,7 @@ class S3AudioStorage:
             StorageConfigError: If no credentials can be found.
             StorageError: If listing or deleting fails.
         """
-        folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
+        folder = session_folder(self._prefix, session_id)
         removed = await asyncio.to_thread(self._delete_folder, folder)
         logger.info(f"deleted {removed} objects under {self.url_for(folder)}")
         return removed
@@ -303,7 +296,7 @@ class S3AudioStorage:
             StorageConfigError: If no credentials can be found.
             StorageError: If listing fails.
         """
-        folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
+        folder = session_folder(self._prefix, session_id)
         listed = await asyncio.to_thread(self._versions, folder)
         return sum(1 for version in listed if version.holds_data)
 
@@ -452,7 +445,7 @@ class S3AudioStorage:
                 lambda client: client.put_object(
                     Bucket=bucket,
                     Key=key,
-                    Body=_CHECK_PAYLOAD,
+                    Body=CHECK_PAYLOAD,
                     ContentType="text/plain",
                     IfNoneMatch="*",
                     ChecksumAlgorithm="SHA256",
