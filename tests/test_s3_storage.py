@@ -6,6 +6,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -479,6 +480,58 @@ async def test_a_store_without_the_versions_api_is_listed_and_deleted_by_key(
     assert "versions" in proxy.seen[0].target
     assert "list-type=2" in proxy.seen[1].target
     assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+# --- download (export) ------------------------------------------------------------------------
+
+
+async def test_download_writes_the_stored_bytes(
+    s3_client: "S3Client", s3_bucket: str, tmp_path: Path
+) -> None:
+    files = S3AudioStorage(bucket=s3_bucket, prefix="calls", client=s3_client)
+    await files.store_segment(SESSION, SEGMENT, "user", WAV)
+
+    with (tmp_path / "out.wav").open("w+b") as target:
+        target.write(b"header")
+        assert await files.download_segment(SESSION, SEGMENT, target) == len(WAV)
+
+    assert (tmp_path / "out.wav").read_bytes() == b"header" + WAV
+
+
+async def test_download_of_a_missing_object_says_so(
+    s3_client: "S3Client", s3_bucket: str, tmp_path: Path
+) -> None:
+    files = S3AudioStorage(bucket=s3_bucket, client=s3_client)
+
+    with (
+        (tmp_path / "out.wav").open("w+b") as target,
+        pytest.raises(StorageError, match="no object"),
+    ):
+        await files.download_segment(SESSION, SEGMENT, target)
+
+
+async def test_download_retried_after_a_dropped_connection_holds_the_bytes_once(
+    s3_fault_proxy: ProxyFactory,
+    moto_s3: MotoS3,
+    s3_client: "S3Client",
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    await S3AudioStorage(bucket=s3_bucket, client=s3_client).store_segment(
+        SESSION, SEGMENT, "user", WAV
+    )
+    proxy = s3_fault_proxy(Fault.DROP, Fault.UNAVAILABLE)
+    files = S3AudioStorage(bucket=s3_bucket, client=moto_s3.client(proxy.url))
+
+    with (tmp_path / "out.wav").open("w+b") as target:
+        assert await files.download_segment(SESSION, SEGMENT, target) == len(WAV)
+
+    assert faults(proxy) == [
+        ("GET", Fault.DROP),
+        ("GET", Fault.UNAVAILABLE),
+        ("GET", Fault.FORWARD),
+    ]
+    assert (tmp_path / "out.wav").read_bytes() == WAV
 
 
 # --- playback ------------------------------------------------------------------------------------

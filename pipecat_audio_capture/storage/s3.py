@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from loguru import logger
 
@@ -52,6 +52,8 @@ _DELETE_BATCH = 1000
 
 _INITIAL_BACKOFF_S = 0.1
 
+_DOWNLOAD_CHUNK_BYTES = 1 << 20
+
 _TRANSIENT_CODES = frozenset(
     {
         "SlowDown",
@@ -79,6 +81,16 @@ _REJECTED_CREDENTIALS = frozenset(
 _CLIENT_ERRORS = (boto_exceptions.BotoCoreError, boto_exceptions.ClientError, OSError)
 """What a boto3 call raises when it fails: ``ClientError`` for an answer with an error status,
 ``BotoCoreError`` for everything the client itself detects (no connection, a timeout)."""
+
+_BROKEN_TRANSFERS = (
+    boto_exceptions.HTTPClientError,
+    boto_exceptions.ConnectionError,
+    boto_exceptions.IncompleteReadError,
+    boto_exceptions.ResponseStreamingError,
+    boto_exceptions.FlexibleChecksumError,
+)
+"""Failures of the connection or of the bytes in transit (a timeout, a reset, a body cut short or
+not matching its checksum), which another attempt can cure."""
 
 _NO_CREDENTIALS = (
     boto_exceptions.NoCredentialsError,
@@ -155,7 +167,7 @@ class S3AudioStorage:
     also tries ``s3:DeleteObject`` (``s3:DeleteObjectVersion`` in a versioned bucket) to remove
     its probe, but does not require it. :meth:`delete_session` (retention) needs
     ``s3:ListBucket``, ``s3:ListBucketVersions``, ``s3:DeleteObject`` and
-    ``s3:DeleteObjectVersion``.
+    ``s3:DeleteObjectVersion``; :meth:`download_segment` (export) only ``s3:GetObject``.
     """
 
     def __init__(
@@ -300,6 +312,31 @@ class S3AudioStorage:
         listed = await asyncio.to_thread(self._versions, folder)
         return sum(1 for version in listed if version.holds_data)
 
+    async def download_segment(self, session_id: str, segment_id: str, target: BinaryIO) -> int:
+        """Write a segment's WAV object into ``target``, checked against its stored SHA-256.
+
+        botocore checks the body against the checksum stored with the object as it streams;
+        the size is checked against the object's. Transient failures are retried until
+        ``retry_deadline_s``, each retry writing from where ``target`` stood at the start.
+        What was written before a final failure stays in ``target``: discard it.
+
+        Args:
+            session_id: UUID of the session.
+            segment_id: UUID of the segment.
+            target: A seekable binary file open for writing; written from a worker thread.
+
+        Returns:
+            The bytes written.
+
+        Raises:
+            InvalidIdError: If an id is not a UUID.
+            StorageConfigError: If no credentials can be found.
+            StorageError: If the object does not exist, or the download fails or arrives
+                corrupted.
+        """
+        key = self.object_key(session_id, segment_id)
+        return await asyncio.to_thread(self._download, key, target)
+
     def _get_client(self) -> S3Client:
         # Building a client reads configuration files, so it happens in a worker thread, once.
         with self._client_lock:
@@ -337,6 +374,32 @@ class S3AudioStorage:
                     raise
                 logger.debug(f"{what}: attempt {attempt} failed ({exc}); retrying")
                 time.sleep(wait_s)
+
+    def _download(self, key: str, target: BinaryIO) -> int:
+        url = self.url_for(key)
+        start = target.tell()
+
+        def attempt(client: S3Client) -> int:
+            # A retry starts the file over: nothing of a broken attempt stays before it.
+            target.seek(start)
+            target.truncate()
+            answer = client.get_object(Bucket=self._bucket_name, Key=key, ChecksumMode="ENABLED")
+            written = 0
+            for chunk in answer["Body"].iter_chunks(_DOWNLOAD_CHUNK_BYTES):
+                target.write(chunk)
+                written += len(chunk)
+            if written != answer["ContentLength"]:
+                raise boto_exceptions.IncompleteReadError(
+                    actual_bytes=written, expected_bytes=answer["ContentLength"]
+                )
+            return written
+
+        try:
+            return self._call(f"download {url}", attempt)
+        except _CLIENT_ERRORS as exc:
+            if _status(exc) == 404:
+                raise StorageError(f"no object at {url}") from exc
+            raise StorageError(f"could not download {url}: {exc}") from exc
 
     def _upload(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
         url = self.url_for(key)
@@ -524,7 +587,7 @@ def _code(exc: BaseException) -> str | None:
 
 def _is_transient(exc: BaseException) -> bool:
     """Whether a retry can cure the failure: timeouts, lost connections, 429, 5xx, SlowDown."""
-    if isinstance(exc, boto_exceptions.HTTPClientError | boto_exceptions.ConnectionError):
+    if isinstance(exc, _BROKEN_TRANSFERS):
         return True
     status = _status(exc)
     if status == _NOT_IMPLEMENTED:
