@@ -69,6 +69,10 @@ S3_RETRY_DEADLINE_S = 15.0
 may start just before it and run for ``S3_TIMEOUT_S``, so a failing upload gives up after about
 25 s, within ``WRITE_TIMEOUT_S``."""
 
+S3_INITIAL_BACKOFF_S = 0.1
+"""Bound of the first wait between two attempts of one ``S3AudioStorage`` call (full jitter,
+doubling up to ``S3_MAX_BACKOFF_S``)."""
+
 S3_MAX_BACKOFF_S = 2.0
 """Largest wait between two attempts of one ``S3AudioStorage`` call."""
 

@@ -645,7 +645,7 @@ def test_sh_blocks_install_only_extras_that_exist() -> None:
             if requirement == "-e":
                 continue
             named = re.fullmatch(
-                r"(?:pipecat-audio-capture|\.)(?:\[([a-z,]+)\])?(?: @ (\S+))?", requirement
+                r"(?:pipecat-audio-capture|\.)(?:\[([a-z0-9,]+)\])?(?: @ (\S+))?", requirement
             )
             assert named, f"README.md:{number}: {requirement}"
             assert set(filter(None, (named[1] or "").split(","))) <= extras, f"README.md:{number}"

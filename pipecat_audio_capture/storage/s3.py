@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import random
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from loguru import logger
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
 from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.retry import RetryPolicy
 from pipecat_audio_capture.storage.objects import (
     CHECK_PAYLOAD,
     CHECK_PREFIX,
@@ -49,8 +49,6 @@ T = TypeVar("T")
 
 _DELETE_BATCH = 1000
 """Most keys one ``DeleteObjects`` request may name."""
-
-_INITIAL_BACKOFF_S = 0.1
 
 _DOWNLOAD_CHUNK_BYTES = 1 << 20
 
@@ -209,9 +207,13 @@ class S3AudioStorage:
         self._endpoint_url = endpoint_url
         self._region_name = region_name
         self._timeout_s = timeout_s
-        self._retry_deadline_s = retry_deadline_s
+        # Only the backoff and the deadline apply: every call is retried until the deadline.
+        self._retry = RetryPolicy(
+            initial_backoff_s=defaults.S3_INITIAL_BACKOFF_S,
+            max_backoff_s=defaults.S3_MAX_BACKOFF_S,
+            deadline_s=retry_deadline_s,
+        )
         self._client_lock = threading.Lock()
-        self._jitter = random.Random()
 
     @property
     def bucket_name(self) -> str:
@@ -356,7 +358,7 @@ class S3AudioStorage:
             Exception: The last attempt's client error, unchanged.
         """
         client = self._get_client()
-        deadline = time.monotonic() + self._retry_deadline_s
+        deadline = time.monotonic() + self._retry.deadline_s
         attempt = 0
         while True:
             attempt += 1
@@ -368,8 +370,7 @@ class S3AudioStorage:
                     f"AWS_PROFILE, run with an instance or task role, or pass client=: {exc}"
                 ) from exc
             except _CLIENT_ERRORS as exc:
-                bound = min(defaults.S3_MAX_BACKOFF_S, _INITIAL_BACKOFF_S * 2 ** (attempt - 1))
-                wait_s = self._jitter.uniform(0.0, bound)
+                wait_s = self._retry.backoff_s(attempt)
                 if not _is_transient(exc) or time.monotonic() + wait_s >= deadline:
                     raise
                 logger.debug(f"{what}: attempt {attempt} failed ({exc}); retrying")
