@@ -1,4 +1,5 @@
-"""Section 2c: metadata rows into SQLite and PostgreSQL, and uploads to a loopback GCS emulator.
+"""Sections 2c-2e: metadata rows into SQLite and PostgreSQL, and uploads to a loopback GCS
+emulator (2f, S3, is in :mod:`benchmarks.s3_uploads`).
 
 Each backend runs only if its module imports and its service can be reached; otherwise its
 section says "skipped" and why. Neither index backend has a batch API, so "batched" is a
@@ -147,22 +148,42 @@ async def measure_gcs(reps: int, segments: int) -> Section:
     binary = _emulator_binary()
     if isinstance(binary, str):
         return skipped(title, binary)
-    wav = encode_wav(segment_chunks(SEGMENT_S, 16000), 16000, 1)
+    wav = upload_wav()
     with _fake_gcs(binary) as url:
         files = module.GCSAudioStorage(bucket=_new_bucket(url), client=_gcs_client(url))
-        uploaders: dict[str, Callable[[], Awaitable[None]]] = {
-            SEQUENTIAL_UPLOADS: lambda: _upload_one_by_one(files, wav, segments),
-            CONCURRENT_UPLOADS: lambda: _upload_all_at_once(files, wav, segments),
-        }
-        names = list(uploaders)
-        times = await interleaved(names, reps, lambda name: _elapsed(uploaders[name]))
+        return await upload_section(
+            title,
+            f"{segments} WAV files of {SEGMENT_S:.0f} s at 16 kHz ({len(wav) // 1024} KiB) "
+            "uploaded create-only through `GCSAudioStorage` with the official client, to "
+            "fake-gcs-server (in-memory backend) on 127.0.0.1. Each upload runs in a worker "
+            "thread; all at once means as many as the default thread pool runs together.",
+            "GCS emulator, one writer",
+            files,
+            reps,
+            segments,
+        )
+
+
+def upload_wav() -> bytes:
+    """The WAV file the upload benchmarks store: one 5 s segment at 16 kHz."""
+    return encode_wav(segment_chunks(SEGMENT_S, 16000), 16000, 1)
+
+
+async def upload_section(
+    title: str, what: str, headline: str, files: Any, reps: int, segments: int
+) -> Section:
+    """Time ``segments`` uploads of :func:`upload_wav` through ``files.store_segment``, one by
+    one and all at once, ``reps`` times each interleaved; return the section that reports them.
+    """
+    wav = upload_wav()
+    uploaders: dict[str, Callable[[], Awaitable[None]]] = {
+        SEQUENTIAL_UPLOADS: lambda: _upload_one_by_one(files, wav, segments),
+        CONCURRENT_UPLOADS: lambda: _upload_all_at_once(files, wav, segments),
+    }
+    names = list(uploaders)
+    times = await interleaved(names, reps, lambda name: _elapsed(uploaders[name]))
     section = Section(title)
-    section.add(
-        f"{segments} WAV files of {SEGMENT_S:.0f} s at 16 kHz ({len(wav) // 1024} KiB) "
-        "uploaded create-only through `GCSAudioStorage` with the official client, to "
-        "fake-gcs-server (in-memory backend) on 127.0.0.1. Each upload runs in a worker "
-        "thread; all at once means as many as the default thread pool runs together."
-    )
+    section.add(what)
     rows = [
         (
             name,
@@ -174,7 +195,7 @@ async def measure_gcs(reps: int, segments: int) -> Section:
     ]
     section.add(table(["uploads", "segments/s", "MB/s", "ms per segment"], rows))
     best = Summary.of([segments / s for s in times[SEQUENTIAL_UPLOADS]])
-    section.headlines.append(f"GCS emulator, one writer: {best.text(0, ' segments/s')}")
+    section.headlines.append(f"{headline}: {best.text(0, ' segments/s')}")
     return section
 
 
@@ -317,7 +338,7 @@ def _emulator_binary() -> Path | str:
 @contextlib.contextmanager
 def _fake_gcs(binary: Path) -> Iterator[str]:
     """Run fake-gcs-server (HTTP, in-memory backend) on a free loopback port; yield its URL."""
-    port = _free_port()
+    port = free_port()
     url = f"http://{_LOOPBACK}:{port}"
     command = [
         str(binary),
@@ -326,31 +347,35 @@ def _fake_gcs(binary: Path) -> Iterator[str]:
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(url)
+        wait_for(f"{url}/storage/v1/b", "fake-gcs-server")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port on loopback that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_for(url: str) -> None:
-    """Poll the emulator until it lists buckets."""
+def wait_for(probe_url: str, name: str, start_s: float = _EMULATOR_START_S) -> None:
+    """Poll an emulator's ``probe_url`` until it answers, for up to ``start_s``.
+
+    Raises:
+        RuntimeError: If it never answered.
+    """
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + _EMULATOR_START_S
+    deadline = time.monotonic() + start_s
     while time.monotonic() < deadline:
         try:
-            with opener.open(f"{url}/storage/v1/b", timeout=1.0):
+            with opener.open(probe_url, timeout=1.0):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.05)
-    raise RuntimeError(f"fake-gcs-server did not answer on {url} within {_EMULATOR_START_S} s")
+    raise RuntimeError(f"{name} did not answer on {probe_url} within {start_s} s")
 
 
 def _gcs_client(url: str) -> Any:

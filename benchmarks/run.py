@@ -23,6 +23,7 @@ from benchmarks import (
     frame_cost,
     machine,
     memory,
+    s3_uploads,
     sessions,
     writer,
 )
@@ -121,6 +122,7 @@ async def in_process_sections(config: Config) -> list[Section]:
             "2d. PostgreSQL", backends.measure_postgres(config.index_reps, config.index_rows)
         ),
         await _timed("2e. GCS", backends.measure_gcs(config.index_reps, config.uploads)),
+        await _timed("2f. S3", s3_uploads.measure_s3(config.index_reps, config.uploads)),
     ]
 
 

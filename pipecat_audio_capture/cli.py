@@ -70,9 +70,24 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 """Ctrl-C, as shells report a process ended by SIGINT."""
 
-_WHERE_OPTIONS = ("db", "dsn", "recordings", "bucket", "prefix", "spool")
+_WHERE_OPTIONS = (
+    "db",
+    "dsn",
+    "recordings",
+    "bucket",
+    "prefix",
+    "s3_bucket",
+    "s3_prefix",
+    "s3_endpoint_url",
+    "spool",
+)
 """Options that say where the data is: accepted before the command as well as after it."""
-_EXCLUSIVE = (("db", "dsn"), ("recordings", "bucket"))
+_EXCLUSIVE = (
+    ("db", "dsn"),
+    ("recordings", "bucket"),
+    ("recordings", "s3_bucket"),
+    ("bucket", "s3_bucket"),
+)
 
 _INDEX_HELP = f"""\
 the index:
@@ -153,17 +168,21 @@ def _apply_where_options(args: argparse.Namespace) -> None:
         if before is None:
             continue
         if not hasattr(args, name):
-            parser.error(f"{args.command_name} does not take --{name}")
+            parser.error(f"{args.command_name} does not take {_flag(name)}")
         after = getattr(args, name)
         if after is not None and after != before:
-            parser.error(f"--{name} is given twice, before and after {args.command_name}")
+            parser.error(f"{_flag(name)} is given twice, before and after {args.command_name}")
         setattr(args, name, before)
     for first, second in _EXCLUSIVE:
         if getattr(args, first, None) is not None and getattr(args, second, None) is not None:
-            parser.error(f"argument --{second}: not allowed with argument --{first}")
+            parser.error(f"argument {_flag(second)}: not allowed with argument {_flag(first)}")
     for name in args.required_options:
         if getattr(args, name) is None:
-            parser.error(f"{args.command_name} needs --{name}")
+            parser.error(f"{args.command_name} needs {_flag(name)}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _one_line(message: str) -> str:
@@ -271,7 +290,10 @@ async def _serve(args: argparse.Namespace, target: IndexTarget) -> int:
     from pipecat_audio_capture.web.security import TOKEN_ENV
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    await serve(target, ServeOptions(args.host, args.port, args.recordings, token))
+    options = ServeOptions(
+        args.host, args.port, args.recordings, token, s3_endpoint_url=args.s3_endpoint_url
+    )
+    await serve(target, options)
     return EXIT_OK
 
 
@@ -440,6 +462,11 @@ def _parser() -> argparse.ArgumentParser:
         help=RECORDINGS_HELP,
     )
     serve.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="S3-compatible store that s3:// audio is presigned for (AWS, or $AWS_ENDPOINT_URL_S3)",
+    )
+    serve.add_argument(
         "--token",
         help="random access token, 128+ bits ($PIPECAT_AUDIO_CAPTURE_TOKEN: ps does not show it)",
     )
@@ -447,9 +474,9 @@ def _parser() -> argparse.ArgumentParser:
         "replay",
         run_replay,
         "store what the spool kept while storage was down",
-        "Store every segment and transcript row the spool holds (audio to --recordings or\n"
-        "--bucket, rows to the index) and remove each entry once it is stored. Running it twice\n"
-        "stores nothing twice. Exits 2 while entries remain.",
+        "Store every segment and transcript row the spool holds (audio to --recordings,\n"
+        "--bucket or --s3-bucket, rows to the index) and remove each entry once it is stored.\n"
+        "Running it twice stores nothing twice. Exits 2 while entries remain.",
     )
     replay.add_argument("--spool", metavar="DIR", type=Path, help="spool folder (required)")
     replay.set_defaults(required_options=("spool",))
@@ -502,7 +529,17 @@ def _add_where_options(parser: argparse.ArgumentParser) -> None:
         "--recordings", metavar="DIR", type=Path, dest="before_recordings", help="audio folder"
     )
     audio.add_argument("--bucket", metavar="NAME", dest="before_bucket", help="GCS bucket")
+    audio.add_argument("--s3-bucket", metavar="NAME", dest="before_s3_bucket", help="S3 bucket")
     where.add_argument(
         "--prefix", metavar="PREFIX", dest="before_prefix", help="object prefix in the bucket"
+    )
+    where.add_argument(
+        "--s3-prefix", metavar="PREFIX", dest="before_s3_prefix", help="key prefix in the S3 bucket"
+    )
+    where.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        dest="before_s3_endpoint_url",
+        help="S3-compatible endpoint (MinIO, R2, Wasabi)",
     )
     where.add_argument("--spool", metavar="DIR", type=Path, dest="before_spool", help="spool")

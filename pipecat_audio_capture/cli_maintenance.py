@@ -43,7 +43,14 @@ def add_audio_options(parser: argparse.ArgumentParser) -> None:
         help=RECORDINGS_HELP,
     )
     where.add_argument("--bucket", metavar="NAME", help="GCS bucket holding the audio")
-    parser.add_argument("--prefix", help="object prefix in the bucket ('')")
+    where.add_argument("--s3-bucket", metavar="NAME", help="S3 bucket holding the audio")
+    parser.add_argument("--prefix", help="object prefix in the GCS bucket ('')")
+    parser.add_argument("--s3-prefix", metavar="PREFIX", help="key prefix in the S3 bucket ('')")
+    parser.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="endpoint of an S3-compatible store (default: AWS, or $AWS_ENDPOINT_URL_S3)",
+    )
 
 
 def add_deletion_options(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +67,17 @@ def audio_storage(args: argparse.Namespace, target: IndexTarget) -> AudioBackend
     """The audio backend the options name.
 
     Raises:
-        CommandError: If nothing names it and the index is not a SQLite file to look beside.
+        CommandError: If nothing names it and the index is not a SQLite file to look beside,
+            or an option of one bucket kind comes with the other kind's bucket.
     """
+    _check_bucket_options(args)
+    if args.s3_bucket:
+        # Imported here: only an S3 bucket needs the s3 extra.
+        from pipecat_audio_capture.storage.s3 import S3AudioStorage
+
+        return S3AudioStorage(
+            bucket=args.s3_bucket, prefix=args.s3_prefix or "", endpoint_url=args.s3_endpoint_url
+        )
     if args.bucket:
         # Imported here: only a bucket needs the gcs extra.
         from pipecat_audio_capture.storage.gcs import GCSAudioStorage
@@ -70,7 +86,26 @@ def audio_storage(args: argparse.Namespace, target: IndexTarget) -> AudioBackend
     recordings = recordings_folder(args.recordings, target)
     if recordings is not None:
         return LocalAudioStorage(recordings)
-    raise CommandError("say where the audio is: --recordings DIR or --bucket NAME")
+    raise CommandError(
+        "say where the audio is: --recordings DIR, --bucket NAME or --s3-bucket NAME"
+    )
+
+
+def _check_bucket_options(args: argparse.Namespace) -> None:
+    """Refuse a prefix or endpoint that the bucket given would silently ignore.
+
+    Raises:
+        CommandError: If ``--prefix`` comes without ``--bucket``, or ``--s3-prefix`` or
+            ``--s3-endpoint-url`` without ``--s3-bucket``.
+    """
+    if args.prefix is not None and not args.bucket:
+        raise CommandError("--prefix is the GCS bucket's: give --bucket, or --s3-prefix for S3")
+    for option, value in (
+        ("--s3-prefix", args.s3_prefix),
+        ("--s3-endpoint-url", args.s3_endpoint_url),
+    ):
+        if value is not None and not args.s3_bucket:
+            raise CommandError(f"{option} needs --s3-bucket")
 
 
 async def run_replay(args: argparse.Namespace, target: IndexTarget) -> int:
@@ -228,4 +263,6 @@ def _counts(report: "DeletionReport") -> str:
 def _audio_place(args: argparse.Namespace, files: AudioBackend) -> str:
     if isinstance(files, LocalAudioStorage):
         return str(files.root)
+    if args.s3_bucket:
+        return f"s3://{args.s3_bucket}/{args.s3_prefix or ''}"
     return f"gs://{args.bucket}/{args.prefix or ''}"

@@ -75,6 +75,22 @@ GCS_RETRY_DEADLINE_S = 15.0
 and run for ``GCS_TIMEOUT_S``, so a failing upload gives up after about 25 s, within
 ``WRITE_TIMEOUT_S``."""
 
+S3_TIMEOUT_S = 10.0
+"""Per-request timeout of ``S3AudioStorage``: how long one HTTP request may wait to connect or
+to read."""
+
+S3_RETRY_DEADLINE_S = 15.0
+"""Time after which ``S3AudioStorage`` starts no further attempt at one call. The last attempt
+may start just before it and run for ``S3_TIMEOUT_S``, so a failing upload gives up after about
+25 s, within ``WRITE_TIMEOUT_S``."""
+
+S3_INITIAL_BACKOFF_S = 0.1
+"""Bound of the first wait between two attempts of one ``S3AudioStorage`` call (full jitter,
+doubling up to ``S3_MAX_BACKOFF_S``)."""
+
+S3_MAX_BACKOFF_S = 2.0
+"""Largest wait between two attempts of one ``S3AudioStorage`` call."""
+
 RETRY_ATTEMPTS = 4
 """Attempts at one audio upload or one index write (the first included) before the segment or
 transcript goes to the spool."""

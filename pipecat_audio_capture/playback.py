@@ -1,8 +1,9 @@
 """Turn a stored segment's ``audio_url`` into a URL a player can open, or open its local file.
 
 ``file://`` URLs are checked to exist (and to lie under a root, when one is given). ``gs://``
-URLs become short-lived V4 signed HTTPS URLs, which needs the ``gcs`` extra. The Google library
-is imported only when a ``gs://`` URL is signed, so local playback never needs it.
+URLs become short-lived V4 signed HTTPS URLs, which needs the ``gcs`` extra; ``s3://`` URLs become
+short-lived SigV4 presigned URLs, which needs the ``s3`` extra. Each cloud library is imported
+only when a URL of its scheme is signed, so local playback needs neither.
 
 A segment's local recording is found by its ids under the recordings folder
 (:func:`open_segment_file`), not at the absolute path its URL was written with, so a recordings
@@ -29,13 +30,14 @@ from pipecat_audio_capture.storage.local import LocalAudioStorage
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
+    from mypy_boto3_s3 import S3Client
 
 SIGNED_URL_EXPIRES_S = 900
 """Default lifetime of a signed URL: long enough to play a turn, short enough to be worthless
 when leaked."""
 
 MAX_SIGNED_URL_EXPIRES_S = 7 * 24 * 3600
-"""The longest lifetime GCS accepts for a V4 signature."""
+"""The longest lifetime GCS and S3 accept for a V4 signature."""
 
 
 def parse_gs_url(audio_url: str) -> tuple[str, str]:
@@ -44,11 +46,24 @@ def parse_gs_url(audio_url: str) -> tuple[str, str]:
     Raises:
         StorageError: If the URL is not a ``gs://`` URL naming an object.
     """
-    scheme, _, rest = audio_url.partition("://")
-    bucket, _, name = rest.partition("/")
-    if scheme != "gs" or not bucket or not name:
-        raise StorageError(f"not a gs://bucket/object URL: {audio_url!r}")
-    return bucket, name
+    return _bucket_and_key(audio_url, "gs", "a gs://bucket/object")
+
+
+def parse_s3_url(audio_url: str) -> tuple[str, str]:
+    """Split ``s3://bucket/object/key`` into the bucket and the object key.
+
+    Raises:
+        StorageError: If the URL is not an ``s3://`` URL naming an object.
+    """
+    return _bucket_and_key(audio_url, "s3", "an s3://bucket/key")
+
+
+def _bucket_and_key(audio_url: str, scheme: str, expected: str) -> tuple[str, str]:
+    found, _, rest = audio_url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if found != scheme or not bucket or not key:
+        raise StorageError(f"not {expected} URL: {audio_url!r}")
+    return bucket, key
 
 
 def file_url_path(audio_url: str) -> Path:
@@ -214,27 +229,78 @@ def signed_url(
         ) from exc
 
 
+def presigned_s3_url(
+    audio_url: str, *, expires_s: int = SIGNED_URL_EXPIRES_S, client: S3Client | None = None
+) -> str:
+    """Return a SigV4 presigned HTTPS URL that lets anyone holding it GET the object until it
+    expires.
+
+    The client's credentials sign, locally (no request is sent). Temporary credentials (a role
+    of an instance, a task or a pod) end the URL's life when they expire, whatever
+    ``expires_s`` says.
+
+    Args:
+        audio_url: An ``s3://bucket/key`` URL, as returned by ``S3AudioStorage``.
+        expires_s: Lifetime of the URL in seconds, at most 7 days.
+        client: The boto3 S3 client whose credentials and endpoint sign. When omitted, one is
+            built from boto3's usual configuration (``AWS_*`` variables, ``~/.aws``, a role;
+            ``AWS_ENDPOINT_URL_S3`` for an S3-compatible store).
+
+    Raises:
+        StorageError: If the URL is not an ``s3://`` URL, or signing fails.
+        StorageConfigError: If ``expires_s`` is out of range, the ``s3`` extra is missing, or
+            no credentials can be found.
+    """
+    bucket, key = parse_s3_url(audio_url)
+    if not 1 <= expires_s <= MAX_SIGNED_URL_EXPIRES_S:
+        raise StorageConfigError(f"expires_s must be 1..{MAX_SIGNED_URL_EXPIRES_S}: {expires_s}")
+    try:
+        from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+        from pipecat_audio_capture.storage.s3 import make_client
+    except ImportError as exc:
+        raise StorageConfigError(
+            "signing s3:// URLs needs the s3 extra: pip install 'pipecat-audio-capture[s3]'"
+        ) from exc
+    try:
+        signer = client if client is not None else make_client()
+        return str(
+            signer.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+            )
+        )
+    except NoCredentialsError as exc:
+        raise StorageConfigError(f"no AWS credentials to sign with: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"could not sign {audio_url}: {exc}") from exc
+
+
 def playable_url(
     audio_url: str,
     *,
     root: str | os.PathLike[str] | None = None,
     expires_s: int = SIGNED_URL_EXPIRES_S,
     client: Client | None = None,
+    s3_client: S3Client | None = None,
 ) -> str:
     """Return a URL a player can open for a stored segment, whichever backend stored it.
 
     A ``file://`` URL comes back normalised after :func:`local_path` checks it. A ``gs://`` URL
-    comes back signed by :func:`signed_url`.
+    comes back signed by :func:`signed_url` (with ``client``), an ``s3://`` URL presigned by
+    :func:`presigned_s3_url` (with ``s3_client``).
 
     Raises:
-        StorageError: For an unknown scheme, or as :func:`local_path` or :func:`signed_url` do.
-        StorageConfigError: As :func:`signed_url` does.
+        StorageError: For an unknown scheme, or as :func:`local_path`, :func:`signed_url` or
+            :func:`presigned_s3_url` do.
+        StorageConfigError: As :func:`signed_url` or :func:`presigned_s3_url` do.
     """
     scheme = urlsplit(audio_url).scheme
     if scheme == "file":
         return local_path(audio_url, root=root).as_uri()
     if scheme == "gs":
         return signed_url(audio_url, expires_s=expires_s, client=client)
+    if scheme == "s3":
+        return presigned_s3_url(audio_url, expires_s=expires_s, client=s3_client)
     raise StorageError(f"cannot play {scheme or 'scheme-less'} URL {audio_url!r}")
 
 

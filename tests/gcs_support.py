@@ -135,6 +135,10 @@ class Fault(enum.Enum):
     """Answer 503 Service Unavailable without asking the server."""
     FORBIDDEN = "403"
     """Answer 403 Forbidden without asking the server, like GCS for a missing IAM permission."""
+    TOO_MANY_REQUESTS = "429"
+    """Answer 429 Too Many Requests without asking the server (rate limiting)."""
+    NOT_IMPLEMENTED = "501"
+    """Answer 501 Not Implemented without asking the server, like a store lacking an API."""
     DROP = "drop"
     """Read the request, then close the connection without an answer."""
     LOSE_RESPONSE = "lose response"
@@ -147,6 +151,8 @@ class Fault(enum.Enum):
 _ERROR_STATUS = {
     Fault.UNAVAILABLE: (503, "Service Unavailable"),
     Fault.FORBIDDEN: (403, "Forbidden"),
+    Fault.TOO_MANY_REQUESTS: (429, "Too Many Requests"),
+    Fault.NOT_IMPLEMENTED: (501, "Not Implemented"),
 }
 
 
@@ -284,7 +290,9 @@ class FaultProxy:
             with upstream.makefile("rb") as server:
                 head = _read_head(server)
                 status = int(head.split(b" ", 2)[1])
-                body = b"" if status in (204, 304) else _read_body(server, head, until_eof=True)
+                # A response to HEAD has a Content-Length but never a body.
+                bodiless = status in (204, 304) or request.startswith(b"HEAD ")
+                body = b"" if bodiless else _read_body(server, head, until_eof=True)
         # The client may not reuse this connection, so that each request is seen on its own.
         return _with_connection_close(head) + b"\r\n" + body
 

@@ -115,7 +115,7 @@ def test_delete_with_a_dsn_needs_to_be_told_where_the_audio_is(capsys):
     dsn = "postgresql://postgres@127.0.0.1:5432/test"
     session_id = "6f1c1b7e-3b8e-4a5e-9d7e-2f3c4d5e6f70"
     assert main(["delete", session_id, "--dsn", dsn]) == 2
-    assert "--recordings DIR or --bucket NAME" in capsys.readouterr().err
+    assert "--recordings DIR, --bucket NAME or --s3-bucket NAME" in capsys.readouterr().err
 
 
 # --- never a quiet success --------------------------------------------------------------------

@@ -9,13 +9,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import google.auth.credentials
 import pytest
+from bucket_support import SEGMENT, SESSION, TURN, assert_logs_metadata_as_json, invalid_ids
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from gcs_support import FakeGCS, Fault, FaultProxy
@@ -25,11 +25,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage import _signing
 from google.oauth2 import service_account
-from loguru import logger
 
 from pipecat_audio_capture.errors import InvalidIdError, StorageConfigError, StorageError
 from pipecat_audio_capture.playback import local_path, playable_url, signed_url
-from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.storage.base import AudioStorage
 from pipecat_audio_capture.storage.gcs import CHECK_PREFIX, GCSAudioStorage
 from pipecat_audio_capture.wav import encode_wav
@@ -38,9 +36,6 @@ pytest_plugins = ["gcs_support"]
 
 ProxyFactory = Callable[..., FaultProxy]
 
-SESSION = str(uuid.uuid4())
-SEGMENT = str(uuid.uuid4())
-TURN = str(uuid.uuid4())
 WAV = encode_wav([os.urandom(6400)], 16000, 1)
 OTHER_WAV = encode_wav([os.urandom(6400)], 16000, 1)
 UPLOAD_TARGET = "/upload/storage/v1/b/"
@@ -149,16 +144,7 @@ async def test_same_size_different_bytes_is_caught_by_checksum(
         await files.store_segment(SESSION, SEGMENT, "user", OTHER_WAV)
 
 
-@pytest.mark.parametrize(
-    ("session_id", "segment_id", "turn_id"),
-    [
-        ("../etc", SEGMENT, None),
-        (SESSION, "x/../../y", None),
-        ("{" + SESSION + "}", SEGMENT, None),
-        (SESSION, SEGMENT, "not-a-turn"),
-    ],
-    ids=["session-path", "segment-path", "session-braces", "turn"],
-)
+@invalid_ids
 async def test_invalid_ids_are_refused_before_any_request(
     fault_proxy: ProxyFactory,
     fake_gcs: FakeGCS,
@@ -177,32 +163,8 @@ async def test_invalid_ids_are_refused_before_any_request(
 
 async def test_save_metadata_logs_json_at_info(gcs_client: storage.Client) -> None:
     files = GCSAudioStorage(bucket="any-bucket", client=gcs_client)
-    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    meta = SegmentMetadata(
-        segment_id=SEGMENT,
-        session_id=SESSION,
-        turn_id=TURN,
-        speaker="user",
-        audio_url=f"gs://any-bucket/{SESSION}/{SEGMENT}.wav",
-        sample_rate=16000,
-        num_channels=1,
-        duration_ms=200.0,
-        byte_size=len(WAV),
-        interrupted=False,
-        unplayed_ms=None,
-        started_at=started,
-        ended_at=started,
-    )
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="INFO", format="{level} {message}")
-    try:
-        await files.save_metadata(SESSION, meta)
-    finally:
-        logger.remove(sink)
 
-    assert len(lines) == 1
-    assert lines[0].startswith("INFO audio segment stored: {")
-    assert f'"segment_id": "{SEGMENT}"' in lines[0]
+    await assert_logs_metadata_as_json(files, f"gs://any-bucket/{SESSION}/{SEGMENT}.wav")
 
 
 def test_follows_the_audio_storage_protocol(gcs_client: storage.Client) -> None:

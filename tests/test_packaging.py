@@ -133,7 +133,7 @@ def test_wheel_metadata_declares_spdx_license_urls_and_real_extras_only(built: B
     urls = [value for name, _, value in headers if name == "Project-URL"]
     assert any(url.startswith("Repository, https://github.com/") for url in urls)
     extras = sorted(value for name, _, value in headers if name == "Provides-Extra")
-    assert extras == ["gcs", "postgres", "test"]
+    assert extras == ["gcs", "postgres", "s3", "test"]
 
 
 def test_license_file_is_bsd_2_clause_of_the_contributors() -> None:
@@ -216,6 +216,7 @@ def _import_with_modules_refused(module: str, refused: tuple[str, ...]) -> str:
             "gcs",
         ),
         ("pipecat_audio_capture.storage.postgres", ("psycopg", "psycopg_pool"), "postgres"),
+        ("pipecat_audio_capture.storage.s3", ("boto3", "botocore"), "s3"),
     ],
 )
 def test_backend_without_its_extra_fails_with_the_pip_line_that_installs_it(
@@ -227,7 +228,7 @@ def test_backend_without_its_extra_fails_with_the_pip_line_that_installs_it(
 
 
 def test_package_imports_without_the_optional_extras() -> None:
-    refused = ("google_crc32c", "google.cloud", "psycopg", "psycopg_pool")
+    refused = ("google_crc32c", "google.cloud", "psycopg", "psycopg_pool", "boto3", "botocore")
     assert _import_with_modules_refused("pipecat_audio_capture", refused).strip() == "imported"
 
 

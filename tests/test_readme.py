@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import index_support
 import psycopg
@@ -52,6 +52,7 @@ from latency_support import make_latency
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.transports.base_transport import BaseTransport
+from s3_support import versions as s3_versions
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -68,7 +69,10 @@ from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.wav import read_wav_header
 from pipecat_audio_capture.web.security import TOKEN_ENV
 
-pytest_plugins = ["gcs_support"]
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytest_plugins = ["gcs_support", "s3_support"]
 
 # The fixtures live in index_support; a module attribute is what makes pytest see them here.
 pg_schema = index_support.pg_schema
@@ -87,6 +91,8 @@ CLAIMED = Counter(
         ("Example queries", "sql"): 5,
         ("Production: audio in a bucket, index in PostgreSQL", "python"): 1,
         ("Playing a recording back", "python"): 1,
+        ("Production: audio in an S3 bucket, index in PostgreSQL", "python"): 1,
+        ("Playing an S3 recording back", "python"): 1,
         ("Command-line tool", "bash"): 2,
         ("Reliability", "python"): 1,
         ("Whole-call recording", "python"): 1,
@@ -551,6 +557,51 @@ async def test_gcs_production_block_stores_in_the_emulator_and_indexes_in_postgr
         assert await cursor.fetchone() == (0,)  # migrated by the block
 
 
+async def test_s3_production_block_checks_the_bucket_and_indexes_in_postgres(
+    s3_env: str,
+    s3_client: "S3Client",
+    s3_bucket: str,
+    pg_schema: PgSchema,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [block] = blocks_under("Production: audio in an S3 bucket, index in PostgreSQL", "python")
+    monkeypatch.setenv("DATABASE_URL", pg_schema.dsn)
+    monkeypatch.setenv("RECORDINGS_BUCKET", s3_bucket)
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3_env)
+    namespace: dict[str, Any] = {"__name__": "worker", "session_id": new_id()}
+    await run_python(block, namespace)
+    assert namespace["pool"].closed
+    assert namespace["capture"].stats.recorded == 0
+    # check() wrote its probe to the emulator and removed that very version again.
+    assert s3_versions(s3_client, s3_bucket) == []
+    async with await psycopg.AsyncConnection.connect(pg_schema.dsn) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM session_audio_segments")
+        assert await cursor.fetchone() == (0,)  # migrated by the block
+
+
+async def test_s3_playback_block_presigns_urls_that_play_from_the_emulator(
+    s3_env: str,
+    s3_client: "S3Client",
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [block] = blocks_under("Playing an S3 recording back", "python")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env)
+    session_id = new_id()
+    meta = make_segment(session_id)
+    key = f"calls/{session_id}/{meta.segment_id}.wav"
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=b"RIFF")
+    meta = type(meta)(**{**meta.__dict__, "audio_url": f"s3://{s3_bucket}/{key}"})
+    namespace: dict[str, Any] = {"__name__": "playback", "meta": meta}
+    monkeypatch.chdir(tmp_path)
+    await run_python(block, namespace)
+    assert namespace["url"].startswith(f"{s3_env}/{s3_bucket}/{key}?")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(namespace["url"], timeout=10) as response:
+        assert response.read() == b"RIFF"
+
+
 # SQL blocks.
 
 
@@ -640,7 +691,7 @@ def test_sh_blocks_install_only_extras_that_exist() -> None:
             if requirement == "-e":
                 continue
             named = re.fullmatch(
-                r"(?:pipecat-audio-capture|\.)(?:\[([a-z,]+)\])?(?: @ (\S+))?", requirement
+                r"(?:pipecat-audio-capture|\.)(?:\[([a-z0-9,]+)\])?(?: @ (\S+))?", requirement
             )
             assert named, f"README.md:{number}: {requirement}"
             assert set(filter(None, (named[1] or "").split(","))) <= extras, f"README.md:{number}"

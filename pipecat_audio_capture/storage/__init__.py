@@ -2,8 +2,9 @@
 
 ``SQLiteAudioMetaStorage`` is the embedded index (stdlib ``sqlite3``). Backends that need an extra
 live in their own modules and are imported from there:
-``pipecat_audio_capture.storage.postgres`` (extra ``postgres``) and
-``pipecat_audio_capture.storage.gcs`` (extra ``gcs``).
+``pipecat_audio_capture.storage.postgres`` (extra ``postgres``),
+``pipecat_audio_capture.storage.gcs`` (extra ``gcs``) and
+``pipecat_audio_capture.storage.s3`` (extra ``s3``).
 """
 
 from pipecat_audio_capture.storage.base import (

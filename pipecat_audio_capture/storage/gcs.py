@@ -8,7 +8,6 @@ module, so the package works without that library installed.
 import asyncio
 import base64
 import hashlib
-import json
 import threading
 import uuid
 from typing import BinaryIO
@@ -17,8 +16,18 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
-from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.storage.objects import (
+    CHECK_PAYLOAD,
+    CHECK_PREFIX,
+    CONTENT_TYPE,
+    bucket_name,
+    folder_prefix,
+    log_metadata,
+    object_metadata,
+    segment_key,
+    session_folder,
+)
 
 try:
     import google_crc32c
@@ -30,14 +39,6 @@ try:
     from google.cloud.storage.retry import DEFAULT_RETRY
 except ImportError as exc:
     raise MissingExtraError("gcs") from exc
-
-CONTENT_TYPE = "audio/wav"
-
-CHECK_PREFIX = "_startup_check/"
-"""Folder under the prefix where :meth:`GCSAudioStorage.check` writes its probe objects. The name
-is not a UUID, so it can never collide with a session folder."""
-
-_CHECK_PAYLOAD = b"pipecat-audio-capture startup check\n"
 
 _CLIENT_ERRORS = (
     api_exceptions.GoogleAPIError,
@@ -96,17 +97,13 @@ class GCSAudioStorage:
         Raises:
             StorageConfigError: If an option is invalid.
         """
-        if not bucket or "/" in bucket or ":" in bucket:
-            raise StorageConfigError(
-                f"bucket must be a bucket name such as 'my-recordings': {bucket!r}"
-            )
+        bucket = bucket_name(bucket)
         if client is not None and project is not None:
             raise StorageConfigError("pass either client or project, not both")
         if timeout_s <= 0 or retry_deadline_s <= 0:
             raise StorageConfigError("timeout_s and retry_deadline_s must be positive")
-        stripped = prefix.strip("/")
         self._bucket_name = bucket
-        self._prefix = f"{stripped}/" if stripped else ""
+        self._prefix = folder_prefix(prefix)
         self._client = client
         self._project = project
         self._timeout_s = timeout_s
@@ -134,9 +131,7 @@ class GCSAudioStorage:
         Raises:
             InvalidIdError: If either id is not a UUID.
         """
-        session = require_uuid(session_id, "session_id")
-        segment = require_uuid(segment_id, "segment_id")
-        return f"{self._prefix}{session}/{segment}.wav"
+        return segment_key(self._prefix, session_id, segment_id)
 
     def url_for(self, object_name: str) -> str:
         """Return the ``gs://`` URL of an object in the bucket."""
@@ -177,15 +172,13 @@ class GCSAudioStorage:
             StorageError: If the upload fails, or the object already exists with other bytes.
         """
         name = self.object_name(session_id, segment_id)
-        metadata = {"session_id": require_uuid(session_id, "session_id"), "speaker": speaker}
-        if turn_id is not None:
-            metadata["turn_id"] = require_uuid(turn_id, "turn_id")
+        metadata = object_metadata(session_id, speaker, turn_id)
         await asyncio.to_thread(self._upload, name, data, metadata)
         return self.url_for(name)
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
         """Log the segment's metadata as one JSON line at INFO."""
-        logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")
+        log_metadata(meta)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete every object under the session's folder, every generation of each.
@@ -203,7 +196,7 @@ class GCSAudioStorage:
             StorageConfigError: If no credentials can be found.
             StorageError: If listing or deleting fails.
         """
-        folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
+        folder = session_folder(self._prefix, session_id)
         removed = await asyncio.to_thread(self._delete_folder, folder)
         logger.info(f"deleted {removed} objects under {self.url_for(folder)}")
         return removed
@@ -218,7 +211,7 @@ class GCSAudioStorage:
             StorageConfigError: If no credentials can be found.
             StorageError: If listing fails.
         """
-        folder = f"{self._prefix}{require_uuid(session_id, 'session_id')}/"
+        folder = session_folder(self._prefix, session_id)
         return len(await asyncio.to_thread(self._generations, folder))
 
     async def download_segment(self, session_id: str, segment_id: str, target: BinaryIO) -> int:
@@ -341,7 +334,7 @@ class GCSAudioStorage:
         url = self.url_for(probe.name)
         try:
             probe.upload_from_string(
-                _CHECK_PAYLOAD,
+                CHECK_PAYLOAD,
                 content_type="text/plain",
                 if_generation_match=0,
                 timeout=self._timeout_s,

@@ -1,7 +1,6 @@
 """WAV files on local disk, written atomically in worker threads."""
 
 import asyncio
-import json
 import os
 import re
 from pathlib import Path
@@ -25,6 +24,7 @@ from pipecat_audio_capture.safe_files import (
     remove_stale_temp_files,
     write_atomically,
 )
+from pipecat_audio_capture.storage.objects import log_metadata
 
 __all__ = ["TEMP_SUFFIX", "LocalAudioStorage"]
 
@@ -94,7 +94,7 @@ class LocalAudioStorage:
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
         """Log the segment's metadata as one JSON line at INFO."""
-        logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")
+        log_metadata(meta)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete a session's WAV files and its folder; deleting a deleted session does nothing.

@@ -11,7 +11,7 @@ Routes:
 
 Every request passes the access check of :mod:`.security`, and every response carries its
 security headers. An id that is not a canonical UUID, or that the index does not hold, is a 404;
-a failing index (or GCS signer) is a 503, logged (the same error at most a few times a minute:
+a failing index (or GCS or S3 signer) is a 503, logged (the same error at most a few times a minute:
 see :mod:`.log_limit`).
 
 Reads run in worker threads, on as many index connections as the index has, so a slow read
@@ -34,10 +34,11 @@ from pipecat_audio_capture.storage.index import MetadataIndex
 from pipecat_audio_capture.web.audio import audio_response
 from pipecat_audio_capture.web.log_limit import LogThrottle
 from pipecat_audio_capture.web.render import session_page, sessions_page
-from pipecat_audio_capture.web.security import access_middleware, add_security_headers
+from pipecat_audio_capture.web.security import access_middleware, security_headers_adder
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
+    from mypy_boto3_s3 import S3Client
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_PAGE_DIGITS = 9
@@ -53,6 +54,8 @@ def create_app(
     gcs_client: "Client | None" = None,
     max_turns: int = defaults.SERVE_MAX_TURNS,
     log: LogThrottle | None = None,
+    s3_client: "S3Client | None" = None,
+    media_origins: tuple[str, ...] = (),
 ) -> web.Application:
     """Return the call review application, reading an index that the caller opened and closes.
 
@@ -70,11 +73,15 @@ def create_app(
             Application Default Credentials.
         max_turns: Most turns a call's page shows.
         log: Where request errors are logged; None makes a throttle of the app's own.
+        s3_client: The boto3 client that presigns ``s3://`` audio URLs; None uses boto3's
+            default configuration.
+        media_origins: Origins the player may load audio from besides this server, GCS and
+            AWS: that of an S3-compatible store whose presigned URLs the audio redirects to.
     """
-    views = _Views(index, recordings, page_size, gcs_client, max_turns)
+    views = _Views(index, recordings, page_size, gcs_client, max_turns, s3_client)
     errors = _storage_errors(log or LogThrottle())
     app = web.Application(middlewares=[access_middleware(token), errors])
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(security_headers_adder(media_origins))
     app.on_response_prepare.append(_close_refused)
     app.router.add_get("/", views.sessions)
     app.router.add_get("/sessions/{session_id}", views.session)
@@ -91,6 +98,7 @@ class _Views:
     page_size: int
     gcs_client: "Client | None"
     max_turns: int
+    s3_client: "S3Client | None"
 
     async def sessions(self, request: web.Request) -> web.Response:
         page = _page_number(request)
@@ -120,7 +128,7 @@ class _Views:
         meta = await self.index.segment(_uuid_or_404(request.match_info["segment_id"]))
         if meta is None:
             raise web.HTTPNotFound(text="404: no such segment in this index")
-        return await audio_response(meta, self.recordings, self.gcs_client)
+        return await audio_response(meta, self.recordings, self.gcs_client, self.s3_client)
 
 
 def _storage_errors(log: LogThrottle) -> Middleware:

@@ -1,4 +1,4 @@
-"""Serving one indexed segment's audio: a local WAV file, or a redirect to a signed GCS URL.
+"""Serving one indexed segment's audio: a local WAV file, or a redirect to a signed GCS or S3 URL.
 
 Only segments found in the index are served, and a local file only if it is the segment's own
 file (``{session_id}/{segment_id}.wav``), looked up by those ids under the recordings folder
@@ -20,18 +20,22 @@ from aiohttp import web
 from loguru import logger
 
 from pipecat_audio_capture.errors import StorageError
-from pipecat_audio_capture.playback import open_segment_file, signed_url
+from pipecat_audio_capture.playback import open_segment_file, presigned_s3_url, signed_url
 from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.web.files import DescriptorResponse
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
+    from mypy_boto3_s3 import S3Client
 
 WAV_CONTENT_TYPE = "audio/wav"
 
 
 async def audio_response(
-    meta: SegmentMetadata, recordings: Path | None, gcs_client: "Client | None"
+    meta: SegmentMetadata,
+    recordings: Path | None,
+    gcs_client: "Client | None",
+    s3_client: "S3Client | None" = None,
 ) -> web.StreamResponse:
     """Return the response that plays a segment.
 
@@ -39,24 +43,30 @@ async def audio_response(
     request), which the browser's player needs to seek. A ``gs://`` segment answers
     ``302 Found`` to a V4 signed URL valid for
     :data:`~pipecat_audio_capture.playback.SIGNED_URL_EXPIRES_S`; the signing runs in a thread,
-    as it may call the IAM API.
+    as it may call the IAM API. An ``s3://`` segment answers ``302 Found`` to a SigV4 presigned
+    URL of the same lifetime.
 
     Args:
         meta: The segment, as the index holds it.
         recordings: The folder local audio is served from; None serves no local audio.
         gcs_client: The client whose credentials sign, or None for Application Default
             Credentials.
+        s3_client: The boto3 client whose credentials and endpoint presign ``s3://`` URLs, or
+            None for boto3's default configuration.
 
     Raises:
         HTTPNotFound: If the audio is not servable from here: a URL naming another file than
             the segment's own, ids that are not UUIDs, a file reached through a link or not a
             regular file with one link, a missing file, or another scheme.
-        HTTPFound: The redirect to the signed URL of a ``gs://`` segment.
-        StorageError: If signing a ``gs://`` URL fails.
+        HTTPFound: The redirect to the signed URL of a ``gs://`` or ``s3://`` segment.
+        StorageError: If signing a ``gs://`` or ``s3://`` URL fails.
     """
     scheme = urlsplit(meta.audio_url).scheme
     if scheme == "gs":
         url = await asyncio.to_thread(signed_url, meta.audio_url, client=gcs_client)
+        raise web.HTTPFound(url)
+    if scheme == "s3":
+        url = await asyncio.to_thread(presigned_s3_url, meta.audio_url, client=s3_client)
         raise web.HTTPFound(url)
     if scheme != "file":
         raise _refused(meta, f"{scheme or 'scheme-less'} audio URLs are not served")

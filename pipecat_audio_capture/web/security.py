@@ -45,12 +45,28 @@ COOKIE_CLOCK_SKEW_S = 60
 COOKIE = "call_review"
 TOKEN_PARAM = "token"
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "media-src 'self' https://storage.googleapis.com; connect-src 'self'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-"""No inline script or style, no other origin but GCS for signed audio URLs, no framing."""
+SIGNED_AUDIO_ORIGINS = ("https://storage.googleapis.com", "https://*.amazonaws.com")
+"""Where signed audio URLs of GCS and AWS S3 lead: the only other origins the player may load."""
+
+
+def content_security_policy(media_origins: tuple[str, ...] = ()) -> str:
+    """Return the Content-Security-Policy, the player also allowed to load ``media_origins``.
+
+    Args:
+        media_origins: Origins of an S3-compatible store (``https://minio.example.com:9000``)
+            whose presigned URLs the player must load, besides GCS and AWS.
+    """
+    media = " ".join(("'self'", *SIGNED_AUDIO_ORIGINS, *media_origins))
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"media-src {media}; connect-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
+"""No inline script or style, no other origin but GCS and S3 for signed audio URLs, no
+framing."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -190,6 +206,24 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     """Add :data:`SECURITY_HEADERS` to a response about to be sent (an ``on_response_prepare``
     signal handler, so error responses and files get them too)."""
     response.headers.update(SECURITY_HEADERS)
+
+
+def security_headers_adder(
+    media_origins: tuple[str, ...],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Return an ``on_response_prepare`` handler like :func:`add_security_headers` whose policy
+    also lets the player load ``media_origins``."""
+    if not media_origins:
+        return add_security_headers
+    headers = {
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": content_security_policy(media_origins),
+    }
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(headers)
+
+    return add
 
 
 def _host_name(request: web.Request) -> str:

@@ -11,6 +11,8 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from loguru import logger
@@ -22,6 +24,9 @@ from pipecat_audio_capture.web.app import create_app
 from pipecat_audio_capture.web.connections import ConnectionGuard, connection_cap
 from pipecat_audio_capture.web.log_limit import LogThrottle, throttle_stdlib_loggers
 from pipecat_audio_capture.web.security import is_loopback, token_problem
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class ServeOptions:
         header_timeout_s: Longest a new connection may take to send a complete request head.
         idle_timeout_s: Longest a kept-alive connection may wait for its next request.
         read_connections: Index connections read through side by side.
+        s3_endpoint_url: The endpoint of the S3-compatible store ``s3://`` audio is in, whose
+            origin the page then allows; None presigns for AWS (or ``$AWS_ENDPOINT_URL_S3``).
     """
 
     host: str = defaults.SERVE_HOST
@@ -49,6 +56,7 @@ class ServeOptions:
     header_timeout_s: float = defaults.SERVE_HEADER_TIMEOUT_S
     idle_timeout_s: float = defaults.SERVE_IDLE_TIMEOUT_S
     read_connections: int = defaults.SERVE_READ_CONNECTIONS
+    s3_endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,15 @@ async def serve(
         # A first read fails now, with a clear message, rather than on the first page.
         await index.list_sessions(limit=1)
         log = LogThrottle()
-        app = create_app(index, recordings=recordings, token=options.token, log=log)
+        s3_client, media_origins = await _s3_signer(options.s3_endpoint_url)
+        app = create_app(
+            index,
+            recordings=recordings,
+            token=options.token,
+            log=log,
+            s3_client=s3_client,
+            media_origins=media_origins,
+        )
         async with listening(app, options.host, options.port, options, log=log) as listener:
             host = f"[{options.host}]" if ":" in options.host else options.host
             say(f"call review of {target} at http://{host}:{listener.port}/")
@@ -165,6 +181,25 @@ async def serve(
                 say("open it once with ?token=YOUR_TOKEN; the browser then keeps a cookie")
             say("press Ctrl-C to stop")
             await _until_stopped()
+
+
+async def _s3_signer(endpoint_url: str | None) -> tuple["S3Client | None", tuple[str, ...]]:
+    """Return the client that presigns ``s3://`` audio for ``endpoint_url``, and its origin.
+
+    Raises:
+        MissingExtraError: If an endpoint is given and the ``s3`` extra is not installed.
+        CommandError: If the endpoint is not an http(s) URL.
+    """
+    if endpoint_url is None:
+        return None, ()
+    parts = urlsplit(endpoint_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CommandError(f"--s3-endpoint-url must be an http(s) URL: {endpoint_url!r}")
+    # Imported here: only an S3 endpoint needs the s3 extra.
+    from pipecat_audio_capture.storage.s3 import make_client
+
+    client = await asyncio.to_thread(make_client, endpoint_url=endpoint_url)
+    return client, (f"{parts.scheme}://{parts.netloc}",)
 
 
 async def _until_stopped() -> None:
