@@ -4,7 +4,8 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from pipecat_audio_capture.errors import MigrationError, StorageConfigError, Sto
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
+from pipecat_audio_capture.storage.batching import IndexBatcher
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -81,6 +83,11 @@ class SQLiteAudioMetaStorage(IndexReader):
     writes) and migrated on first use, or by :meth:`run_migrations` to fail fast at startup.
     All database work runs in worker threads on one connection, one call at a time.
 
+    Rows are written by one :class:`~pipecat_audio_capture.storage.batching.IndexBatcher` per
+    storage object, shared by every call saving through it: one transaction and one
+    ``executemany`` per batch. Each save still returns only once its own row is committed, and
+    fails alone if its row does.
+
     Writes are idempotent. A segment is immutable once indexed: saving the same ``segment_id``
     again is ignored. A transcript is replaced by a later save for the same session, turn and
     role: the latest save is the writer's best knowledge of the final text.
@@ -101,12 +108,16 @@ class SQLiteAudioMetaStorage(IndexReader):
         path: str | os.PathLike[str],
         *,
         busy_timeout_s: float = defaults.SQLITE_BUSY_TIMEOUT_S,
+        batch_max_rows: int = defaults.INDEX_BATCH_MAX_ROWS,
+        batch_max_delay_s: float = defaults.INDEX_BATCH_MAX_DELAY_S,
     ) -> None:
         """Initialize the storage; nothing is opened until first use.
 
         Args:
             path: The database file, created with its folder when missing, or ``":memory:"``.
             busy_timeout_s: Longest a statement waits for another process's write lock.
+            batch_max_rows: Most rows written by one transaction.
+            batch_max_delay_s: Longest a row waits for rows of other calls to join its batch.
         """
         self._path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
         self._busy_timeout_s = busy_timeout_s
@@ -115,6 +126,19 @@ class SQLiteAudioMetaStorage(IndexReader):
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
         self._closed = False
+        self._rows = IndexBatcher(
+            self._write_batch,
+            # InterfaceError: a value of a type SQLite cannot bind.
+            row_errors=(sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError),
+            max_rows=batch_max_rows,
+            max_delay_s=batch_max_delay_s,
+            name="sqlite index",
+        )
+
+    @property
+    def batcher(self) -> IndexBatcher:
+        """The writer shared by every call saving through this storage."""
+        return self._rows
 
     @property
     def path(self) -> str:
@@ -147,12 +171,7 @@ class SQLiteAudioMetaStorage(IndexReader):
         row = asdict(checked_segment(session_id, meta))
         row["started_at"] = _to_text(row["started_at"])
         row["ended_at"] = _to_text(row["ended_at"])
-        inserted = await self._call(
-            lambda conn: conn.execute(_INSERT_SEGMENT, row).rowcount,
-            f"could not index segment {row['segment_id']}",
-        )
-        if not inserted:
-            logger.debug(f"segment {row['segment_id']} was already indexed")
+        await self._rows.write(_INSERT_SEGMENT, row, f"segment {row['segment_id']}")
 
     async def save_transcript(self, record: TranscriptRecord) -> None:
         """Index a turn's transcript, replacing an earlier one for the same session, turn and role.
@@ -163,9 +182,8 @@ class SQLiteAudioMetaStorage(IndexReader):
         """
         row = asdict(checked_transcript(record))
         row["occurred_at"] = _to_text(row["occurred_at"])
-        await self._call(
-            lambda conn: conn.execute(_UPSERT_TRANSCRIPT, row),
-            f"could not index the {row['role']} transcript of turn {row['turn_id']}",
+        await self._rows.write(
+            _UPSERT_TRANSCRIPT, row, f"the {row['role']} transcript of turn {row['turn_id']}"
         )
 
     async def delete_session(self, session_id: str) -> DeletedRows:
@@ -185,8 +203,12 @@ class SQLiteAudioMetaStorage(IndexReader):
         )
 
     async def close(self) -> None:
-        """Close the database; later calls raise StorageError."""
+        """Write the rows still queued, then close the database; later calls raise StorageError."""
+        await self._rows.close()
         await asyncio.to_thread(self._close)
+
+    async def _write_batch(self, groups: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
+        await asyncio.to_thread(self._locked, lambda conn: _write_batch(conn, groups))
 
     async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         def fetch(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -297,17 +319,33 @@ def _migrate(conn: sqlite3.Connection) -> list[int]:
     return done
 
 
-def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:
-    # IMMEDIATE takes the write lock first, so both deletes see and remove the same session.
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run a block in a transaction that takes the write lock first, and roll it back on error."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        segments = conn.execute(_DELETE_SEGMENTS, (session,)).rowcount
-        transcripts = conn.execute(_DELETE_TRANSCRIPTS, (session,)).rowcount
+        yield
         conn.execute("COMMIT")
     except BaseException:
+        # Some errors (a full disk) make SQLite roll back by itself.
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _write_batch(
+    conn: sqlite3.Connection, groups: Sequence[tuple[str, list[dict[str, Any]]]]
+) -> None:
+    with _immediate(conn):
+        for statement, rows in groups:
+            conn.executemany(statement, rows)
+
+
+def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:
+    # IMMEDIATE takes the write lock first, so both deletes see and remove the same session.
+    with _immediate(conn):
+        segments = conn.execute(_DELETE_SEGMENTS, (session,)).rowcount
+        transcripts = conn.execute(_DELETE_TRANSCRIPTS, (session,)).rowcount
     return DeletedRows(segments=segments, transcripts=transcripts)
 
 
