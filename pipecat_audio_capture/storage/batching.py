@@ -8,10 +8,10 @@ loss counts stay per row.
 """
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from loguru import logger
@@ -36,6 +36,15 @@ def write_rows_as(writer: object) -> None:
     saving a row is its writer.
     """
     _writer.set(writer)
+
+
+def row_params(record: Any) -> dict[str, Any]:
+    """Return a dataclass record's fields by name, as a row's named parameters.
+
+    Shallow, unlike ``dataclasses.asdict``, whose deep copy of every value was the largest cost
+    of preparing a row.
+    """
+    return {item.name: getattr(record, item.name) for item in fields(record)}
 
 
 def grouped(rows: Sequence[Statement]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -63,6 +72,7 @@ class _LoopState:
     pending: deque[_Row] = field(default_factory=deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     recent: dict[object, float] = field(default_factory=dict)
+    waiting: Counter[object] = field(default_factory=Counter)
     task: "asyncio.Task[None] | None" = None
 
 
@@ -139,7 +149,10 @@ class IndexBatcher:
         future: asyncio.Future[None] = loop.create_future()
         state.pending.append(_Row((statement, params), what, writer, future, loop.time()))
         state.recent[writer] = loop.time()
-        state.changed.set()
+        state.waiting[writer] += 1
+        if len(state.pending) == 1 or self._ready(state):
+            # Waking the batcher for each row would cost more than writing it.
+            state.changed.set()
         if state.task is None or state.task.done():
             state.task = loop.create_task(self._run(state), name=f"{self._name}::batches")
         # A caller that stops waiting cancels the future, and the row is skipped if not yet sent.
@@ -168,7 +181,7 @@ class IndexBatcher:
     async def _run(self, state: _LoopState) -> None:
         while True:
             await self._gathered(state)
-            batch = _take(state.pending, self._max_rows)
+            batch = _take(state, self._max_rows)
             if batch:
                 await self._write_batch(batch)
 
@@ -178,7 +191,8 @@ class IndexBatcher:
             state.changed.clear()
             await state.changed.wait()
         deadline = state.pending[0].queued_at + self._max_delay_s
-        while len(state.pending) < self._max_rows and self._expecting(state):
+        self._forget_idle(state)
+        while not self._ready(state):
             remaining = deadline - state.loop.time()
             if remaining <= 0:
                 return
@@ -189,18 +203,18 @@ class IndexBatcher:
             except TimeoutError:
                 return
 
-    def _expecting(self, state: _LoopState) -> bool:
-        """Whether a writer seen lately has no row waiting, so it may send one soon."""
+    def _ready(self, state: _LoopState) -> bool:
+        """Whether the batch is full, or every recent writer has a row waiting."""
+        # Each waiting writer is a recent one, so equal counts mean no other row is expected.
+        return len(state.pending) >= self._max_rows or len(state.recent) <= len(state.waiting)
+
+    def _forget_idle(self, state: _LoopState) -> None:
+        """Stop waiting for writers that finished or sent nothing for ``writer_idle_s``."""
         now = state.loop.time()
-        waiting = {row.writer for row in state.pending if not row.future.done()}
-        expecting = False
         for writer, seen in list(state.recent.items()):
             gone = isinstance(writer, asyncio.Task) and writer.done()
-            if gone or now - seen > self._writer_idle_s:
+            if (gone or now - seen > self._writer_idle_s) and writer not in state.waiting:
                 del state.recent[writer]
-            elif writer not in waiting:
-                expecting = True
-        return expecting
 
     async def _write_batch(self, batch: list[_Row]) -> None:
         error = await self._attempt(batch)
@@ -235,10 +249,13 @@ class IndexBatcher:
         return None
 
 
-def _take(pending: deque[_Row], max_rows: int) -> list[_Row]:
+def _take(state: _LoopState, max_rows: int) -> list[_Row]:
     batch: list[_Row] = []
-    while pending and len(batch) < max_rows:
-        row = pending.popleft()
+    while state.pending and len(batch) < max_rows:
+        row = state.pending.popleft()
+        state.waiting[row.writer] -= 1
+        if not state.waiting[row.writer]:
+            del state.waiting[row.writer]
         if not row.future.done():
             batch.append(row)
     return batch
@@ -252,6 +269,9 @@ def _settle(row: _Row, error: Exception | None) -> None:
         return
     # Each caller gets an exception of its own: a shared one would gather every awaiter's
     # traceback.
-    failure = StorageError(f"could not index {row.what}: {error}")
+    # A package error keeps its class, so a retry policy still tells a configuration error
+    # (never retried) from a transient one.
+    kind = type(error) if isinstance(error, StorageError) else StorageError
+    failure = kind(f"could not index {row.what}: {error}")
     failure.__cause__ = error
     row.future.set_exception(failure)

@@ -8,7 +8,6 @@ that imports psycopg.
 import asyncio
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Self
 from uuid import UUID
@@ -25,7 +24,7 @@ from pipecat_audio_capture.errors import (
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
-from pipecat_audio_capture.storage.batching import IndexBatcher
+from pipecat_audio_capture.storage.batching import IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -259,7 +258,7 @@ class PostgresAudioMetaStorage(IndexReader):
                 database fails.
         """
         row = checked_segment(session_id, meta)
-        await self._rows.write(_INSERT_SEGMENT, asdict(row), f"segment {row.segment_id}")
+        await self._rows.write(_INSERT_SEGMENT, row_params(row), f"segment {row.segment_id}")
 
     async def save_transcript(self, record: TranscriptRecord) -> None:
         """Index a turn's transcript, replacing an earlier one for the same session, turn and role.
@@ -270,7 +269,7 @@ class PostgresAudioMetaStorage(IndexReader):
         """
         row = checked_transcript(record)
         await self._rows.write(
-            _UPSERT_TRANSCRIPT, asdict(row), f"{row.role} transcript of turn {row.turn_id}"
+            _UPSERT_TRANSCRIPT, row_params(row), f"{row.role} transcript of turn {row.turn_id}"
         )
 
     async def delete_session(self, session_id: str) -> DeletedRows:

@@ -6,7 +6,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +17,7 @@ from pipecat_audio_capture.errors import MigrationError, StorageConfigError, Sto
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
-from pipecat_audio_capture.storage.batching import IndexBatcher
+from pipecat_audio_capture.storage.batching import IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -168,7 +167,7 @@ class SQLiteAudioMetaStorage(IndexReader):
             StorageError: If the row is refused (impossible values, naive timestamps) or the
                 database fails.
         """
-        row = asdict(checked_segment(session_id, meta))
+        row = row_params(checked_segment(session_id, meta))
         row["started_at"] = _to_text(row["started_at"])
         row["ended_at"] = _to_text(row["ended_at"])
         await self._rows.write(_INSERT_SEGMENT, row, f"segment {row['segment_id']}")
@@ -180,7 +179,7 @@ class SQLiteAudioMetaStorage(IndexReader):
             InvalidIdError: If an id is not a UUID.
             StorageError: If the row is refused or the database fails.
         """
-        row = asdict(checked_transcript(record))
+        row = row_params(checked_transcript(record))
         row["occurred_at"] = _to_text(row["occurred_at"])
         await self._rows.write(
             _UPSERT_TRANSCRIPT, row, f"the {row['role']} transcript of turn {row['turn_id']}"
