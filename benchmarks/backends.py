@@ -1,10 +1,11 @@
 """Section 2c: metadata rows into SQLite and PostgreSQL, and uploads to a loopback GCS emulator.
 
 Each backend runs only if its module imports and its service can be reached; otherwise its
-section says "skipped" and why. Neither index backend has a batch API, so "batched" is a
-reference: the same INSERT (built from ``SegmentMetadata``'s fields, as the backends write them)
-through ``executemany`` in one transaction, on a separate connection to the same database. It
-shows what batching would buy.
+section says "skipped" and why. Both index backends batch the rows of concurrent saves (the
+"all started at once" variant here; section 2f, ``benchmarks/index_batching.py``, compares it
+with one by one across calls). "Batched" is a reference: the same INSERT (built from
+``SegmentMetadata``'s fields, as the backends write them) through ``executemany`` in one
+transaction, on a separate connection to the same database.
 """
 
 import asyncio

@@ -1,12 +1,12 @@
 """Section 2f: index rows from 1, 10 and 100 concurrent calls in one process, one by one
 against the shared batching writer, on SQLite and PostgreSQL.
 
-Each call is a task that saves its rows one after another, alternating a segment row and a
-transcript row, as a call's capture and transcript recorder do; all calls run at once. "One by
-one" is the write path before batching, rebuilt here with the backend's own statements: each row
-its own autocommit INSERT on a connection checked out of a pool of the default size
-(PostgreSQL), or its own transaction in a worker thread on one connection behind a lock
-(SQLite). "Batched" is the backend as shipped, with its default batch settings.
+Each call has two writers, as a real one has its capture and its transcript recorder: one
+task saves its segment rows one after another, another its transcript rows; all calls run at
+once. "One by one" is the write path before batching, rebuilt here with the backend's own
+statements: each row its own autocommit INSERT on a connection checked out of a pool of the
+default size (PostgreSQL), or its own transaction in a worker thread on one connection behind a
+lock (SQLite). "Batched" is the backend as shipped, with its default batch settings.
 
 Run it alone with ``python -m benchmarks.index_batching``; ``make bench`` runs it as part of the
 whole report.
@@ -154,44 +154,49 @@ async def _measure(
     return results
 
 
-Row = SegmentMetadata | TranscriptRecord
-
-
 async def _run(writer: Writer, calls: int, rows: int) -> Run:
     """``calls`` concurrent calls writing ``rows`` rows in all; time and statements used."""
     # Rows are built before the clock starts: only writing them is timed.
-    scripts = [_call_rows(max(rows // calls, 2)) for _ in range(calls)]
+    scripts = [_call_rows(_per_call(calls, rows)) for _ in range(calls)]
     before = writer.statements()
     start = time.perf_counter()
     await asyncio.gather(*(_call(writer, script) for script in scripts))
     return Run(time.perf_counter() - start, writer.statements() - before)
 
 
-async def _call(writer: Writer, script: list[Row]) -> None:
-    for row in script:
-        if isinstance(row, SegmentMetadata):
-            await writer.segment(row)
-        else:
-            await writer.transcript(row)
+async def _call(
+    writer: Writer, script: tuple[list[SegmentMetadata], list[TranscriptRecord]]
+) -> None:
+    """A call's two writers at once, each saving its rows one after another."""
+    segments, transcripts = script
+
+    async def capture() -> None:
+        for meta in segments:
+            await writer.segment(meta)
+
+    async def recorder() -> None:
+        for record in transcripts:
+            await writer.transcript(record)
+
+    await asyncio.gather(capture(), recorder())
 
 
-def _call_rows(rows: int) -> list[Row]:
-    """A call's rows in the order it writes them: each segment row, then its transcript."""
+def _call_rows(rows: int) -> tuple[list[SegmentMetadata], list[TranscriptRecord]]:
+    """A call's segment rows and the transcript rows of the same turns, ``rows`` in all."""
     session_id = str(uuid.uuid4())
-    script: list[Row] = []
-    for meta in segment_rows(session_id, (rows + 1) // 2):
-        script.append(meta)
-        script.append(
-            TranscriptRecord(
-                session_id=session_id,
-                turn_id=meta.turn_id,
-                role="user",
-                text="a transcript of the turn",
-                interrupted=False,
-                occurred_at=meta.ended_at,
-            )
+    segments = segment_rows(session_id, rows // 2)
+    transcripts = [
+        TranscriptRecord(
+            session_id=session_id,
+            turn_id=meta.turn_id,
+            role="user",
+            text="a transcript of the turn",
+            interrupted=False,
+            occurred_at=meta.ended_at,
         )
-    return script[:rows]
+        for meta in segments
+    ]
+    return segments, transcripts
 
 
 def _store_writer(store: Any) -> Writer:
@@ -273,8 +278,9 @@ def _section(
 ) -> Section:
     section = Section(title)
     section.add(
-        f"About {rows} rows per run (half segment rows, half transcript rows) into {what} "
-        "Each call saves its rows one after another; the calls run at once in one event loop. "
+        f"About {rows} rows per run, half segment rows and half transcript rows, into {what} "
+        "Each call has two writers (segment rows, transcript rows), each saving its rows one "
+        "after another; the calls run at once in one event loop. "
         f"Batched uses the defaults: at most {defaults.INDEX_BATCH_MAX_ROWS} rows and "
         f"{defaults.INDEX_BATCH_MAX_DELAY_S * 1000:.0f} ms of waiting per batch."
     )
@@ -317,8 +323,13 @@ def _section(
     return section
 
 
+def _per_call(calls: int, rows: int) -> int:
+    """Rows of each call: as many segment rows as transcript rows, at least one of each."""
+    return max(rows // calls // 2, 1) * 2
+
+
 def _rows(calls: int, rows: int) -> int:
-    return max(rows // calls, 2) * calls
+    return _per_call(calls, rows) * calls
 
 
 def _rate(run: Run, calls: int, rows: int) -> float:
