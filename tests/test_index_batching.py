@@ -28,6 +28,7 @@ from pipecat_audio_capture import (
 )
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.records import PendingAudioSegment, SegmentMetadata
+from pipecat_audio_capture.storage.batching import write_rows_as
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
@@ -317,3 +318,27 @@ async def _segment_ids(pool: AsyncConnectionPool[Any]) -> list[str]:
     async with pool.connection() as conn:
         cursor = await conn.execute("SELECT segment_id FROM session_audio_segments")
         return [str(value) for (value,) in await cursor.fetchall()]
+
+
+async def test_a_batch_waits_for_a_writer_whose_rows_come_from_tasks_it_starts(
+    tmp_path: Path,
+) -> None:
+    # As a capture does: its writer task marks itself, then saves each row from a new task.
+    store = SQLiteAudioMetaStorage(tmp_path / "index.sqlite3", batch_max_delay_s=3600.0)
+    session_id = new_id()
+
+    async def writer(name: str, pause_s: float) -> None:
+        write_rows_as(name)
+        for round_ in range(2):
+            if round_:
+                await asyncio.sleep(pause_s)
+            meta = make_segment(session_id)
+            await asyncio.create_task(store.save_metadata(session_id, meta))
+
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(writer("quick", 0.0), writer("slow", 0.2))
+        # The quick writer's second row waited for the slow writer's instead of going alone.
+        assert (store.batcher.batches, store.batcher.rows) == (2, 4)
+    finally:
+        await store.close()

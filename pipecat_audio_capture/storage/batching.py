@@ -89,6 +89,11 @@ class IndexBatcher:
     own :class:`~pipecat_audio_capture.errors.StorageError`: each caller's retry policy then
     retries its row in a later batch, and spools it when the retries are spent. A row whose
     caller stopped waiting (its attempt timed out) before its batch started is skipped.
+
+    Attributes:
+        batches: Batches committed.
+        rows: Rows those batches committed.
+        splits: Batches split into single rows after a row's data broke them.
     """
 
     def __init__(
@@ -267,10 +272,9 @@ def _settle(row: _Row, error: Exception | None) -> None:
     if error is None:
         row.future.set_result(None)
         return
-    # Each caller gets an exception of its own: a shared one would gather every awaiter's
-    # traceback.
-    # A package error keeps its class, so a retry policy still tells a configuration error
-    # (never retried) from a transient one.
+    # Each caller gets an exception of its own (a shared one would gather every awaiter's
+    # traceback), and a package error keeps its class, so a retry policy still tells a
+    # configuration error (never retried) from a transient one.
     kind = type(error) if isinstance(error, StorageError) else StorageError
     failure = kind(f"could not index {row.what}: {error}")
     failure.__cause__ = error
