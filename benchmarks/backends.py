@@ -25,7 +25,7 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.report import Section, skipped, table
 from benchmarks.stats import Summary, interleaved
@@ -47,6 +47,8 @@ CONCURRENT_UPLOADS = "store_segment, all started at once (gather)"
 
 _LOOPBACK = "127.0.0.1"
 _EMULATOR_START_S = 10.0
+
+T = TypeVar("T")
 
 RowWriter = Callable[[str, list[SegmentMetadata]], Awaitable[None]]
 
@@ -106,29 +108,20 @@ async def measure_postgres(reps: int, rows: int) -> Section:
     module = _import("pipecat_audio_capture.storage.postgres")
     if isinstance(module, str):
         return skipped(title, module)
-    import psycopg
-    from psycopg.conninfo import make_conninfo
 
-    dsn = os.environ.get("AUDIO_CAPTURE_TEST_DSN", DEFAULT_DSN)
-    schema = f"audio_capture_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        return skipped(title, f"PostgreSQL is not reachable: {exc}".strip())
-    async with admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
+    async def measure(scoped: str) -> dict[str, list[float]]:
+        store = await module.PostgresAudioMetaStorage.connect(scoped)
         try:
-            scoped = make_conninfo(dsn, options=f"-c search_path={schema}")
-            store = await module.PostgresAudioMetaStorage.connect(scoped)
-            try:
-                writers = _index_writers(store, _postgres_batch(scoped))
-                times = await interleaved(
-                    _INDEX_VARIANTS, reps, lambda name: _timed(writers[name], rows)
-                )
-            finally:
-                await store.close()
+            writers = _index_writers(store, _postgres_batch(scoped))
+            return await interleaved(
+                _INDEX_VARIANTS, reps, lambda name: _timed(writers[name], rows)
+            )
         finally:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            await store.close()
+
+    times = await in_scratch_schema(measure)
+    if isinstance(times, str):
+        return skipped(title, times)
     return _index_section(
         title,
         "`PostgresAudioMetaStorage.connect()` (its default pool; each save checks out a "
@@ -177,6 +170,29 @@ async def measure_gcs(reps: int, segments: int) -> Section:
     best = Summary.of([segments / s for s in times[SEQUENTIAL_UPLOADS]])
     section.headlines.append(f"GCS emulator, one writer: {best.text(0, ' segments/s')}")
     return section
+
+
+async def in_scratch_schema(work: Callable[[str], Awaitable[T]]) -> T | str:
+    """Run ``work`` on the DSN of a fresh schema of the benchmark server, dropped after.
+
+    Returns:
+        What ``work`` returned, or why the server could not be used.
+    """
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    dsn = os.environ.get("AUDIO_CAPTURE_TEST_DSN", DEFAULT_DSN)
+    schema = f"audio_capture_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        return f"PostgreSQL is not reachable: {exc}".strip()
+    async with admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            return await work(make_conninfo(dsn, options=f"-c search_path={schema}"))
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _import(name: str) -> ModuleType | str:

@@ -13,7 +13,6 @@ whole report.
 """
 
 import asyncio
-import os
 import sqlite3
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any
 
 from loguru import logger
 
-from benchmarks.backends import DEFAULT_DSN, segment_rows
+from benchmarks.backends import in_scratch_schema, segment_rows
 from benchmarks.report import Section, skipped, table
 from benchmarks.stats import Summary, interleaved, ratios
 from pipecat_audio_capture import defaults
@@ -93,42 +92,31 @@ async def measure_postgres(reps: int, rows: int) -> Section:
     """Rows per second into PostgreSQL, in a fresh schema dropped after."""
     title = "2f(ii). Index rows from concurrent calls into PostgreSQL"
     try:
-        import psycopg
-        from psycopg.conninfo import make_conninfo
         from psycopg_pool import AsyncConnectionPool
 
         from pipecat_audio_capture.storage import postgres as postgres_backend
     except ImportError as exc:
         return skipped(title, f"the postgres extra does not import ({exc})")
-    dsn = os.environ.get("AUDIO_CAPTURE_TEST_DSN", DEFAULT_DSN)
-    schema = f"audio_capture_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        return skipped(title, f"PostgreSQL is not reachable: {exc}".strip())
-    async with admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
+
+    async def measure(scoped: str) -> dict[int, dict[str, list[Run]]]:
+        store = await postgres_backend.PostgresAudioMetaStorage.connect(scoped)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            scoped, min_size=defaults.POOL_MIN_SIZE, max_size=defaults.POOL_MAX_SIZE, open=False
+        )
+        await pool.open(wait=True)
         try:
-            scoped = make_conninfo(dsn, options=f"-c search_path={schema}")
-            store = await postgres_backend.PostgresAudioMetaStorage.connect(scoped)
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                scoped,
-                min_size=defaults.POOL_MIN_SIZE,
-                max_size=defaults.POOL_MAX_SIZE,
-                open=False,
-            )
-            await pool.open(wait=True)
-            try:
-                writers = {
-                    ONE_BY_ONE: _postgres_one_by_one(pool, postgres_backend),
-                    BATCHED: _store_writer(store),
-                }
-                results = await _measure(writers, reps, rows)
-            finally:
-                await pool.close()
-                await store.close()
+            writers = {
+                ONE_BY_ONE: _postgres_one_by_one(pool, postgres_backend),
+                BATCHED: _store_writer(store),
+            }
+            return await _measure(writers, reps, rows)
         finally:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            await pool.close()
+            await store.close()
+
+    results = await in_scratch_schema(measure)
+    if isinstance(results, str):
+        return skipped(title, results)
     return _section(
         title,
         "PostgreSQL",

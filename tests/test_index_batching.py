@@ -6,7 +6,6 @@ Many calls run at once in one event loop against the real SQLite file and the re
 """
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +13,7 @@ from typing import Any
 
 import index_support
 import pytest
-import pytest_asyncio
-from index_support import IndexBackend, PgSchema, make_segment, make_transcript, new_id
+from index_support import IndexBackend, make_segment, make_transcript, new_id
 from pg_fault_support import PgFaultProxy
 from psycopg_pool import AsyncConnectionPool
 
@@ -229,34 +227,6 @@ async def test_a_lone_writer_never_waits_for_a_batch_to_fill(tmp_path: Path) -> 
 
 
 # --- PostgreSQL outage -----------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def direct_pool(pg_schema: PgSchema) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_schema.dsn, min_size=1, max_size=2, open=False
-    )
-    async with pool:
-        await PostgresAudioMetaStorage.run_migrations(pool)
-        yield pool
-
-
-@pytest_asyncio.fixture
-async def proxied_pool(
-    pg_schema: PgSchema, pg_fault_proxy: PgFaultProxy, direct_pool: AsyncConnectionPool[Any]
-) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_fault_proxy.dsn(pg_schema.dsn),
-        min_size=1,
-        max_size=2,
-        timeout=WRITE_TIMEOUT_S,
-        kwargs={"connect_timeout": 2},
-        check=AsyncConnectionPool.check_connection,
-        open=False,
-    )
-    await pool.open(wait=True, timeout=5)
-    yield pool
-    await pool.close(timeout=1)
 
 
 @pytest.mark.parametrize("fault", ["stopped", "frozen"])

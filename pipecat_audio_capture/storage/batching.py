@@ -254,6 +254,17 @@ class IndexBatcher:
         return None
 
 
+class BatchedWrites:
+    """The write side both index backends share: rows go through their own batcher."""
+
+    _rows: IndexBatcher
+
+    @property
+    def batcher(self) -> IndexBatcher:
+        """The writer shared by every call saving through this storage."""
+        return self._rows
+
+
 def _take(state: _LoopState, max_rows: int) -> list[_Row]:
     batch: list[_Row] = []
     while state.pending and len(batch) < max_rows:

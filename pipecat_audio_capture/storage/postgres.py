@@ -24,7 +24,7 @@ from pipecat_audio_capture.errors import (
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
-from pipecat_audio_capture.storage.batching import IndexBatcher, row_params
+from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -82,7 +82,7 @@ _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = %s"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
 
 
-class PostgresAudioMetaStorage(IndexReader):
+class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
     """Indexes segments and transcripts in PostgreSQL and reads the call views back.
 
     It is the metadata side of a
@@ -132,11 +132,6 @@ class PostgresAudioMetaStorage(IndexReader):
             max_delay_s=batch_max_delay_s,
             name="postgres index",
         )
-
-    @property
-    def batcher(self) -> IndexBatcher:
-        """The writer shared by every call saving through this storage."""
-        return self._rows
 
     @classmethod
     async def connect(

@@ -17,7 +17,7 @@ from pipecat_audio_capture.errors import MigrationError, StorageConfigError, Sto
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
-from pipecat_audio_capture.storage.batching import IndexBatcher, row_params
+from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -73,7 +73,7 @@ _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
 
 
-class SQLiteAudioMetaStorage(IndexReader):
+class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
     """Indexes segments and transcripts in a SQLite file, with the same views as PostgreSQL.
 
     It is the metadata side of a
@@ -133,11 +133,6 @@ class SQLiteAudioMetaStorage(IndexReader):
             max_delay_s=batch_max_delay_s,
             name="sqlite index",
         )
-
-    @property
-    def batcher(self) -> IndexBatcher:
-        """The writer shared by every call saving through this storage."""
-        return self._rows
 
     @property
     def path(self) -> str:
