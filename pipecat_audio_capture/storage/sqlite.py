@@ -337,9 +337,15 @@ def _write_batch(
 
 def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:
     # IMMEDIATE takes the write lock first, so both deletes see and remove the same session.
-    with _immediate(conn):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         segments = conn.execute(_DELETE_SEGMENTS, (session,)).rowcount
         transcripts = conn.execute(_DELETE_TRANSCRIPTS, (session,)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     return DeletedRows(segments=segments, transcripts=transcripts)
 
 
