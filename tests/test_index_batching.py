@@ -312,3 +312,30 @@ async def test_a_batch_waits_for_a_writer_whose_rows_come_from_tasks_it_starts(
         assert (store.batcher.batches, store.batcher.rows) == (2, 4)
     finally:
         await store.close()
+
+
+async def test_a_row_whose_caller_gave_up_before_its_batch_started_is_not_written(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteAudioMetaStorage(tmp_path / "index.sqlite3", batch_max_delay_s=0.5)
+    session_id = new_id()
+    kept, abandoned = make_segment(session_id), make_segment(session_id)
+
+    async def other_call() -> None:
+        # Writes once, then stays silent: the next batch waits for it until its delay is up.
+        write_rows_as("other call")
+        await store.save_metadata(session_id, kept)
+
+    try:
+        await asyncio.create_task(other_call())
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await store.save_metadata(session_id, abandoned)
+        await asyncio.sleep(0.6)  # the waiting batch's delay runs out
+        await store.save_metadata(session_id, make_segment(session_id))
+
+        assert await store.segment(abandoned.segment_id) is None
+        assert await store.segment(kept.segment_id) is not None
+        assert store.batcher.rows == 2
+    finally:
+        await store.close()
