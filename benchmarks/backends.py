@@ -2,10 +2,11 @@
 emulator (2f, S3, is in :mod:`benchmarks.s3_uploads`).
 
 Each backend runs only if its module imports and its service can be reached; otherwise its
-section says "skipped" and why. Neither index backend has a batch API, so "batched" is a
-reference: the same INSERT (built from ``SegmentMetadata``'s fields, as the backends write them)
-through ``executemany`` in one transaction, on a separate connection to the same database. It
-shows what batching would buy.
+section says "skipped" and why. Both index backends batch the rows of concurrent saves (the
+"all started at once" variant here; section 2f, ``benchmarks/index_batching.py``, compares it
+with one by one across calls). "Batched" is a reference: the same INSERT (built from
+``SegmentMetadata``'s fields, as the backends write them) through ``executemany`` in one
+transaction, on a separate connection to the same database.
 """
 
 import asyncio
@@ -25,7 +26,7 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.report import Section, skipped, table
 from benchmarks.stats import Summary, interleaved
@@ -47,6 +48,8 @@ CONCURRENT_UPLOADS = "store_segment, all started at once (gather)"
 
 _LOOPBACK = "127.0.0.1"
 _EMULATOR_START_S = 10.0
+
+T = TypeVar("T")
 
 RowWriter = Callable[[str, list[SegmentMetadata]], Awaitable[None]]
 
@@ -106,29 +109,20 @@ async def measure_postgres(reps: int, rows: int) -> Section:
     module = _import("pipecat_audio_capture.storage.postgres")
     if isinstance(module, str):
         return skipped(title, module)
-    import psycopg
-    from psycopg.conninfo import make_conninfo
 
-    dsn = os.environ.get("AUDIO_CAPTURE_TEST_DSN", DEFAULT_DSN)
-    schema = f"audio_capture_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        return skipped(title, f"PostgreSQL is not reachable: {exc}".strip())
-    async with admin:
-        await admin.execute(f"CREATE SCHEMA {schema}")
+    async def measure(scoped: str) -> dict[str, list[float]]:
+        store = await module.PostgresAudioMetaStorage.connect(scoped)
         try:
-            scoped = make_conninfo(dsn, options=f"-c search_path={schema}")
-            store = await module.PostgresAudioMetaStorage.connect(scoped)
-            try:
-                writers = _index_writers(store, _postgres_batch(scoped))
-                times = await interleaved(
-                    _INDEX_VARIANTS, reps, lambda name: _timed(writers[name], rows)
-                )
-            finally:
-                await store.close()
+            writers = _index_writers(store, _postgres_batch(scoped))
+            return await interleaved(
+                _INDEX_VARIANTS, reps, lambda name: _timed(writers[name], rows)
+            )
         finally:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            await store.close()
+
+    times = await in_scratch_schema(measure)
+    if isinstance(times, str):
+        return skipped(title, times)
     return _index_section(
         title,
         "`PostgresAudioMetaStorage.connect()` (its default pool; each save checks out a "
@@ -197,6 +191,29 @@ async def upload_section(
     best = Summary.of([segments / s for s in times[SEQUENTIAL_UPLOADS]])
     section.headlines.append(f"{headline}: {best.text(0, ' segments/s')}")
     return section
+
+
+async def in_scratch_schema(work: Callable[[str], Awaitable[T]]) -> T | str:
+    """Run ``work`` on the DSN of a fresh schema of the benchmark server, dropped after.
+
+    Returns:
+        What ``work`` returned, or why the server could not be used.
+    """
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    dsn = os.environ.get("AUDIO_CAPTURE_TEST_DSN", DEFAULT_DSN)
+    schema = f"audio_capture_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        return f"PostgreSQL is not reachable: {exc}".strip()
+    async with admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            return await work(make_conninfo(dsn, options=f"-c search_path={schema}"))
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _import(name: str) -> ModuleType | str:

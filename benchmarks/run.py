@@ -21,6 +21,7 @@ from benchmarks import (
     call_audio,
     cli_startup,
     frame_cost,
+    index_batching,
     machine,
     memory,
     s3_uploads,
@@ -45,6 +46,7 @@ class Config:
         write_segments: Segments per writer run.
         index_reps: Repetitions of each metadata-index and upload run.
         index_rows: Rows per metadata-index run.
+        batch_rows: Rows per run of the concurrent-calls index comparison (section 2g).
         uploads: Segments per upload run.
         sessions: How section 3 runs.
         call_minutes: Lengths of the calls section 5 builds a whole-call recording of.
@@ -61,6 +63,7 @@ class Config:
     write_segments: int
     index_reps: int
     index_rows: int
+    batch_rows: int
     uploads: int
     sessions: sessions.Plan
     call_minutes: tuple[int, ...]
@@ -78,6 +81,7 @@ FULL = Config(
     write_segments=200,
     index_reps=3,
     index_rows=300,
+    batch_rows=2000,
     uploads=50,
     sessions=sessions.Plan(
         ladder=(10, 25, 50, 100), reps=3, seconds=8.0, warmup_s=2.0, search_steps=2
@@ -96,6 +100,7 @@ QUICK = Config(
     write_segments=50,
     index_reps=2,
     index_rows=100,
+    batch_rows=400,
     uploads=20,
     sessions=sessions.Plan(ladder=(25, 50), reps=1, seconds=3.0, warmup_s=1.0, search_steps=1),
     call_minutes=(2,),
@@ -123,6 +128,14 @@ async def in_process_sections(config: Config) -> list[Section]:
         ),
         await _timed("2e. GCS", backends.measure_gcs(config.index_reps, config.uploads)),
         await _timed("2f. S3", s3_uploads.measure_s3(config.index_reps, config.uploads)),
+        await _timed(
+            "2g(i). SQLite, concurrent calls",
+            index_batching.measure_sqlite(config.index_reps, config.batch_rows),
+        ),
+        await _timed(
+            "2g(ii). PostgreSQL, concurrent calls",
+            index_batching.measure_postgres(config.index_reps, config.batch_rows),
+        ),
     ]
 
 

@@ -16,6 +16,7 @@ from pipecat_audio_capture.records import CaptureStats, PendingAudioSegment, Seg
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import AudioStorage
+from pipecat_audio_capture.storage.batching import write_rows_as
 from pipecat_audio_capture.wav import check_format, encode_wav
 
 
@@ -259,6 +260,8 @@ class SessionAudioCapture(BaseObject):
         return True
 
     async def _drain(self) -> None:
+        # The index's batcher then knows this call may send more rows, worth a batch's wait.
+        write_rows_as(self)
         while True:
             segment = await self._queue.get()
             await self._settle(segment, self._handle(segment))

@@ -174,3 +174,20 @@ SERVE_LOG_BURST = 5
 
 SERVE_LOG_WINDOW_S = 60.0
 """The period :data:`SERVE_LOG_BURST` counts over."""
+
+INDEX_BATCH_MAX_ROWS = 200
+"""Most rows one index batch writes: a full batch starts at once. 200 covers a worker with a
+hundred calls, each with a segment row and a transcript row waiting."""
+
+INDEX_BATCH_MAX_DELAY_S = 0.05
+"""Longest a row waits for rows of other calls to share its batch. It waits only while a writer
+that sent rows within ``INDEX_BATCH_WRITER_IDLE_S`` has none waiting, so a lone writer (one
+call, a replay) is never delayed."""
+
+INDEX_BATCH_WRITER_IDLE_S = 10.0
+"""How long after its last row a writer (a call's capture or transcript recorder) is still
+expected to send more, and so worth a batch waiting for."""
+
+INDEX_BATCH_TIMEOUT_S = 30.0
+"""Longest one batch (or one row of a split batch) may take; its rows then fail and their
+calls retry them or spool them."""

@@ -17,6 +17,7 @@ from pipecat_audio_capture.records import Role, Speaker, TranscriptRecord
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import TranscriptStore
+from pipecat_audio_capture.storage.batching import write_rows_as
 from pipecat_audio_capture.turn_ids import TurnIds
 
 
@@ -188,6 +189,8 @@ class TranscriptRecorder(BaseObject):
             )
 
     async def _drain(self) -> None:
+        # The index's batcher then knows this call may send more rows, worth a batch's wait.
+        write_rows_as(self)
         while True:
             pending = await self._jobs.get()
             outcomes = self._outcomes()

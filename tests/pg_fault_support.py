@@ -8,7 +8,7 @@ does never runs on the event loop under test. Its modes:
 - ``hang()``: the server stops answering: connections open, but no byte moves either way.
 - ``cut()``: a network blip or a server restart: open connections are reset, new ones work.
 
-Load the fixture with ``pytest_plugins = ["pg_fault_support"]``: ``pg_fault_proxy`` starts a proxy
+Load the fixtures with ``pytest_plugins = ["pg_fault_support"]``: ``pg_fault_proxy`` starts a proxy
 in front of the test server and closes it after the test.
 
 PYTEST_DONT_REWRITE: no assertions here.
@@ -22,17 +22,25 @@ import selectors
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+import pytest_asyncio
 from gcs_support import LOOPBACK
-from index_support import pg_dsn
+from index_support import PgSchema, pg_dsn
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 
 POLL_S = 0.02
 """How often proxy threads look at the mode; a mode change takes effect within this."""
 
 CHUNK = 65536
+
+POOL_TIMEOUT_S = 0.3
+"""How long the proxied pool waits for a connection: a stopped server fails a write fast."""
 
 
 class LinkMode(enum.Enum):
@@ -213,3 +221,33 @@ def pg_fault_proxy() -> Iterator[PgFaultProxy]:
     proxy = PgFaultProxy(pg_upstream()).start()
     yield proxy
     proxy.close()
+
+
+@pytest_asyncio.fixture
+async def direct_pool(pg_schema: PgSchema) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A pool straight to the test schema, migrated; the replay and the checks use it."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pg_schema.dsn, min_size=1, max_size=2, open=False
+    )
+    async with pool:
+        await PostgresAudioMetaStorage.run_migrations(pool)
+        yield pool
+
+
+@pytest_asyncio.fixture
+async def proxied_pool(
+    pg_schema: PgSchema, pg_fault_proxy: PgFaultProxy, direct_pool: AsyncConnectionPool[Any]
+) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """The bot's pool, through the fault proxy, as configured in production (checked on use)."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pg_fault_proxy.dsn(pg_schema.dsn),
+        min_size=1,
+        max_size=2,
+        timeout=POOL_TIMEOUT_S,
+        kwargs={"connect_timeout": 2},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+    )
+    await pool.open(wait=True, timeout=5)
+    yield pool
+    await pool.close(timeout=1)

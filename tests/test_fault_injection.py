@@ -9,17 +9,15 @@ transcript row must be stored exactly once, byte for byte, and the spool must be
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import index_support
 import pytest
-import pytest_asyncio
 from gcs_support import FakeGCS, Fault, FaultProxy
 from google.cloud import storage
-from index_support import PgSchema
 from loguru import logger
 from pg_fault_support import PgFaultProxy
 from psycopg_pool import AsyncConnectionPool
@@ -188,36 +186,6 @@ def expected_wavs(speech: Speech) -> dict[str, str]:
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def direct_pool(pg_schema: PgSchema) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """A pool straight to the test schema, migrated; the replay and the checks use it."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_schema.dsn, min_size=1, max_size=2, open=False
-    )
-    async with pool:
-        await PostgresAudioMetaStorage.run_migrations(pool)
-        yield pool
-
-
-@pytest_asyncio.fixture
-async def proxied_pool(
-    pg_schema: PgSchema, pg_fault_proxy: PgFaultProxy, direct_pool: AsyncConnectionPool[Any]
-) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """The bot's pool, through the fault proxy, as configured in production (checked on use)."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_fault_proxy.dsn(pg_schema.dsn),
-        min_size=1,
-        max_size=2,
-        timeout=WRITE_TIMEOUT_S,
-        kwargs={"connect_timeout": 2},
-        check=AsyncConnectionPool.check_connection,
-        open=False,
-    )
-    await pool.open(wait=True, timeout=5)
-    yield pool
-    await pool.close(timeout=1)
 
 
 @pytest.mark.parametrize("fault", ["stopped", "frozen", "cut"])

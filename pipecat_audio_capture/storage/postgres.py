@@ -7,7 +7,7 @@ that imports psycopg.
 
 import asyncio
 import math
-from dataclasses import asdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 from uuid import UUID
@@ -24,6 +24,7 @@ from pipecat_audio_capture.errors import (
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
+from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -87,7 +88,7 @@ _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
 _DELETE_LATENCIES = "DELETE FROM session_turn_latencies WHERE session_id = %s"
 
 
-class PostgresAudioMetaStorage(IndexReader):
+class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
     """Indexes segments and transcripts in PostgreSQL and reads the call views back.
 
     It is the metadata side of a
@@ -100,22 +101,43 @@ class PostgresAudioMetaStorage(IndexReader):
     role: the writer may learn the final text after a first save (an interrupted reply cut to
     what was actually spoken), and the latest save is its best knowledge.
 
+    Rows are written by one :class:`~pipecat_audio_capture.storage.batching.IndexBatcher` per
+    storage object, so every call of a worker that shares this object shares its batches: one
+    transaction and one pipelined ``executemany`` per batch, on one pooled connection. Each save
+    still returns only once its own row is committed, and fails alone if its row does.
+
     Every failure is raised as :class:`~pipecat_audio_capture.errors.StorageError` (a CHECK
     constraint refusing an impossible row included), chained to the psycopg error.
     """
 
     _queries = view_queries("%s")
 
-    def __init__(self, pool: AsyncConnectionPool[Any], *, owns_pool: bool = False) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        *,
+        owns_pool: bool = False,
+        batch_max_rows: int = defaults.INDEX_BATCH_MAX_ROWS,
+        batch_max_delay_s: float = defaults.INDEX_BATCH_MAX_DELAY_S,
+    ) -> None:
         """Initialize the storage on an open pool.
 
         Args:
             pool: The pool to take connections from, opened by the caller.
             owns_pool: Whether :meth:`close` closes the pool; leave False for a pool the
                 application shares.
+            batch_max_rows: Most rows written by one statement.
+            batch_max_delay_s: Longest a row waits for rows of other calls to join its batch.
         """
         self._pool = pool
         self._owns_pool = owns_pool
+        self._rows = IndexBatcher(
+            self._write_batch,
+            row_errors=(psycopg.IntegrityError, psycopg.DataError),
+            max_rows=batch_max_rows,
+            max_delay_s=batch_max_delay_s,
+            name="postgres index",
+        )
 
     @classmethod
     async def connect(
@@ -126,6 +148,8 @@ class PostgresAudioMetaStorage(IndexReader):
         max_size: int = defaults.POOL_MAX_SIZE,
         connect_timeout_s: float = defaults.PG_CONNECT_TIMEOUT_S,
         migrate: bool = True,
+        batch_max_rows: int = defaults.INDEX_BATCH_MAX_ROWS,
+        batch_max_delay_s: float = defaults.INDEX_BATCH_MAX_DELAY_S,
     ) -> Self:
         """Open a pool of its own on ``dsn`` and return a storage that closes it on :meth:`close`.
 
@@ -140,6 +164,8 @@ class PostgresAudioMetaStorage(IndexReader):
             connect_timeout_s: Longest wait for the server, for the first connection and for
                 the pool to fill.
             migrate: Whether to run :meth:`run_migrations` before the pool opens.
+            batch_max_rows: Most rows written by one statement.
+            batch_max_delay_s: Longest a row waits for rows of other calls to join its batch.
 
         Raises:
             StorageConfigError: If the DSN is malformed or the server cannot be reached in time.
@@ -182,7 +208,12 @@ class PostgresAudioMetaStorage(IndexReader):
                 f"cannot open a pool to PostgreSQL at {where}: {str(exc).strip()}"
             ) from exc
         logger.info(f"audio index connected to PostgreSQL at {where}")
-        return cls(pool, owns_pool=True)
+        return cls(
+            pool,
+            owns_pool=True,
+            batch_max_rows=batch_max_rows,
+            batch_max_delay_s=batch_max_delay_s,
+        )
 
     @classmethod
     async def run_migrations(
@@ -220,15 +251,15 @@ class PostgresAudioMetaStorage(IndexReader):
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
         """Index a stored segment; a second save of the same ``segment_id`` is ignored.
 
+        Returns once the batch holding the row is committed.
+
         Raises:
             InvalidIdError: If an id is not a UUID.
             StorageError: If the row is refused (impossible values, naive timestamps) or the
                 database fails.
         """
         row = checked_segment(session_id, meta)
-        inserted = await self._write(_INSERT_SEGMENT, asdict(row), f"segment {row.segment_id}")
-        if not inserted:
-            logger.debug(f"segment {row.segment_id} was already indexed")
+        await self._rows.write(_INSERT_SEGMENT, row_params(row), f"segment {row.segment_id}")
 
     async def save_transcript(self, record: TranscriptRecord) -> None:
         """Index a turn's transcript, replacing an earlier one for the same session, turn and role.
@@ -238,8 +269,8 @@ class PostgresAudioMetaStorage(IndexReader):
             StorageError: If the row is refused or the database fails.
         """
         row = checked_transcript(record)
-        await self._write(
-            _UPSERT_TRANSCRIPT, asdict(row), f"{row.role} transcript of turn {row.turn_id}"
+        await self._rows.write(
+            _UPSERT_TRANSCRIPT, row_params(row), f"{row.role} transcript of turn {row.turn_id}"
         )
 
     async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
@@ -251,9 +282,7 @@ class PostgresAudioMetaStorage(IndexReader):
                 or the database fails.
         """
         row = latency_row(checked_latency(record))
-        inserted = await self._write(_INSERT_LATENCY, row, f"the latency of turn {row['turn_id']}")
-        if not inserted:
-            logger.debug(f"the latency of turn {row['turn_id']} was already indexed")
+        await self._rows.write(_INSERT_LATENCY, row, f"the latency of turn {row['turn_id']}")
 
     async def delete_session(self, session_id: str) -> DeletedRows:
         """Remove a session's segment, transcript and latency rows in one transaction.
@@ -280,17 +309,20 @@ class PostgresAudioMetaStorage(IndexReader):
         )
 
     async def close(self) -> None:
-        """Close the pool if this storage owns it (see ``owns_pool``)."""
+        """Write the rows still queued, then close the pool if this storage owns it."""
+        await self._rows.close()
         if self._owns_pool:
             await self._pool.close()
 
-    async def _write(self, query: str, params: dict[str, Any], what: str) -> int:
-        try:
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(query, params)
-                return cursor.rowcount
-        except psycopg.Error as exc:
-            raise StorageError(f"could not index {what}: {exc}") from exc
+    async def _write_batch(self, groups: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
+        # executemany pipelines its rows: one round trip for the batch, in one transaction.
+        async with (
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cursor,
+        ):
+            for statement, rows in groups:
+                await cursor.executemany(statement, rows)
 
     async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         try:

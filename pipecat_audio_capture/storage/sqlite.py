@@ -5,8 +5,8 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from pipecat_audio_capture.errors import MigrationError, StorageConfigError, Sto
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
+from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
     DeletedRows,
     IndexReader,
@@ -80,7 +81,7 @@ _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
 _DELETE_LATENCIES = "DELETE FROM session_turn_latencies WHERE session_id = ?"
 
 
-class SQLiteAudioMetaStorage(IndexReader):
+class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
     """Indexes segments and transcripts in a SQLite file, with the same views as PostgreSQL.
 
     It is the metadata side of a
@@ -91,6 +92,11 @@ class SQLiteAudioMetaStorage(IndexReader):
     reads go through up to ``read_connections`` read-only connections side by side, so a read
     never waits for a write (or for another read) to finish. An in-memory database has one
     connection, for both.
+
+    Rows are written by one :class:`~pipecat_audio_capture.storage.batching.IndexBatcher` per
+    storage object, shared by every call saving through it: one transaction and one
+    ``executemany`` per batch. Each save still returns only once its own row is committed, and
+    fails alone if its row does.
 
     Writes are idempotent. A segment is immutable once indexed: saving the same ``segment_id``
     again is ignored. A transcript is replaced by a later save for the same session, turn and
@@ -113,12 +119,16 @@ class SQLiteAudioMetaStorage(IndexReader):
         *,
         busy_timeout_s: float = defaults.SQLITE_BUSY_TIMEOUT_S,
         read_connections: int = defaults.SQLITE_READ_CONNECTIONS,
+        batch_max_rows: int = defaults.INDEX_BATCH_MAX_ROWS,
+        batch_max_delay_s: float = defaults.INDEX_BATCH_MAX_DELAY_S,
     ) -> None:
         """Initialize the storage; nothing is opened until first use.
 
         Args:
             path: The database file, created with its folder when missing, or ``":memory:"``.
             busy_timeout_s: Longest a statement waits for another process's write lock.
+            batch_max_rows: Most rows written by one transaction.
+            batch_max_delay_s: Longest a row waits for rows of other calls to join its batch.
             read_connections: Most read-only connections open at once (at least 1).
 
         Raises:
@@ -134,6 +144,14 @@ class SQLiteAudioMetaStorage(IndexReader):
         self._migrated = False
         self._closed = False
         self._readers = _ReaderPool(self._path, busy_timeout_s, read_connections)
+        self._rows = IndexBatcher(
+            self._write_batch,
+            # InterfaceError: a value of a type SQLite cannot bind.
+            row_errors=(sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError),
+            max_rows=batch_max_rows,
+            max_delay_s=batch_max_delay_s,
+            name="sqlite index",
+        )
 
     @property
     def path(self) -> str:
@@ -163,15 +181,10 @@ class SQLiteAudioMetaStorage(IndexReader):
             StorageError: If the row is refused (impossible values, naive timestamps) or the
                 database fails.
         """
-        row = asdict(checked_segment(session_id, meta))
+        row = row_params(checked_segment(session_id, meta))
         row["started_at"] = _to_text(row["started_at"])
         row["ended_at"] = _to_text(row["ended_at"])
-        inserted = await self._call(
-            lambda conn: conn.execute(_INSERT_SEGMENT, row).rowcount,
-            f"could not index segment {row['segment_id']}",
-        )
-        if not inserted:
-            logger.debug(f"segment {row['segment_id']} was already indexed")
+        await self._rows.write(_INSERT_SEGMENT, row, f"segment {row['segment_id']}")
 
     async def save_transcript(self, record: TranscriptRecord) -> None:
         """Index a turn's transcript, replacing an earlier one for the same session, turn and role.
@@ -180,11 +193,10 @@ class SQLiteAudioMetaStorage(IndexReader):
             InvalidIdError: If an id is not a UUID.
             StorageError: If the row is refused or the database fails.
         """
-        row = asdict(checked_transcript(record))
+        row = row_params(checked_transcript(record))
         row["occurred_at"] = _to_text(row["occurred_at"])
-        await self._call(
-            lambda conn: conn.execute(_UPSERT_TRANSCRIPT, row),
-            f"could not index the {row['role']} transcript of turn {row['turn_id']}",
+        await self._rows.write(
+            _UPSERT_TRANSCRIPT, row, f"the {row['role']} transcript of turn {row['turn_id']}"
         )
 
     async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
@@ -198,12 +210,7 @@ class SQLiteAudioMetaStorage(IndexReader):
         row = latency_row(checked_latency(record))
         row["started_at"] = _to_text(row["started_at"])
         row["bot_started_at"] = _to_text(row["bot_started_at"])
-        inserted = await self._call(
-            lambda conn: conn.execute(_INSERT_LATENCY, row).rowcount,
-            f"could not index the latency of turn {row['turn_id']}",
-        )
-        if not inserted:
-            logger.debug(f"the latency of turn {row['turn_id']} was already indexed")
+        await self._rows.write(_INSERT_LATENCY, row, f"the latency of turn {row['turn_id']}")
 
     async def delete_session(self, session_id: str) -> DeletedRows:
         """Remove a session's segment, transcript and latency rows in one transaction.
@@ -222,8 +229,12 @@ class SQLiteAudioMetaStorage(IndexReader):
         )
 
     async def close(self) -> None:
-        """Close the database; later calls raise StorageError."""
+        """Write the rows still queued, then close the database; later calls raise StorageError."""
+        await self._rows.close()
         await asyncio.to_thread(self._close)
+
+    async def _write_batch(self, groups: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
+        await asyncio.to_thread(self._locked, lambda conn: _write_batch(conn, groups))
 
     async def _read(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         def fetch(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -405,6 +416,28 @@ def _migrate(conn: sqlite3.Connection) -> list[int]:
             conn.execute("ROLLBACK")
         raise
     return done
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run a block in a transaction that takes the write lock first, and roll it back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # Some errors (a full disk) make SQLite roll back by itself.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _write_batch(
+    conn: sqlite3.Connection, groups: Sequence[tuple[str, list[dict[str, Any]]]]
+) -> None:
+    with _immediate(conn):
+        for statement, rows in groups:
+            conn.executemany(statement, rows)
 
 
 def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:
