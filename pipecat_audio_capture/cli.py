@@ -22,11 +22,12 @@ from typing import Any, NoReturn
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_export import export_call
+from pipecat_audio_capture.cli_export import CALL_WAV, export_call
 from pipecat_audio_capture.cli_format import (
     call_log_records,
     format_call_log,
     format_sessions,
+    format_turn_latency,
     output_width,
     plural,
     session_records,
@@ -61,9 +62,10 @@ from pipecat_audio_capture.cli_values import (
 )
 from pipecat_audio_capture.errors import AudioCaptureError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
+from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex, ResponseGap
 
 PROG = "pipecat-audio-capture"
+CALL_AUDIO_MODULE = "pipecat_audio_capture.call_audio"
 EXIT_OK = 0
 EXIT_ERROR = 2
 """Expected failures share argparse's usage-error code."""
@@ -220,40 +222,77 @@ async def _sessions(args: argparse.Namespace, target: IndexTarget) -> int:
 
 
 async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
-    session_id, entries, gaps = await _read_call(args.session_id, target)
+    session_id = require_uuid(args.session_id, "session id")
+    async with open_index(target) as index:
+        entries, gaps = await _read_call(index, session_id, target)
+        latency = await index.turn_latency(session_id)
     if args.json:
-        print(to_json(call_log_records(entries, gaps)))
-    else:
-        started = entries[0].occurred_at
-        print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
-        print(format_call_log(entries, gaps, width=output_width(os.environ, sys.stdout)))
+        print(to_json(call_log_records(entries, gaps, latency=latency)))
+        return EXIT_OK
+    width = output_width(os.environ, sys.stdout)
+    started = entries[0].occurred_at
+    print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
+    print(format_call_log(entries, gaps, width=width))
+    if latency:
+        print("\nwhy each response took its time (session_turn_latency):\n")
+        print(format_turn_latency(entries, latency, width=width))
     return EXIT_OK
 
 
 async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
-    _, entries, gaps = await _read_call(args.session_id, target)
+    session_id = require_uuid(args.session_id, "session id")
+    async with open_index(target) as index:
+        entries, gaps = await _read_call(index, session_id, target)
+        segments = await index.session_segments(session_id)
     recordings = recordings_folder(args.recordings, target)
-    result = await export_call(entries, gaps, args.out, recordings=recordings)
-    for copy in result.partial:
-        print(
-            f"{PROG}: warning: turn {copy.turn} is split into {copy.entry.segment_count} "
-            f"segments; only the first was exported ({copy.name})",
-            file=sys.stderr,
+    # The builder logs each segment's issue; they are printed below, with their turns, instead.
+    logger.disable(CALL_AUDIO_MODULE)
+    try:
+        result = await export_call(
+            entries, gaps, args.out, segments=segments, recordings=recordings
         )
+    finally:
+        logger.enable(CALL_AUDIO_MODULE)
     for refusal in result.refused:
         print(
-            f"{PROG}: error: turn {refusal.turn}: not exported: {refusal.reason}", file=sys.stderr
+            f"{PROG}: error: {_turn_label(refusal.turn, refusal.part)}: not exported: "
+            f"{refusal.reason}",
+            file=sys.stderr,
+        )
+    for issue in result.call_audio_issues:
+        detail = issue.issue
+        print(
+            f"{PROG}: warning: {CALL_WAV}: {_turn_label(issue.turn, issue.part)} "
+            f"({detail.speaker} segment {detail.segment_id}): {detail.kind}: {detail.detail}",
+            file=sys.stderr,
         )
     written = plural(len(result.files), "file")
     print(f"exported {written} to {result.out_dir}: {', '.join(result.files)}")
-    if result.refused:
+    silenced = sum(issue.silenced for issue in result.call_audio_issues)
+    if result.call_audio_issues:
         print(
-            f"{PROG}: error: the audio of {plural(len(result.refused), 'turn')} was refused; "
+            f"{PROG}: warning: {CALL_WAV}: {plural(len(result.call_audio_issues), 'segment')} "
+            f"not played as indexed, {silenced} of them silent",
+            file=sys.stderr,
+        )
+    failed = False
+    if result.refused:
+        turns = len({refusal.turn for refusal in result.refused})
+        print(
+            f"{PROG}: error: the audio of {plural(turns, 'turn')} was refused; "
             "the rest was exported",
             file=sys.stderr,
         )
-        return EXIT_ERROR
-    return EXIT_OK
+        failed = True
+    if result.call_audio_error is not None:
+        print(f"{PROG}: error: {CALL_WAV} not written: {result.call_audio_error}", file=sys.stderr)
+        failed = True
+    return EXIT_ERROR if failed or silenced else EXIT_OK
+
+
+def _turn_label(turn: int | None, part: int | None) -> str:
+    label = "a segment outside the call log" if turn is None else f"turn {turn}"
+    return label if part is None else f"{label} part {part}"
 
 
 async def _migrate(args: argparse.Namespace, target: IndexTarget) -> int:
@@ -276,21 +315,17 @@ async def _serve(args: argparse.Namespace, target: IndexTarget) -> int:
 
 
 async def _read_call(
-    session_arg: str, target: IndexTarget
-) -> tuple[str, list[CallLogEntry], list[ResponseGap]]:
-    """Return a call's canonical id, call log and response gaps.
+    index: MetadataIndex, session_id: str, target: IndexTarget
+) -> tuple[list[CallLogEntry], list[ResponseGap]]:
+    """Return a call's call log and response gaps.
 
     Raises:
-        InvalidIdError: If ``session_arg`` is not a UUID (checked before the index is opened).
         CommandError: If the index holds no turn of the call.
     """
-    session_id = require_uuid(session_arg, "session id")
-    async with open_index(target) as index:
-        entries = await index.call_log(session_id)
-        if not entries:
-            raise CommandError(f"session {session_id} not found in {target}")
-        gaps = await index.response_gaps(session_id)
-    return session_id, entries, gaps
+    entries = await index.call_log(session_id)
+    if not entries:
+        raise CommandError(f"session {session_id} not found in {target}")
+    return entries, await index.response_gaps(session_id)
 
 
 def _parser() -> argparse.ArgumentParser:
