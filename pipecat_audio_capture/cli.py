@@ -62,7 +62,12 @@ from pipecat_audio_capture.cli_values import (
 )
 from pipecat_audio_capture.errors import AudioCaptureError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex, ResponseGap
+from pipecat_audio_capture.storage.index import (
+    CallLogEntry,
+    MetadataIndex,
+    ResponseGap,
+    TurnLatency,
+)
 
 PROG = "pipecat-audio-capture"
 CALL_AUDIO_MODULE = "pipecat_audio_capture.call_audio"
@@ -189,8 +194,10 @@ async def _demo(args: argparse.Namespace) -> int:
     from pipecat_audio_capture.demo.recorded_call import record_demo_call
 
     result = await record_demo_call(args.out, speed=args.speed)
+    width = output_width(os.environ, sys.stdout)
     print(f"\ncall log of session {result.session_id} (from session_call_log):\n")
-    print(format_call_log(result.call_log, result.gaps, width=output_width(os.environ, sys.stdout)))
+    print(format_call_log(result.call_log, result.gaps, width=width))
+    _print_latency(result.call_log, result.latency, width)
     stats = result.stats
     print(
         f"\n{stats.stored} of {plural(stats.recorded, 'segment')} stored "
@@ -233,10 +240,16 @@ async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
     started = entries[0].occurred_at
     print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
     print(format_call_log(entries, gaps, width=width))
-    if latency:
-        print("\nwhy each response took its time (session_turn_latency):\n")
-        print(format_turn_latency(entries, latency, width=width))
+    _print_latency(entries, latency, width)
     return EXIT_OK
+
+
+def _print_latency(
+    entries: list[CallLogEntry], latency: list[TurnLatency], width: int | None
+) -> None:
+    if latency:
+        print("\nwhy each response took its time (from session_turn_latency):\n")
+        print(format_turn_latency(entries, latency, width=width))
 
 
 async def _export(args: argparse.Namespace, target: IndexTarget) -> int:

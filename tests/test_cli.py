@@ -447,7 +447,7 @@ async def test_show_prints_each_bot_turns_latency_breakdown_fitted_and_in_json(
     _, narrow, _ = await run_in_thread("show", call.session_id, *recorded.index_args)
 
     assert (code, err, json_code) == (0, "", 0)
-    title = "why each response took its time (session_turn_latency):"
+    title = "why each response took its time (from session_turn_latency):"
     table = out.split(f"\n{title}\n\n")[1].splitlines()
     assert table[0].split() == [
         "#", "TOTAL", "ENDPOINTING", "STT", "TURN", "DETECT", "LLM", "TTS", "SLOWEST"
