@@ -426,7 +426,9 @@ def _parser() -> argparse.ArgumentParser:
         _show,
         "print one call's turns in spoken order",
         "Print a call's turns in spoken order: time since the call started, role, duration,\n"
-        "response gap of bot turns, which side flagged the turn as cut short, text and audio.",
+        "response gap of bot turns, which side flagged the turn as cut short, text and audio;\n"
+        "then why each response took its time (session_turn_latency): total, endpointing,\n"
+        "STT, turn detection, LLM, TTS and the slowest part.",
     )
     show.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -434,16 +436,17 @@ def _parser() -> argparse.ArgumentParser:
     export = add(
         "export",
         _export,
-        "copy one call's WAV files and transcript into a folder",
+        "copy one call's WAV files, its stereo call.wav and transcript into a folder",
         "Copy a call's WAV files into a folder, named by turn and role (001-user.wav,\n"
-        "002-assistant.wav), with transcript.json and transcript.csv (one row per turn, every\n"
-        "call-log field). Only new files are written: a name already in the folder stops the\n"
-        "export before it starts. file:// audio is read from --recordings, found there by its\n"
-        "ids (SESSION_ID/SEGMENT_ID.wav) without following links; gs:// audio is downloaded\n"
-        "from its bucket (Application Default Credentials, extra [gcs]). A turn whose audio is\n"
-        "not its own file, a link, or missing is left out and reported, and the command exits\n"
-        "2. A turn split into several segments exports its first part only\n"
-        "(NNN-ROLE-part1.wav), with a warning.",
+        "002-assistant.wav; every part of a split turn, as 003-user-part1.wav, ...), with\n"
+        "call.wav (the whole call in stereo: user left, bot right), transcript.json and\n"
+        "transcript.csv (one row per turn, every call-log field). Only new files are written:\n"
+        "a name already in the folder stops the export before it starts. file:// audio is read\n"
+        "from --recordings, found there by its ids (SESSION_ID/SEGMENT_ID.wav) without\n"
+        "following links; gs:// audio is downloaded from its bucket (Application Default\n"
+        "Credentials, extra [gcs]). A segment whose audio is not its own file, a link, or\n"
+        "missing is left out (silent in call.wav) and reported, and the command exits 2; a\n"
+        "segment that plays in call.wav otherwise than its row says is a warning.",
     )
     export.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     export.add_argument("--out", metavar="DIR", type=Path, required=True, help="folder to fill")
