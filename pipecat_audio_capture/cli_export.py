@@ -122,8 +122,9 @@ class ExportResult:
         refused: Segments whose audio was refused, in spoken order; their transcript rows do
             not list them.
         call_audio_issues: Segments that do not play in ``call.wav`` as their rows say.
-        call_audio_error: Why ``call.wav`` was not written although the call has audio; None
-            when it was written or the call has no audio.
+        call_audio_error: Why ``call.wav`` was not written although some of the call's audio
+            was exported; None when it was written, or when no audio was exported (the call has
+            none, or every segment was refused).
     """
 
     out_dir: Path
@@ -147,8 +148,8 @@ async def export_call(
     What makes the whole export impossible (local audio without a recordings folder, ``gs://``
     audio without the ``gcs`` extra or credentials, a file name already taken in ``out_dir``) is
     found before anything is written. A segment whose WAV cannot be read safely is refused on
-    its own (see the module docstring); the rest is exported. ``call.wav`` is written when the
-    call has audio.
+    its own (see the module docstring); the rest is exported. ``call.wav`` is written when any
+    of the call's audio was exported.
 
     Args:
         entries: The call log, as ``MetadataIndex.call_log`` returns it (not empty).
@@ -184,7 +185,7 @@ async def export_call(
             call_files: list[str] = []
             issues: list[CallAudioIssue] = []
             error = None
-            if segments:
+            if copies:
                 places: dict[str, AudioCopy | _Refusal] = {
                     copy.source.segment_id: copy for copy in planned
                 }
@@ -331,7 +332,7 @@ async def _write_call_wav(
     def open_copy(segment: SegmentMetadata) -> BinaryIO:
         name = exported.get(segment.segment_id)
         if name is None:
-            raise StorageError("its audio was not exported")
+            raise StorageError("its audio was refused")
         return _open_own_copy(folder, name)
 
     target = create_new_file(folder, CALL_WAV)

@@ -616,7 +616,7 @@ def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
     for label, segment in (("turn 2 part 2", call.segments[2]), ("turn 3", call.segments[3])):
         assert (
             f"warning: call.wav: {label} ({segment.speaker} segment {segment.segment_id}): "
-            "unreadable: silent from 0.0 ms: its audio was not exported\n"
+            "unreadable: silent from 0.0 ms: its audio was refused\n"
         ) in err
     assert "warning: call.wav: 2 segments not played as indexed, 2 of them silent\n" in err
     assert err.endswith("error: the audio of 2 turns was refused; the rest was exported\n")
@@ -736,6 +736,32 @@ async def test_export_reads_a_segment_under_the_recordings_by_its_ids_not_where_
     assert not (out_dir / "003-user.wav").exists()
     for path in out_dir.iterdir():
         assert SECRET not in path.read_bytes()
+
+
+async def test_export_reports_a_call_wav_it_cannot_build_keeps_the_rest_and_exits_2(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    call = recorded.call
+    # Rows no recording can have (the index's constraints allow any positive rate): the turns'
+    # files still copy, but no segment can be placed on the call's timeline.
+    await index.execute(
+        "UPDATE session_audio_segments SET sample_rate = 4000 "
+        f"WHERE session_id = '{call.session_id}'"
+    )
+    out_dir = tmp_path / "export"
+
+    code, out, err = await run_in_thread(
+        "export", call.session_id, "--out", str(out_dir), *recorded.export_args
+    )
+
+    assert code == 2
+    assert err == (
+        "pipecat-audio-capture: error: call.wav not written: no placeable audio segment among 5 "
+        "rows\n"
+    )
+    assert "call.wav" not in out
+    assert not (out_dir / "call.wav").exists()
+    assert len(list(out_dir.glob("0*.wav"))) == len(call.segments)
 
 
 @pytest.mark.parametrize(
