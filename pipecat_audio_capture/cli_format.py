@@ -111,19 +111,16 @@ def format_call_log(
         ]
         rows.append(row)
     text_column = len(headers) - 2
-    table = render_table(headers, rows, right=right, wrap={text_column: TEXT_WIDTH})
-    if width is None or max(len(line) for line in table.splitlines()) <= width:
-        return table
-    # Too narrow for the audio URLs beside the text: each goes on a line of its own under its
-    # turn, and the flag and text columns wrap to fit what is left.
-    return render_table(
-        headers[:-1],
-        [row[:-1] for row in rows],
+    # When it is too narrow for the audio URLs beside the text, each goes on a line of its own
+    # under its turn, and the flag and text columns wrap to fit what is left.
+    return _fitted_table(
+        headers,
+        rows,
         right=right,
-        wrap={text_column: TEXT_WIDTH},
         width=width,
+        note="audio",
+        wrap={text_column: TEXT_WIDTH},
         shrink=(text_column - 1, text_column),
-        notes=[f"audio: {row[-1]}" for row in rows],
     )
 
 
@@ -169,18 +166,34 @@ def format_turn_latency(
         ]
         for row in latency
     ]
-    right = range(len(headers) - 1)
-    table = render_table(headers, rows, right=right)
+    # When it is too narrow for the slowest part beside the numbers, that goes on a line of its
+    # own under its turn, as the call log's audio URLs do.
+    return _fitted_table(headers, rows, right=range(len(headers) - 1), width=width, note="slowest")
+
+
+def _fitted_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Collection[int],
+    width: int | None,
+    note: str,
+    wrap: Mapping[int, int] | None = None,
+    shrink: Collection[int] = (),
+) -> str:
+    """Render a table whose last column, when it is wider than ``width``, moves under each row
+    as ``{note}: {cell}``, the ``shrink`` columns wrapping to fit what is left."""
+    table = render_table(headers, rows, right=right, wrap=wrap)
     if width is None or max(len(line) for line in table.splitlines()) <= width:
         return table
-    # Too narrow for the slowest part beside the numbers: it goes on a line of its own under
-    # its turn, as the call log's audio URLs do.
     return render_table(
         headers[:-1],
         [row[:-1] for row in rows],
         right=right,
+        wrap=wrap,
         width=width,
-        notes=[f"slowest: {row[-1]}" for row in rows],
+        shrink=shrink,
+        notes=[f"{note}: {row[-1]}" for row in rows],
     )
 
 

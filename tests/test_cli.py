@@ -634,19 +634,28 @@ def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
     assert turns[2]["audio_files"] == []
 
 
+async def export_after(
+    index: IndexBackend, recorded: Recorded, out_dir: Path, statement: str
+) -> tuple[int, str, str]:
+    """Change the index with ``statement``, then export the call into ``out_dir``."""
+    await index.execute(statement)
+    return await run_in_thread(
+        "export", recorded.call.session_id, "--out", str(out_dir), *recorded.export_args
+    )
+
+
 async def test_export_warns_of_a_segment_shorter_than_its_row_in_call_wav_and_exits_0(
     index: IndexBackend, recorded: Recorded, tmp_path: Path
 ) -> None:
-    call = recorded.call
-    short = call.segments[4]
-    await index.execute(
-        "UPDATE session_audio_segments SET duration_ms = 1000 "
-        f"WHERE segment_id = '{short.segment_id}'"
-    )
+    short = recorded.call.segments[4]
     out_dir = tmp_path / "export"
 
-    code, out, err = await run_in_thread(
-        "export", call.session_id, "--out", str(out_dir), *recorded.export_args
+    code, out, err = await export_after(
+        index,
+        recorded,
+        out_dir,
+        "UPDATE session_audio_segments SET duration_ms = 1000 "
+        f"WHERE segment_id = '{short.segment_id}'",
     )
 
     assert code == 0
@@ -742,16 +751,16 @@ async def test_export_reports_a_call_wav_it_cannot_build_keeps_the_rest_and_exit
     index: IndexBackend, recorded: Recorded, tmp_path: Path
 ) -> None:
     call = recorded.call
-    # Rows no recording can have (the index's constraints allow any positive rate): the turns'
-    # files still copy, but no segment can be placed on the call's timeline.
-    await index.execute(
-        "UPDATE session_audio_segments SET sample_rate = 4000 "
-        f"WHERE session_id = '{call.session_id}'"
-    )
     out_dir = tmp_path / "export"
 
-    code, out, err = await run_in_thread(
-        "export", call.session_id, "--out", str(out_dir), *recorded.export_args
+    # Rows no recording can have (the index's constraints allow any positive rate): the turns'
+    # files still copy, but no segment can be placed on the call's timeline.
+    code, out, err = await export_after(
+        index,
+        recorded,
+        out_dir,
+        "UPDATE session_audio_segments SET sample_rate = 4000 "
+        f"WHERE session_id = '{call.session_id}'",
     )
 
     assert code == 2
