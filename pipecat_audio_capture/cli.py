@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_export import CALL_WAV, export_call
+from pipecat_audio_capture.cli_export import CALL_WAV, ExportResult, export_call
 from pipecat_audio_capture.cli_format import (
     call_log_records,
     format_call_log,
@@ -266,13 +266,24 @@ async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
         )
     finally:
         logger.enable(CALL_AUDIO_MODULE)
+    return _report_export(result)
+
+
+def _report_export(result: ExportResult) -> int:
+    """Print what an export wrote and what it left out; return the exit code.
+
+    A segment left out of a turn's files or silent in ``call.wav``, or a ``call.wav`` that
+    could not be built, is an error (exit 2); one trimmed, padded or cut in ``call.wav`` a
+    warning.
+    """
     for refusal in result.refused:
         print(
             f"{PROG}: error: {_turn_label(refusal.turn, refusal.part)}: not exported: "
             f"{refusal.reason}",
             file=sys.stderr,
         )
-    for issue in result.call_audio_issues:
+    issues = result.call_audio_issues
+    for issue in issues:
         detail = issue.issue
         print(
             f"{PROG}: warning: {CALL_WAV}: {_turn_label(issue.turn, issue.part)} "
@@ -281,26 +292,25 @@ async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
         )
     written = plural(len(result.files), "file")
     print(f"exported {written} to {result.out_dir}: {', '.join(result.files)}")
-    silenced = sum(issue.silenced for issue in result.call_audio_issues)
-    if result.call_audio_issues:
-        print(
-            f"{PROG}: warning: {CALL_WAV}: {plural(len(result.call_audio_issues), 'segment')} "
-            f"not played as indexed, {silenced} of them silent",
-            file=sys.stderr,
+    errors = []
+    silenced = sum(issue.silenced for issue in issues)
+    if issues:
+        summary = (
+            f"{CALL_WAV}: {plural(len(issues), 'segment')} not played as indexed, "
+            f"{silenced} of them silent"
         )
-    failed = False
+        if silenced:
+            errors.append(summary)
+        else:
+            print(f"{PROG}: warning: {summary}", file=sys.stderr)
     if result.refused:
         turns = len({refusal.turn for refusal in result.refused})
-        print(
-            f"{PROG}: error: the audio of {plural(turns, 'turn')} was refused; "
-            "the rest was exported",
-            file=sys.stderr,
-        )
-        failed = True
+        errors.append(f"the audio of {plural(turns, 'turn')} was refused; the rest was exported")
     if result.call_audio_error is not None:
-        print(f"{PROG}: error: {CALL_WAV} not written: {result.call_audio_error}", file=sys.stderr)
-        failed = True
-    return EXIT_ERROR if failed or silenced else EXIT_OK
+        errors.append(f"{CALL_WAV} not written: {result.call_audio_error}")
+    for error in errors:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
 
 
 def _turn_label(turn: int | None, part: int | None) -> str:

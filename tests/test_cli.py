@@ -618,7 +618,7 @@ def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
             f"warning: call.wav: {label} ({segment.speaker} segment {segment.segment_id}): "
             "unreadable: silent from 0.0 ms: its audio was refused\n"
         ) in err
-    assert "warning: call.wav: 2 segments not played as indexed, 2 of them silent\n" in err
+    assert "error: call.wav: 2 segments not played as indexed, 2 of them silent\n" in err
     assert err.endswith("error: the audio of 2 turns was refused; the rest was exported\n")
     assert "Traceback" not in err
     assert out == (
@@ -634,11 +634,21 @@ def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
     assert turns[2]["audio_files"] == []
 
 
-async def export_after(
-    index: IndexBackend, recorded: Recorded, out_dir: Path, statement: str
+async def export_with_rows_set(
+    index: IndexBackend,
+    recorded: Recorded,
+    out_dir: Path,
+    assignment: str,
+    segment: PendingAudioSegment | None = None,
 ) -> tuple[int, str, str]:
-    """Change the index with ``statement``, then export the call into ``out_dir``."""
-    await index.execute(statement)
+    """Set ``assignment`` on one segment's row (every row of the call when None), then export
+    the call into ``out_dir``."""
+    where = (
+        f"segment_id = '{segment.segment_id}'"
+        if segment
+        else f"session_id = '{recorded.call.session_id}'"
+    )
+    await index.execute(f"UPDATE session_audio_segments SET {assignment} WHERE {where}")
     return await run_in_thread(
         "export", recorded.call.session_id, "--out", str(out_dir), *recorded.export_args
     )
@@ -650,12 +660,8 @@ async def test_export_warns_of_a_segment_shorter_than_its_row_in_call_wav_and_ex
     short = recorded.call.segments[4]
     out_dir = tmp_path / "export"
 
-    code, out, err = await export_after(
-        index,
-        recorded,
-        out_dir,
-        "UPDATE session_audio_segments SET duration_ms = 1000 "
-        f"WHERE segment_id = '{short.segment_id}'",
+    code, out, err = await export_with_rows_set(
+        index, recorded, out_dir, "duration_ms = 1000", short
     )
 
     assert code == 0
@@ -703,7 +709,7 @@ async def test_export_reads_nothing_outside_the_recordings_and_counts_each_refus
     assert refused[2][1].startswith("/etc/passwd is not the segment's own recording")
     assert "secret.txt is not the segment's own recording" in refused[3][1]
     assert "the audio of 4 turns was refused" in err
-    assert "warning: call.wav: 4 segments not played as indexed, 4 of them silent" in err
+    assert "error: call.wav: 4 segments not played as indexed, 4 of them silent" in err
     assert "Traceback" not in err
     assert sorted(path.name for path in out_dir.iterdir()) == [
         "002-assistant-part1.wav", "002-assistant-part2.wav", "003-user.wav", "call.wav",
@@ -747,6 +753,27 @@ async def test_export_reads_a_segment_under_the_recordings_by_its_ids_not_where_
         assert SECRET not in path.read_bytes()
 
 
+async def test_export_exits_2_when_a_segment_it_copied_is_silent_in_call_wav(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    odd = recorded.call.segments[4]
+    out_dir = tmp_path / "export"
+
+    # Its row no longer agrees with its WAV's header (24 kHz): copied as it is, silent in the
+    # call.
+    code, _, err = await export_with_rows_set(index, recorded, out_dir, "sample_rate = 8000", odd)
+
+    assert code == 2
+    assert "not exported" not in err
+    assert (
+        f"warning: call.wav: turn 4 (bot segment {odd.segment_id}): unreadable: silent from "
+        "0.0 ms: its file is 24000 Hz x 1, its row says 8000 Hz x 1\n"
+    ) in err
+    assert err.endswith("error: call.wav: 1 segment not played as indexed, 1 of them silent\n")
+    assert (out_dir / "004-assistant.wav").read_bytes() == recorded.wav(odd).read_bytes()
+    assert level_at(stereo_of(out_dir / "call.wav"), 1, 4600) == 0
+
+
 async def test_export_reports_a_call_wav_it_cannot_build_keeps_the_rest_and_exits_2(
     index: IndexBackend, recorded: Recorded, tmp_path: Path
 ) -> None:
@@ -755,13 +782,7 @@ async def test_export_reports_a_call_wav_it_cannot_build_keeps_the_rest_and_exit
 
     # Rows no recording can have (the index's constraints allow any positive rate): the turns'
     # files still copy, but no segment can be placed on the call's timeline.
-    code, out, err = await export_after(
-        index,
-        recorded,
-        out_dir,
-        "UPDATE session_audio_segments SET sample_rate = 4000 "
-        f"WHERE session_id = '{call.session_id}'",
-    )
+    code, out, err = await export_with_rows_set(index, recorded, out_dir, "sample_rate = 4000")
 
     assert code == 2
     assert err == (

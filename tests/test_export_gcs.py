@@ -211,7 +211,7 @@ async def test_export_downloads_only_each_rows_own_object_and_counts_each_refusa
     # Another segment's object name is not this row's own object either.
     assert "is not the segment's own object" in refused["6"]
     assert "the audio of 3 turns was refused; the rest was exported" in err
-    assert "warning: call.wav: 3 segments not played as indexed, 3 of them silent" in err
+    assert "error: call.wav: 3 segments not played as indexed, 3 of them silent" in err
     assert sorted(path.name for path in out_dir.iterdir()) == [
         "001-user.wav", "002-assistant.wav", "call.wav", "transcript.csv", "transcript.json"
     ]  # fmt: skip
