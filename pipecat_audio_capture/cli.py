@@ -22,11 +22,12 @@ from typing import Any, NoReturn
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_export import export_call
+from pipecat_audio_capture.cli_export import CALL_WAV, ExportResult, export_call
 from pipecat_audio_capture.cli_format import (
     call_log_records,
     format_call_log,
     format_sessions,
+    format_turn_latency,
     output_width,
     plural,
     session_records,
@@ -61,9 +62,15 @@ from pipecat_audio_capture.cli_values import (
 )
 from pipecat_audio_capture.errors import AudioCaptureError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
+from pipecat_audio_capture.storage.index import (
+    CallLogEntry,
+    MetadataIndex,
+    ResponseGap,
+    TurnLatency,
+)
 
 PROG = "pipecat-audio-capture"
+CALL_AUDIO_MODULE = "pipecat_audio_capture.call_audio"
 EXIT_OK = 0
 EXIT_ERROR = 2
 """Expected failures share argparse's usage-error code."""
@@ -206,8 +213,10 @@ async def _demo(args: argparse.Namespace) -> int:
     from pipecat_audio_capture.demo.recorded_call import record_demo_call
 
     result = await record_demo_call(args.out, speed=args.speed)
+    width = output_width(os.environ, sys.stdout)
     print(f"\ncall log of session {result.session_id} (from session_call_log):\n")
-    print(format_call_log(result.call_log, result.gaps, width=output_width(os.environ, sys.stdout)))
+    print(format_call_log(result.call_log, result.gaps, width=width))
+    _print_latency(result.call_log, result.latency, width)
     stats = result.stats
     print(
         f"\n{stats.stored} of {plural(stats.recorded, 'segment')} stored "
@@ -239,40 +248,93 @@ async def _sessions(args: argparse.Namespace, target: IndexTarget) -> int:
 
 
 async def _show(args: argparse.Namespace, target: IndexTarget) -> int:
-    session_id, entries, gaps = await _read_call(args.session_id, target)
+    session_id = require_uuid(args.session_id, "session id")
+    async with open_index(target) as index:
+        entries, gaps = await _read_call(index, session_id, target)
+        latency = await index.turn_latency(session_id)
     if args.json:
-        print(to_json(call_log_records(entries, gaps)))
-    else:
-        started = entries[0].occurred_at
-        print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
-        print(format_call_log(entries, gaps, width=output_width(os.environ, sys.stdout)))
+        print(to_json(call_log_records(entries, gaps, latency=latency)))
+        return EXIT_OK
+    width = output_width(os.environ, sys.stdout)
+    started = entries[0].occurred_at
+    print(f"session {session_id}, started {started:%Y-%m-%d %H:%M:%S} UTC\n")
+    print(format_call_log(entries, gaps, width=width))
+    _print_latency(entries, latency, width)
     return EXIT_OK
+
+
+def _print_latency(
+    entries: list[CallLogEntry], latency: list[TurnLatency], width: int | None
+) -> None:
+    if latency:
+        print("\nwhy each response took its time (from session_turn_latency):\n")
+        print(format_turn_latency(entries, latency, width=width))
 
 
 async def _export(args: argparse.Namespace, target: IndexTarget) -> int:
-    _, entries, gaps = await _read_call(args.session_id, target)
+    session_id = require_uuid(args.session_id, "session id")
+    async with open_index(target) as index:
+        entries, gaps = await _read_call(index, session_id, target)
+        segments = await index.session_segments(session_id)
     recordings = recordings_folder(args.recordings, target)
-    result = await export_call(entries, gaps, args.out, recordings=recordings)
-    for copy in result.partial:
-        print(
-            f"{PROG}: warning: turn {copy.turn} is split into {copy.entry.segment_count} "
-            f"segments; only the first was exported ({copy.name})",
-            file=sys.stderr,
+    # The builder logs each segment's issue; they are printed below, with their turns, instead.
+    logger.disable(CALL_AUDIO_MODULE)
+    try:
+        result = await export_call(
+            entries, gaps, args.out, segments=segments, recordings=recordings
         )
+    finally:
+        logger.enable(CALL_AUDIO_MODULE)
+    return _report_export(result)
+
+
+def _report_export(result: ExportResult) -> int:
+    """Print what an export wrote and what it left out; return the exit code.
+
+    A segment left out of a turn's files or silent in ``call.wav``, or a ``call.wav`` that
+    could not be built, is an error (exit 2); one trimmed, padded or cut in ``call.wav`` a
+    warning.
+    """
     for refusal in result.refused:
         print(
-            f"{PROG}: error: turn {refusal.turn}: not exported: {refusal.reason}", file=sys.stderr
+            f"{PROG}: error: {_turn_label(refusal.turn, refusal.part)}: not exported: "
+            f"{refusal.reason}",
+            file=sys.stderr,
+        )
+    issues = result.call_audio_issues
+    for issue in issues:
+        detail = issue.issue
+        print(
+            f"{PROG}: warning: {CALL_WAV}: {_turn_label(issue.turn, issue.part)} "
+            f"({detail.speaker} segment {detail.segment_id}): {detail.kind}: {detail.detail}",
+            file=sys.stderr,
         )
     written = plural(len(result.files), "file")
     print(f"exported {written} to {result.out_dir}: {', '.join(result.files)}")
-    if result.refused:
-        print(
-            f"{PROG}: error: the audio of {plural(len(result.refused), 'turn')} was refused; "
-            "the rest was exported",
-            file=sys.stderr,
+    errors = []
+    silenced = sum(issue.silenced for issue in issues)
+    if issues:
+        summary = (
+            f"{CALL_WAV}: {plural(len(issues), 'segment')} not played as indexed, "
+            f"{silenced} of them silent"
         )
-        return EXIT_ERROR
-    return EXIT_OK
+        if silenced:
+            errors.append(summary)
+        else:
+            print(f"{PROG}: warning: {summary}", file=sys.stderr)
+    if result.refused:
+        turns = len({refusal.turn for refusal in result.refused})
+        errors.append(f"the audio of {plural(turns, 'turn')} was refused; the rest was exported")
+    if result.call_audio_error is not None:
+        errors.append(f"{CALL_WAV} not written: {result.call_audio_error}")
+    for error in errors:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _turn_label(turn: int | None, part: int | None) -> str:
+    label = "a segment outside the call log" if turn is None else f"turn {turn}"
+    return label if part is None else f"{label} part {part}"
 
 
 async def _migrate(args: argparse.Namespace, target: IndexTarget) -> int:
@@ -298,21 +360,17 @@ async def _serve(args: argparse.Namespace, target: IndexTarget) -> int:
 
 
 async def _read_call(
-    session_arg: str, target: IndexTarget
-) -> tuple[str, list[CallLogEntry], list[ResponseGap]]:
-    """Return a call's canonical id, call log and response gaps.
+    index: MetadataIndex, session_id: str, target: IndexTarget
+) -> tuple[list[CallLogEntry], list[ResponseGap]]:
+    """Return a call's call log and response gaps.
 
     Raises:
-        InvalidIdError: If ``session_arg`` is not a UUID (checked before the index is opened).
         CommandError: If the index holds no turn of the call.
     """
-    session_id = require_uuid(session_arg, "session id")
-    async with open_index(target) as index:
-        entries = await index.call_log(session_id)
-        if not entries:
-            raise CommandError(f"session {session_id} not found in {target}")
-        gaps = await index.response_gaps(session_id)
-    return session_id, entries, gaps
+    entries = await index.call_log(session_id)
+    if not entries:
+        raise CommandError(f"session {session_id} not found in {target}")
+    return entries, await index.response_gaps(session_id)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -400,7 +458,9 @@ def _parser() -> argparse.ArgumentParser:
         _show,
         "print one call's turns in spoken order",
         "Print a call's turns in spoken order: time since the call started, role, duration,\n"
-        "response gap of bot turns, which side flagged the turn as cut short, text and audio.",
+        "response gap of bot turns, which side flagged the turn as cut short, text and audio;\n"
+        "then why each response took its time (session_turn_latency): total, endpointing,\n"
+        "STT, turn detection, LLM, TTS and the slowest part.",
     )
     show.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -408,16 +468,17 @@ def _parser() -> argparse.ArgumentParser:
     export = add(
         "export",
         _export,
-        "copy one call's WAV files and transcript into a folder",
+        "copy one call's WAV files, its stereo call.wav and transcript into a folder",
         "Copy a call's WAV files into a folder, named by turn and role (001-user.wav,\n"
-        "002-assistant.wav), with transcript.json and transcript.csv (one row per turn, every\n"
-        "call-log field). Only new files are written: a name already in the folder stops the\n"
-        "export before it starts. file:// audio is read from --recordings, found there by its\n"
-        "ids (SESSION_ID/SEGMENT_ID.wav) without following links; gs:// audio is downloaded\n"
-        "from its bucket (Application Default Credentials, extra [gcs]). A turn whose audio is\n"
-        "not its own file, a link, or missing is left out and reported, and the command exits\n"
-        "2. A turn split into several segments exports its first part only\n"
-        "(NNN-ROLE-part1.wav), with a warning.",
+        "002-assistant.wav; every part of a split turn, as 003-user-part1.wav, ...), with\n"
+        "call.wav (the whole call in stereo: user left, bot right), transcript.json and\n"
+        "transcript.csv (one row per turn, every call-log field). Only new files are written:\n"
+        "a name already in the folder stops the export before it starts. file:// audio is read\n"
+        "from --recordings, found there by its ids (SESSION_ID/SEGMENT_ID.wav) without\n"
+        "following links; gs:// audio is downloaded from its bucket (Application Default\n"
+        "Credentials, extra [gcs]). A segment whose audio is not its own file, a link, or\n"
+        "missing is left out (silent in call.wav) and reported, and the command exits 2; a\n"
+        "segment that plays in call.wav otherwise than its row says is a warning.",
     )
     export.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     export.add_argument("--out", metavar="DIR", type=Path, required=True, help="folder to fill")

@@ -14,7 +14,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TextIO
 
-from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap, SessionSummary
+from pipecat_audio_capture.storage.index import (
+    CallLogEntry,
+    ResponseGap,
+    SessionSummary,
+    TurnLatency,
+)
 
 TEXT_WIDTH = 60
 """Transcripts wider than this wrap onto more lines, so the audio column stays in view."""
@@ -106,20 +111,100 @@ def format_call_log(
         ]
         rows.append(row)
     text_column = len(headers) - 2
-    table = render_table(headers, rows, right=right, wrap={text_column: TEXT_WIDTH})
+    # When it is too narrow for the audio URLs beside the text, each goes on a line of its own
+    # under its turn, and the flag and text columns wrap to fit what is left.
+    return _fitted_table(
+        headers,
+        rows,
+        right=right,
+        width=width,
+        note="audio",
+        wrap={text_column: TEXT_WIDTH},
+        shrink=(text_column - 1, text_column),
+    )
+
+
+LATENCY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ENDPOINTING", "endpointing_wait_ms"),
+    ("STT", "transcription_ms"),
+    ("TURN DETECT", "turn_detection_ms"),
+    ("LLM", "llm_inference_ms"),
+    ("TTS", "speech_synthesis_ms"),
+)
+"""The main stages ``show`` prints for each response, by header: end-of-speech wait,
+transcription, turn detection, LLM time to first token, TTS time to first audio."""
+
+
+def format_turn_latency(
+    entries: Sequence[CallLogEntry], latency: Sequence[TurnLatency], *, width: int | None = None
+) -> str:
+    """Return why each response took its time: one row per bot turn of ``session_turn_latency``.
+
+    Columns: the bot turn's number in the call log (``-`` for a breakdown stored under a turn
+    the call log does not hold), the whole wait, the main stages (:data:`LATENCY_COLUMNS`; ``-``
+    for a stage that did not happen, as in a greeting), and the slowest single part with who
+    spent it.
+
+    Args:
+        entries: The call log, as ``MetadataIndex.call_log`` returns it (for turn numbers).
+        latency: The call's rows, as ``MetadataIndex.turn_latency`` returns them.
+        width: Fit the table in this many columns (None for no limit): when it is wider, each
+            slowest part goes on a line of its own under its turn.
+    """
+    number_of = {
+        entry.turn_id: number
+        for number, entry in enumerate(entries, start=1)
+        if entry.role == "assistant"
+    }
+    headers = ["#", "TOTAL", *(header for header, _ in LATENCY_COLUMNS), "SLOWEST"]
+    rows = [
+        [
+            str(number_of.get(row.turn_id, "-")),
+            _seconds(row.total_ms),
+            *(_stage_seconds(getattr(row, column)) for _, column in LATENCY_COLUMNS),
+            slowest_stage(row),
+        ]
+        for row in latency
+    ]
+    # When it is too narrow for the slowest part beside the numbers, that goes on a line of its
+    # own under its turn, as the call log's audio URLs do.
+    return _fitted_table(headers, rows, right=range(len(headers) - 1), width=width, note="slowest")
+
+
+def _fitted_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Collection[int],
+    width: int | None,
+    note: str,
+    wrap: Mapping[int, int] | None = None,
+    shrink: Collection[int] = (),
+) -> str:
+    """Render a table whose last column, when it is wider than ``width``, moves under each row
+    as ``{note}: {cell}``, the ``shrink`` columns wrapping to fit what is left."""
+    table = render_table(headers, rows, right=right, wrap=wrap)
     if width is None or max(len(line) for line in table.splitlines()) <= width:
         return table
-    # Too narrow for the audio URLs beside the text: each goes on a line of its own under its
-    # turn, and the flag and text columns wrap to fit what is left.
     return render_table(
         headers[:-1],
         [row[:-1] for row in rows],
         right=right,
-        wrap={text_column: TEXT_WIDTH},
+        wrap=wrap,
         width=width,
-        shrink=(text_column - 1, text_column),
-        notes=[f"audio: {row[-1]}" for row in rows],
+        shrink=shrink,
+        notes=[f"{note}: {row[-1]}" for row in rows],
     )
+
+
+def slowest_stage(row: TurnLatency) -> str:
+    """Return a response's largest part: ``llm_inference 0.81 s (OpenAILLMService#0)``."""
+    spent = max(
+        (stage.duration_ms for stage in row.stages if stage.stage == row.slowest_stage),
+        default=None,
+    )
+    took = "" if spent is None else f" {_seconds(spent)}"
+    return f"{row.slowest_stage}{took} ({row.slowest_owner})"
 
 
 def session_records(summaries: Sequence[SessionSummary]) -> list[dict[str, Any]]:
@@ -128,25 +213,41 @@ def session_records(summaries: Sequence[SessionSummary]) -> list[dict[str, Any]]
 
 
 def call_log_records(
-    entries: Sequence[CallLogEntry], gaps: Sequence[ResponseGap]
+    entries: Sequence[CallLogEntry],
+    gaps: Sequence[ResponseGap],
+    *,
+    latency: Sequence[TurnLatency] | None = None,
 ) -> list[dict[str, Any]]:
     """Return a call's turns as JSON-ready dicts.
 
     Each holds ``turn`` (its 1-based number in spoken order), every call-log field (timestamps in
     ISO 8601, milliseconds to 0.1 ms), and ``response_gap_ms``: for a bot turn, how long the
-    caller waited for it.
+    caller waited for it. Given ``latency``, each also holds ``latency``: for a bot turn with a
+    row in ``session_turn_latency``, that row's fields (``stages`` as a list, its
+    ``session_id`` and ``turn_id`` left out: the turn's own), else None.
     """
     gap_of = response_gap_by_turn(gaps)
-    return [
-        _json_ready(
-            {
-                "turn": number,
-                **asdict(entry),
-                "response_gap_ms": gap_of.get(entry.turn_id) if entry.role == "assistant" else None,
-            }
-        )
-        for number, entry in enumerate(entries, start=1)
-    ]
+    latency_of = {row.turn_id: row for row in latency or ()}
+    records = []
+    for number, entry in enumerate(entries, start=1):
+        bot = entry.role == "assistant"
+        record = {
+            "turn": number,
+            **asdict(entry),
+            "response_gap_ms": gap_of.get(entry.turn_id) if bot else None,
+        }
+        if latency is not None:
+            row = latency_of.get(entry.turn_id or "") if bot else None
+            record["latency"] = None if row is None else _latency_record(row)
+        records.append(_json_ready(record))
+    return records
+
+
+def _latency_record(row: TurnLatency) -> dict[str, Any]:
+    record = asdict(row)
+    del record["session_id"], record["turn_id"]
+    record["stages"] = [_json_ready(stage) for stage in record["stages"]]
+    return _json_ready(record)
 
 
 def response_gap_by_turn(gaps: Sequence[ResponseGap]) -> dict[str | None, float | None]:
@@ -256,6 +357,11 @@ def format_size(size: int) -> str:
 
 def _seconds(ms: float | None) -> str:
     return "-" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def _stage_seconds(ms: float) -> str:
+    # The view holds 0 for a stage that did not happen (a greeting has no transcription).
+    return _seconds(ms) if ms else "-"
 
 
 def _interruption(entry: CallLogEntry) -> str:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from index_support import T0, IndexBackend, PgSchema, make_segment, new_id
+from latency_support import TOTAL_MS, make_latency
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -33,6 +35,7 @@ from pipecat_audio_capture.migrations import Dialect, load_migrations
 from pipecat_audio_capture.records import Role, Speaker
 from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
+from pipecat_audio_capture.wav import read_wav_header
 
 # The fixtures live in index_support; a module attribute is what makes pytest see them here.
 index = index_support.index
@@ -68,6 +71,8 @@ class RecordedCall:
         self.session_id = new_id()
         self.start = start
         self.turns = [new_id() for _ in range(5)]
+        # Every segment gets its own sample value, so a file copied to the wrong name shows.
+        self._levels = itertools.count(1000, 1000)
         turn = self.turns
         self.segments = [
             self._segment(turn[0], "user", 0, 1000),
@@ -105,9 +110,7 @@ class RecordedCall:
         unplayed_ms: float | None = None,
     ) -> PendingAudioSegment:
         rate = 16_000 if speaker == "user" else 24_000
-        # Every segment gets its own sample value, so a file copied to the wrong name shows.
-        level = 1000 * (len(getattr(self, "segments", [])) + 1)
-        samples = np.full(rate * duration_ms // 1000, level, dtype="<i2")
+        samples = np.full(rate * duration_ms // 1000, next(self._levels), dtype="<i2")
         return PendingAudioSegment(
             segment_id=new_id(),
             session_id=self.session_id,
@@ -411,6 +414,7 @@ def test_show_json_has_every_call_log_field(
         "ended_at": "2025-03-01T12:00:03+00:00",
         "playback": None,
         "response_gap_ms": 500.0,
+        "latency": None,
     }
 
 
@@ -429,6 +433,57 @@ async def test_show_reads_both_backends_alike(
 
     assert outputs[:2] == outputs[2:]
     assert all(code == 0 for code, _, _ in outputs)
+
+
+async def test_show_prints_each_bot_turns_latency_breakdown_fitted_and_in_json(
+    index: IndexBackend, recorded: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = recorded.call
+    await index.store.save_turn_latency(make_latency(call.session_id, call.turns[3], bot_ms=4250))
+
+    code, out, err = await run_in_thread("show", call.session_id, *recorded.index_args)
+    json_code, json_out, _ = await run_in_thread(
+        "show", call.session_id, "--json", *recorded.index_args
+    )
+    monkeypatch.setenv("COLUMNS", "80")
+    _, narrow, _ = await run_in_thread("show", call.session_id, *recorded.index_args)
+
+    assert (code, err, json_code) == (0, "", 0)
+    title = "why each response took its time (from session_turn_latency):"
+    table = out.split(f"\n{title}\n\n")[1].splitlines()
+    assert table[0].split() == [
+        "#", "TOTAL", "ENDPOINTING", "STT", "TURN", "DETECT", "LLM", "TTS", "SLOWEST"
+    ]  # fmt: skip
+    # Turn 4 of the call log (the other bot turn has no row): its total, its main stages and
+    # the slowest part with who spent it.
+    seconds = [f"{ms / 1000:.2f}" for ms in (TOTAL_MS, 200.0, 125.5, 300.0, 812.25, 359.0)]
+    slowest = ["llm_inference", "0.81", "s", "(OpenAILLMService#0)"]
+    assert table[1].split() == ["4", *" s ".join(seconds).split(), "s", *slowest]
+    assert len(table) == 2
+
+    narrow_table = narrow.split(f"\n{title}\n\n")[1].splitlines()
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    # Too narrow for the slowest part beside the numbers: it follows on a line of its own.
+    assert narrow_table[0].split()[-1] == "TTS"
+    assert narrow_table[1].split() == table[1].split()[:13]
+    assert narrow_table[2].strip() == "slowest: llm_inference 0.81 s (OpenAILLMService#0)"
+
+    turns = json.loads(json_out)
+    assert [turn["latency"] is None for turn in turns] == [True, True, True, False, True]
+    latency = turns[3]["latency"]
+    assert latency["total_ms"] == round(TOTAL_MS, 1)
+    assert (latency["measured_from"], latency["slowest_stage"]) == ("user_silence", "llm_inference")
+    assert (latency["llm_inference_ms"], latency["other_ms"]) == (812.2, 40.0)
+    assert latency["bot_started_at"] == "2025-03-01T12:00:04.250000+00:00"
+    assert latency["stages"][1] == {
+        "stage": "transcription",
+        "label": "transcription",
+        "owner": "DeepgramSTTService#0",
+        "owner_kind": "service",
+        "offset_ms": 200.0,
+        "duration_ms": 125.5,
+    }
+    assert "turn_id" not in latency
 
 
 def test_format_call_log_leaves_out_gaps_it_is_not_given() -> None:
@@ -476,7 +531,21 @@ def test_format_call_log_leaves_out_gaps_it_is_not_given() -> None:
 # --- export -----------------------------------------------------------------------------------
 
 
-def test_export_copies_the_wavs_and_writes_the_transcripts(
+def stereo_of(path: Path) -> tuple[int, np.ndarray]:
+    """A call.wav's sample rate and its samples, one column per channel (user, bot)."""
+    with path.open("rb") as file:
+        wav = read_wav_header(file)
+        samples = np.frombuffer(file.read(), dtype="<i2")
+    assert wav.num_channels == 2
+    return wav.sample_rate, samples.reshape(-1, 2)
+
+
+def level_at(stereo: tuple[int, np.ndarray], channel: int, ms: float) -> int:
+    rate, samples = stereo
+    return int(samples[round(ms * rate / 1000), channel])
+
+
+def test_export_copies_every_part_of_every_turn_builds_call_wav_and_writes_the_transcripts(
     capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
 ) -> None:
     call, out_dir = recorded.call, tmp_path / "export" / "call"
@@ -485,23 +554,35 @@ def test_export_copies_the_wavs_and_writes_the_transcripts(
         capsys, "export", call.session_id, "--out", str(out_dir), *recorded.export_args
     )
 
-    assert code == 0
-    wavs = ["001-user.wav", "002-assistant-part1.wav", "003-user.wav", "004-assistant.wav"]
+    assert (code, err) == (0, "")
+    wavs = ["001-user.wav", "002-assistant-part1.wav", "002-assistant-part2.wav"]
+    wavs += ["003-user.wav", "004-assistant.wav"]
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(
-        [*wavs, "transcript.csv", "transcript.json"]
+        [*wavs, "call.wav", "transcript.csv", "transcript.json"]
     )
-    first_parts = [call.segments[index] for index in (0, 1, 3, 4)]
-    for name, segment in zip(wavs, first_parts, strict=True):
+    for name, segment in zip(wavs, call.segments, strict=True):
         assert (out_dir / name).read_bytes() == recorded.wav(segment).read_bytes()
-    assert out.startswith(f"exported 6 files to {out_dir}: 001-user.wav, ")
-    # The second part of turn 2 could not be listed through the read API: said, not hidden.
-    assert err == (
-        "pipecat-audio-capture: warning: turn 2 is split into 2 segments; only the first was "
-        "exported (002-assistant-part1.wav)\n"
+    assert out == (
+        f"exported 8 files to {out_dir}: {', '.join(wavs)}, call.wav, transcript.json, "
+        "transcript.csv\n"
     )
+    # The whole call at the highest rate of its segments: each segment (its own sample level)
+    # on its speaker's channel where its row says it started, silence where nobody spoke.
+    stereo = stereo_of(out_dir / "call.wav")
+    assert stereo[0] == 24_000
+    assert len(stereo[1]) == 24_000 * 5050 // 1000
+    user, bot = 0, 1
+    assert [level_at(stereo, user, ms) for ms in (500, 1200, 3200, 4600)] == [1000, 0, 4000, 0]
+    assert [level_at(stereo, bot, ms) for ms in (500, 2000, 2750, 3600, 4600)] == [
+        0, 2000, 3000, 0, 5000
+    ]  # fmt: skip
+    # The barge-in: user and bot both heard from 2.9 s to 3 s.
+    assert (level_at(stereo, user, 2950), level_at(stereo, bot, 2950)) == (4000, 3000)
 
     turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
-    assert [turn["audio_files"] for turn in turns] == [[name] for name in wavs] + [[]]
+    assert [turn["audio_files"] for turn in turns] == [
+        wavs[:1], wavs[1:3], wavs[3:4], wavs[4:], []
+    ]  # fmt: skip
     assert [turn["text"] for turn in turns] == call.texts
     assert turns[0]["occurred_at"] == "2025-03-01T12:00:00+00:00"
     assert turns[3]["response_gap_ms"] == 750.0
@@ -514,27 +595,88 @@ def test_export_copies_the_wavs_and_writes_the_transcripts(
     assert rows[1]["unplayed_ms"] == "400.0"
     assert rows[4]["audio_url"] == rows[4]["duration_ms"] == rows[4]["audio_files"] == ""
     assert rows[0]["audio_files"] == "001-user.wav"
+    assert rows[1]["audio_files"] == "002-assistant-part1.wav 002-assistant-part2.wav"
 
 
 def test_export_leaves_out_a_missing_wav_reports_it_and_exits_2(
     capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
 ) -> None:
-    missing = recorded.wav(recorded.call.segments[3])
-    missing.unlink()
+    call = recorded.call
+    missing = [recorded.wav(call.segments[2]), recorded.wav(call.segments[3])]
+    for path in missing:
+        path.unlink()
     out_dir = tmp_path / "export"
 
     code, out, err = run(
-        capsys, "export", recorded.call.session_id, "--out", str(out_dir), *recorded.export_args
+        capsys, "export", call.session_id, "--out", str(out_dir), *recorded.export_args
     )
 
     assert code == 2
-    assert f"error: turn 3: not exported: no recording at {missing}\n" in err
-    assert err.endswith("error: the audio of 1 turn was refused; the rest was exported\n")
+    assert f"error: turn 2 part 2: not exported: no recording at {missing[0]}\n" in err
+    assert f"error: turn 3: not exported: no recording at {missing[1]}\n" in err
+    # Silent in call.wav, and said so, turn by turn.
+    for label, segment in (("turn 2 part 2", call.segments[2]), ("turn 3", call.segments[3])):
+        assert (
+            f"warning: call.wav: {label} ({segment.speaker} segment {segment.segment_id}): "
+            "unreadable: silent from 0.0 ms: its audio was refused\n"
+        ) in err
+    assert "error: call.wav: 2 segments not played as indexed, 2 of them silent\n" in err
+    assert err.endswith("error: the audio of 2 turns was refused; the rest was exported\n")
     assert "Traceback" not in err
-    assert out.startswith(f"exported 5 files to {out_dir}: 001-user.wav, 002-assistant-part1.wav, ")
+    assert out == (
+        f"exported 6 files to {out_dir}: 001-user.wav, 002-assistant-part1.wav, "
+        "004-assistant.wav, call.wav, transcript.json, transcript.csv\n"
+    )
     assert not (out_dir / "003-user.wav").exists()
+    stereo = stereo_of(out_dir / "call.wav")
+    assert (level_at(stereo, 0, 3200), level_at(stereo, 1, 2750)) == (0, 0)
+    assert (level_at(stereo, 0, 500), level_at(stereo, 1, 2000)) == (1000, 2000)
     turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
+    assert turns[1]["audio_files"] == ["002-assistant-part1.wav"]
     assert turns[2]["audio_files"] == []
+
+
+async def export_with_rows_set(
+    index: IndexBackend,
+    recorded: Recorded,
+    out_dir: Path,
+    assignment: str,
+    segment: PendingAudioSegment | None = None,
+) -> tuple[int, str, str]:
+    """Set ``assignment`` on one segment's row (every row of the call when None), then export
+    the call into ``out_dir``."""
+    where = (
+        f"segment_id = '{segment.segment_id}'"
+        if segment
+        else f"session_id = '{recorded.call.session_id}'"
+    )
+    await index.execute(f"UPDATE session_audio_segments SET {assignment} WHERE {where}")
+    return await run_in_thread(
+        "export", recorded.call.session_id, "--out", str(out_dir), *recorded.export_args
+    )
+
+
+async def test_export_warns_of_a_segment_shorter_than_its_row_in_call_wav_and_exits_0(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    short = recorded.call.segments[4]
+    out_dir = tmp_path / "export"
+
+    code, out, err = await export_with_rows_set(
+        index, recorded, out_dir, "duration_ms = 1000", short
+    )
+
+    assert code == 0
+    assert err == (
+        f"pipecat-audio-capture: warning: call.wav: turn 4 (bot segment {short.segment_id}): "
+        "short: its audio ends 200.0 ms early\n"
+        "pipecat-audio-capture: warning: call.wav: 1 segment not played as indexed, 0 of them "
+        "silent\n"
+    )
+    assert "call.wav" in out
+    stereo = stereo_of(out_dir / "call.wav")
+    assert len(stereo[1]) == 24_000 * 5250 // 1000
+    assert (level_at(stereo, 1, 4900), level_at(stereo, 1, 5150)) == (5000, 0)
 
 
 async def test_export_reads_nothing_outside_the_recordings_and_counts_each_refusal(
@@ -569,9 +711,11 @@ async def test_export_reads_nothing_outside_the_recordings_and_counts_each_refus
     assert refused[2][1].startswith("/etc/passwd is not the segment's own recording")
     assert "secret.txt is not the segment's own recording" in refused[3][1]
     assert "the audio of 4 turns was refused" in err
+    assert "error: call.wav: 4 segments not played as indexed, 4 of them silent" in err
     assert "Traceback" not in err
     assert sorted(path.name for path in out_dir.iterdir()) == [
-        "002-assistant-part1.wav", "003-user.wav", "transcript.csv", "transcript.json"
+        "002-assistant-part1.wav", "002-assistant-part2.wav", "003-user.wav", "call.wav",
+        "transcript.csv", "transcript.json",
     ]  # fmt: skip
     for path in out_dir.iterdir():
         assert SECRET not in path.read_bytes()
@@ -611,7 +755,50 @@ async def test_export_reads_a_segment_under_the_recordings_by_its_ids_not_where_
         assert SECRET not in path.read_bytes()
 
 
-@pytest.mark.parametrize("planted", ["transcript.json", "transcript.csv", "001-user.wav"])
+async def test_export_exits_2_when_a_segment_it_copied_is_silent_in_call_wav(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    odd = recorded.call.segments[4]
+    out_dir = tmp_path / "export"
+
+    # Its row no longer agrees with its WAV's header (24 kHz): copied as it is, silent in the
+    # call.
+    code, _, err = await export_with_rows_set(index, recorded, out_dir, "sample_rate = 8000", odd)
+
+    assert code == 2
+    assert "not exported" not in err
+    assert (
+        f"warning: call.wav: turn 4 (bot segment {odd.segment_id}): unreadable: silent from "
+        "0.0 ms: its file is 24000 Hz x 1, its row says 8000 Hz x 1\n"
+    ) in err
+    assert err.endswith("error: call.wav: 1 segment not played as indexed, 1 of them silent\n")
+    assert (out_dir / "004-assistant.wav").read_bytes() == recorded.wav(odd).read_bytes()
+    assert level_at(stereo_of(out_dir / "call.wav"), 1, 4600) == 0
+
+
+async def test_export_reports_a_call_wav_it_cannot_build_keeps_the_rest_and_exits_2(
+    index: IndexBackend, recorded: Recorded, tmp_path: Path
+) -> None:
+    call = recorded.call
+    out_dir = tmp_path / "export"
+
+    # Rows no recording can have (the index's constraints allow any positive rate): the turns'
+    # files still copy, but no segment can be placed on the call's timeline.
+    code, out, err = await export_with_rows_set(index, recorded, out_dir, "sample_rate = 4000")
+
+    assert code == 2
+    assert err == (
+        "pipecat-audio-capture: error: call.wav not written: no placeable audio segment among 5 "
+        "rows\n"
+    )
+    assert "call.wav" not in out
+    assert not (out_dir / "call.wav").exists()
+    assert len(list(out_dir.glob("0*.wav"))) == len(call.segments)
+
+
+@pytest.mark.parametrize(
+    "planted", ["transcript.json", "transcript.csv", "001-user.wav", "call.wav"]
+)
 def test_export_never_writes_through_a_symlink_planted_in_the_folder(
     capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path, planted: str
 ) -> None:

@@ -23,6 +23,7 @@ from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).with_name("pipecat-audio-capture")
 BANNER = "ᓚᘏᗢ"
+LATENCY_TITLE = "why each response took its time (from session_turn_latency):"
 
 # Runs each command through main() in one fresh interpreter, then reports every loaded module
 # of Pipecat's package (and the demo's, which needs it).
@@ -168,6 +169,12 @@ def test_the_demos_closing_lines_run_as_printed_from_the_repository_root(tmp_pat
     # The call log was fitted to $COLUMNS.
     log = lines[lines.index(f"call log of session {session_id} (from session_call_log):") + 2 :]
     assert max(len(line) for line in log[: log.index("")]) <= 100
+    # The recorder stored each answer's latency breakdown, printed fitted too.
+    latency = lines[lines.index(LATENCY_TITLE) + 2 :]
+    rows = latency[1 : latency.index("")]
+    assert latency[0].split()[:2] == ["#", "TOTAL"]
+    assert rows
+    assert max(len(line) for line in latency[: latency.index("")]) <= 100
 
     shown = subprocess.run(
         ["bash", "-c", show_line],
@@ -179,6 +186,7 @@ def test_the_demos_closing_lines_run_as_printed_from_the_repository_root(tmp_pat
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"session {session_id}, started ")
+    assert f"\n{LATENCY_TITLE}\n" in shown.stdout
 
     url = re.search(r"then open (http://\S+/):", lines[serve_at])[1]  # type: ignore[index]
     port = int(url.rsplit(":", 1)[1].strip("/"))

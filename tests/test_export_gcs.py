@@ -13,11 +13,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
+import index_support
 import numpy as np
 import pytest
 from gcs_support import FakeGCS, Fault, FaultProxy
 from google.cloud import storage
-from index_support import T0, make_segment, new_id
+from index_support import T0, IndexBackend, PgSchema, make_segment, new_id
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -30,8 +31,15 @@ from pipecat_audio_capture.cli import main
 from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
 from pipecat_audio_capture.records import Speaker
 from pipecat_audio_capture.storage.gcs import GCSAudioStorage
+from pipecat_audio_capture.storage.index import MetadataIndex
+from pipecat_audio_capture.wav import read_wav_header
 
 pytest_plugins = ["gcs_support"]
+
+# The fixtures live in index_support; a module attribute is what makes pytest see them here.
+postgres_index = index_support.postgres_index
+pg_pool = index_support.pg_pool
+pg_schema = index_support.pg_schema
 
 PREFIX = "calls/"
 SECRET = b"TOP SECRET: not a recording"
@@ -47,12 +55,16 @@ class GCSCall:
 
     session_id: str
     bucket: str
-    index_path: Path
+    index_args: list[str]
     objects: list[str]
     """The segments' object names, in spoken order."""
 
+    @property
+    def index_path(self) -> Path:
+        return Path(self.index_args[1])
+
     def export(self, out_dir: Path) -> list[str]:
-        return ["export", self.session_id, "--out", str(out_dir), "--db", str(self.index_path)]
+        return ["export", self.session_id, "--out", str(out_dir), *self.index_args]
 
 
 @pytest.fixture(autouse=True)
@@ -63,28 +75,33 @@ def no_index_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def gcs_call(gcs_client: storage.Client, bucket_name: str, tmp_path: Path) -> GCSCall:
-    return asyncio.run(_record(gcs_client, bucket_name, tmp_path / "index.sqlite3"))
+    async def record() -> GCSCall:
+        index_path = tmp_path / "index.sqlite3"
+        async with SQLiteAudioMetaStorage(index_path) as index:
+            return await _record(gcs_client, bucket_name, index, ["--db", str(index_path)])
+
+    return asyncio.run(record())
 
 
-async def _record(client: storage.Client, bucket: str, index_path: Path) -> GCSCall:
+async def _record(
+    client: storage.Client, bucket: str, index: MetadataIndex, index_args: list[str]
+) -> GCSCall:
     session_id = new_id()
     turns: list[tuple[Speaker, int, int]] = [("user", 0, 800), ("bot", 1000, 1000)]
     turns.append(("user", 2500, 500))
-    async with SQLiteAudioMetaStorage(index_path) as index:
-        files = GCSAudioStorage(bucket=bucket, prefix=PREFIX, client=client)
-        capture = SessionAudioCapture(
-            session_id, CompositeAudioStorage(files=files, metadata=index)
-        )
-        segments = [_segment(session_id, *turn, level=1000 * n) for n, turn in enumerate(turns)]
-        for segment in segments:
-            assert capture.record_segment(segment)
-        assert (await capture.close()).stored == len(segments)
-        bye_at = T0 + timedelta(seconds=3.5)
-        await index.save_transcript(
-            TranscriptRecord(session_id, new_id(), "user", "Bye.", False, bye_at)
-        )
+    files = GCSAudioStorage(bucket=bucket, prefix=PREFIX, client=client)
+    capture = SessionAudioCapture(session_id, CompositeAudioStorage(files=files, metadata=index))
+    # Each segment has its own sample level, none of them silence.
+    segments = [_segment(session_id, *turn, level=1000 * (n + 1)) for n, turn in enumerate(turns)]
+    for segment in segments:
+        assert capture.record_segment(segment)
+    assert (await capture.close()).stored == len(segments)
+    bye_at = T0 + timedelta(seconds=3.5)
+    await index.save_transcript(
+        TranscriptRecord(session_id, new_id(), "user", "Bye.", False, bye_at)
+    )
     names = [files.object_name(session_id, segment.segment_id) for segment in segments]
-    return GCSCall(session_id, bucket, index_path, names)
+    return GCSCall(session_id, bucket, index_args, names)
 
 
 def _segment(
@@ -114,7 +131,27 @@ def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def test_export_downloads_each_turns_object_into_the_folder(
+def assert_downloaded(client: storage.Client, call: GCSCall, out_dir: Path, out: str) -> None:
+    """Each turn's object is in the folder, and call.wav holds them where they were spoken."""
+    wavs = ["001-user.wav", "002-assistant.wav", "003-user.wav"]
+    assert out == f"exported 6 files to {out_dir}: {', '.join(wavs)}, call.wav, " + (
+        "transcript.json, transcript.csv\n"
+    )
+    for name, object_name in zip(wavs, call.objects, strict=True):
+        assert (out_dir / name).read_bytes() == object_bytes(client, call.bucket, object_name)
+    turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
+    assert [turn["audio_files"] for turn in turns] == [[name] for name in wavs] + [[]]
+    assert turns[1]["audio_url"] == f"gs://{call.bucket}/{call.objects[1]}"
+    with (out_dir / "call.wav").open("rb") as file:
+        wav = read_wav_header(file)
+        stereo = np.frombuffer(file.read(), dtype="<i2").reshape(-1, 2)
+    assert (wav.sample_rate, len(stereo)) == (24_000, 3 * 24_000)
+    user, bot = stereo[:, 0], stereo[:, 1]
+    assert [int(user[ms * 24]) for ms in (400, 1500, 2750)] == [1000, 0, 3000]
+    assert [int(bot[ms * 24]) for ms in (400, 1500, 2750)] == [0, 2000, 0]
+
+
+def test_export_downloads_each_turns_object_into_the_folder_and_builds_call_wav(
     emulator_env: str,
     gcs_client: storage.Client,
     gcs_call: GCSCall,
@@ -126,17 +163,24 @@ def test_export_downloads_each_turns_object_into_the_folder(
     code, out, err = run(capsys, gcs_call.export(out_dir))
 
     assert (code, err) == (0, "")
-    wavs = ["001-user.wav", "002-assistant.wav", "003-user.wav"]
-    assert out == f"exported 5 files to {out_dir}: {', '.join(wavs)}, transcript.json, " + (
-        "transcript.csv\n"
-    )
-    for name, object_name in zip(wavs, gcs_call.objects, strict=True):
-        assert (out_dir / name).read_bytes() == object_bytes(
-            gcs_client, gcs_call.bucket, object_name
-        )
-    turns = json.loads((out_dir / "transcript.json").read_text(encoding="utf-8"))
-    assert [turn["audio_files"] for turn in turns] == [[name] for name in wavs] + [[]]
-    assert turns[1]["audio_url"] == f"gs://{gcs_call.bucket}/{gcs_call.objects[1]}"
+    assert_downloaded(gcs_client, gcs_call, out_dir, out)
+
+
+async def test_export_of_a_gcs_call_indexed_in_postgres_builds_call_wav(
+    emulator_env: str,
+    gcs_client: storage.Client,
+    bucket_name: str,
+    postgres_index: IndexBackend,
+    pg_schema: PgSchema,
+    tmp_path: Path,
+) -> None:
+    call = await _record(gcs_client, bucket_name, postgres_index.store, ["--dsn", pg_schema.dsn])
+    out_dir = tmp_path / "export"
+
+    code, out, err = await asyncio.to_thread(_main_capturing_stderr, call.export(out_dir))
+
+    assert (code, err) == (0, "")
+    assert_downloaded(gcs_client, call, out_dir, out)
 
 
 async def test_export_downloads_only_each_rows_own_object_and_counts_each_refusal(
@@ -167,8 +211,9 @@ async def test_export_downloads_only_each_rows_own_object_and_counts_each_refusa
     # Another segment's object name is not this row's own object either.
     assert "is not the segment's own object" in refused["6"]
     assert "the audio of 3 turns was refused; the rest was exported" in err
+    assert "error: call.wav: 3 segments not played as indexed, 3 of them silent" in err
     assert sorted(path.name for path in out_dir.iterdir()) == [
-        "001-user.wav", "002-assistant.wav", "transcript.csv", "transcript.json"
+        "001-user.wav", "002-assistant.wav", "call.wav", "transcript.csv", "transcript.json"
     ]  # fmt: skip
     for path in out_dir.iterdir():
         assert SECRET not in path.read_bytes()
@@ -195,16 +240,26 @@ async def test_a_download_that_fails_leaves_no_file_in_the_folder(
     async with SQLiteAudioMetaStorage(gcs_call.index_path) as index:
         entries = await index.call_log(gcs_call.session_id)
         gaps = await index.response_gaps(gcs_call.session_id)
+        segments = await index.session_segments(gcs_call.session_id)
     out_dir = tmp_path / "export"
 
     result = await export_call(
-        entries, gaps, out_dir, recordings=None, gcs_client=fake_gcs.client(proxy.url)
+        entries,
+        gaps,
+        out_dir,
+        segments=segments,
+        recordings=None,
+        gcs_client=fake_gcs.client(proxy.url),
     )
 
     assert [refusal.turn for refusal in result.refused] == [2]
     assert result.refused[0].reason.startswith(f"could not download gs://{gcs_call.bucket}/")
-    assert result.files == ["001-user.wav", "003-user.wav", "transcript.json", "transcript.csv"]
+    assert result.files == [
+        "001-user.wav", "003-user.wav", "call.wav", "transcript.json", "transcript.csv"
+    ]  # fmt: skip
     assert sorted(os.listdir(out_dir)) == sorted(result.files)
+    # Its turn is silent in call.wav, and reported as such.
+    assert [(issue.turn, issue.silenced) for issue in result.call_audio_issues] == [(2, True)]
 
 
 def test_export_of_gcs_audio_without_credentials_writes_nothing(

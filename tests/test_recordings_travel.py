@@ -137,12 +137,14 @@ def test_export_copies_every_turn_from_the_copy(
 
     assert code == 0, err
     assert "not exported" not in err
-    exported = sorted(path for path in out_dir.iterdir() if path.suffix == ".wav")
-    # Every turn's first segment, byte for byte; the demo's turns are one segment each.
+    exported = sorted(path for path in out_dir.glob("0*.wav"))
+    # Every turn's segment, byte for byte; the demo's turns are one segment each.
     assert [path.read_bytes() for path in exported] == [
         moved.wav(segment).read_bytes() for segment in moved.segments
     ]
-    assert out.startswith(f"exported {len(exported) + 2} files to {out_dir}: ")
+    # Beside them the whole call, built from the copy.
+    assert (out_dir / "call.wav").stat().st_size > 0
+    assert out.startswith(f"exported {len(exported) + 3} files to {out_dir}: ")
 
 
 @pytest.mark.parametrize(
@@ -254,7 +256,7 @@ def test_export_refuses_a_row_whose_segment_id_climbs_out_of_the_copy(
     assert "error: turn 1: not exported: " in err
     assert "an id is not a UUID; its audio is not opened" in err
     assert err.count("not exported") == 1
-    assert len(list(out_dir.glob("*.wav"))) == len(call.segments) - 1
+    assert len(list(out_dir.glob("0*.wav"))) == len(call.segments) - 1
 
 
 def test_export_finds_nothing_of_a_call_whose_folder_is_gone(

@@ -1,8 +1,10 @@
 """The offline demo: a simulated call recorded end to end on the embedded default.
 
-This is the wiring a bot author writes, top to bottom: one ``TurnIds`` shared by the audio and the
-transcripts, WAV files on local disk, the index in a SQLite file, the processor between the TTS
-and the output transport, and the transcript recorder on Pipecat's context aggregators.
+This is the wiring a bot author writes, top to bottom: one ``TurnIds`` shared by the audio, the
+transcripts and the latency breakdowns, WAV files on local disk, the index in a SQLite file, the
+processor between the TTS and the output transport, the transcript recorder on Pipecat's context
+aggregators, and the latency recorder on Pipecat's ``UserBotLatencyObserver`` (with metrics on,
+for the LLM and TTS parts).
 """
 
 import uuid
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
     LLMUserAggregator,
@@ -17,10 +20,11 @@ from pipecat.processors.aggregators.llm_response_universal import (
 
 from pipecat_audio_capture.capture import SessionAudioCapture
 from pipecat_audio_capture.demo.call import run_simulated_call
+from pipecat_audio_capture.latency import LatencyRecorder
 from pipecat_audio_capture.processor import AudioCaptureProcessor
 from pipecat_audio_capture.records import CaptureStats, SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.composite import CompositeAudioStorage
-from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap
+from pipecat_audio_capture.storage.index import CallLogEntry, ResponseGap, TurnLatency
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.transcripts import TranscriptRecorder
@@ -40,6 +44,7 @@ class DemoResult:
         stats: The writer's counters.
         call_log: The call's turns from ``session_call_log``, in spoken order.
         gaps: The call's rows of ``session_response_gaps``.
+        latency: The call's rows of ``session_turn_latency``: why each answer took its time.
     """
 
     session_id: str
@@ -48,6 +53,7 @@ class DemoResult:
     stats: CaptureStats
     call_log: list[CallLogEntry]
     gaps: list[ResponseGap]
+    latency: list[TurnLatency]
 
 
 async def record_demo_call(
@@ -70,6 +76,7 @@ async def record_demo_call(
         capture = SessionAudioCapture(session_id, storage)
         processor = AudioCaptureProcessor(capture, turn_ids)
         transcripts = TranscriptRecorder(session_id, turn_ids, store=index)
+        latency = LatencyRecorder(session_id, turn_ids, store=index)
 
         @capture.event_handler("on_segment_stored")
         async def on_segment_stored(_: SessionAudioCapture, meta: SegmentMetadata) -> None:
@@ -91,9 +98,12 @@ async def record_demo_call(
             recorder_processors=[processor],
             after_output_processors=[processor.playback_tap()],
             on_aggregators=attach,
+            observers=[latency.attach(UserBotLatencyObserver())],
+            enable_metrics=True,
         )
         stats = await capture.close()
         await transcripts.close()
+        await latency.close()
         return DemoResult(
             session_id=session_id,
             recordings=recordings,
@@ -101,6 +111,7 @@ async def record_demo_call(
             stats=stats,
             call_log=await index.call_log(session_id),
             gaps=await index.response_gaps(session_id),
+            latency=await index.turn_latency(session_id),
         )
     finally:
         await index.close()
