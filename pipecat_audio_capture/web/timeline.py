@@ -9,7 +9,15 @@ next turn, and never longer than the call itself (its title tells the whole amou
 transcript only appear in the call log, not here. Colours and fonts come from
 ``static/review.css``.
 
-Whatever the index holds, the picture is bounded: a few elements per turn, at most
+Below the lanes, a bot turn whose response was timed (``session_turn_latency``) has a bar as long
+as the wait, ending where the turn starts, split into its stages (see :mod:`.latency`). When the
+page plays the whole call, the picture also carries a cursor and the numbers ``review.js`` needs
+to move it with the player and to turn a click into a seek (``data-plot-left``,
+``data-plot-width``, ``data-span-s``, ``data-audio-offset-s``: where the recording's first frame
+lies on the axis).
+
+Whatever the index holds, the picture is bounded: a few elements per turn (and at most
+:data:`~.latency.STAGES` per latency bar), at most
 :data:`MAX_TICKS` + 1 ticks (the step grows with the span), and an unplayed stretch clamped to
 the call's length, so one absurd ``unplayed_ms`` cannot make the axis, or the page, huge.
 """
@@ -18,7 +26,6 @@ import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from pipecat_audio_capture.cli_format import format_clock
 from pipecat_audio_capture.storage.index import CallLogEntry, TurnLatency
@@ -113,7 +120,7 @@ def timeline(
             "data-span-s": f"{span_s:.3f}",
             "data-audio-offset-s": f"{audio_offset_s:.3f}",
         }
-    bars = _latency_bars(entries[0].occurred_at, turns, latencies or {}, span_s)
+    bars = _latency_bars(turns, latencies or {}, span_s)
     return element(
         "svg",
         attrs,
@@ -127,13 +134,12 @@ def timeline(
 
 
 def _latency_bars(
-    origin: datetime,
     turns: Sequence[_Turn],
     latencies: Mapping[str, TurnLatency],
     span_s: float,
 ) -> list[Html]:
-    """One bar per drawn bot turn that has a breakdown, ending where the bot started, and the
-    row's label; nothing when no drawn turn has one."""
+    """One bar per drawn bot turn that has a breakdown, as long as the wait and ending where the
+    turn starts, and the row's label; nothing when no drawn turn has one."""
     bars = []
     for turn in turns:
         if turn.entry.role != "assistant" or turn.entry.turn_id is None:
@@ -141,10 +147,12 @@ def _latency_bars(
         latency = latencies.get(turn.entry.turn_id)
         if latency is None or not 0 < latency.total_ms < float("inf"):
             continue
-        end_s = min(max((latency.bot_started_at - origin).total_seconds(), 0.0), span_s)
+        # Anchored to the turn's audio, not to the row's own clock: the observer times the
+        # bot's start when the transport reports it, a few frames from the audio's first sample.
+        end_s = turn.begin_s
         begin_s = min(max(end_s - latency.total_ms / 1000, 0.0), end_s)
         x0, x1 = _x(begin_s, span_s), _x(end_s, span_s)
-        x0 = min(x0, x1 - MIN_TURN_WIDTH)
+        x0 = max(min(x0, x1 - MIN_TURN_WIDTH), float(LEFT))
         bars.append(bar(latency, turn.number, x0=x0, x1=x1, top=LATENCY_TOP, height=LATENCY_HEIGHT))
     if not bars:
         return []
