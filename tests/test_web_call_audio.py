@@ -341,13 +341,14 @@ async def test_each_bot_turns_latency_is_a_bar_of_its_stages_before_it_and_a_tab
     assert widths[2] == pytest.approx(0.25 * unit, abs=0.02), "LLM: 250 ms"
     titles = found.texts["title"]
     assert "turn 2: LLM 250 ms" in titles
-    assert "turn 2: the bot answered after 500 ms; slowest: llm_inference (LLM#0)" in titles
+    assert "turn 2: the bot answered after 500 ms; slowest: LLM (LLM#0)" in titles
     (row,) = [attrs for tag, attrs in found.elements if attrs.get("class") == "latency-row"]
     assert row["id"] == "latency-2"
     (breakdown,) = [t for t in found.texts["td"] if t.startswith("end-of-speech wait")]
     assert breakdown == (
         "end-of-speech wait 100 ms, transcription 50 ms, LLM 250 ms, TTS 80 ms, other 20 ms"
     )
+    assert "<td>LLM <code>LLM#0</code></td>" in page, "the slowest stage and its owner"
 
 
 async def test_a_wait_longer_than_the_call_so_far_is_drawn_from_the_calls_start(

@@ -80,6 +80,12 @@ def parts(latency: TurnLatency) -> list[Part]:
     return found
 
 
+def stage_label(key: str) -> str:
+    """Return how the page words one of Pipecat's stage keys (the key itself if unknown)."""
+    column = f"{key}_ms"
+    return next((stage.label for stage in STAGES if stage.column == column), key)
+
+
 def describe(latency: TurnLatency) -> str:
     """Return a response's breakdown as one line: ``"LLM 812 ms, TTS 359 ms, ..."``."""
     return ", ".join(f"{part.stage.label} {part.ms:.0f} ms" for part in parts(latency))
@@ -108,7 +114,7 @@ def bar(
     total_ms = sum(part.ms for part in shown)
     summary = f"turn {number}: the bot answered after {latency.total_ms:.0f} ms"
     if latency.slowest_stage:
-        summary += f"; slowest: {latency.slowest_stage} ({latency.slowest_owner})"
+        summary += f"; slowest: {stage_label(latency.slowest_stage)} ({latency.slowest_owner})"
     pieces = []
     x = x0
     for part in shown:
@@ -144,7 +150,11 @@ def latency_table(rows: Sequence[tuple[int, TurnLatency]]) -> Html:
     for number, latency in rows:
         measured = "caller's silence" if latency.measured_from == "user_silence" else "connect"
         slowest = (
-            fragment(latency.slowest_stage, " ", element("code", None, latency.slowest_owner))
+            fragment(
+                stage_label(latency.slowest_stage),
+                " ",
+                element("code", None, latency.slowest_owner),
+            )
             if latency.slowest_stage
             else Html("")
         )

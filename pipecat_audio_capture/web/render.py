@@ -113,9 +113,7 @@ def session_page(
         else None
     )
     picture = timeline(entries, latencies=shown_latencies, audio_offset_s=offset_s)
-    legend = _legend(seekable=offset_s is not None)
-    if shown_latencies:
-        legend = fragment(legend, latency.legend())
+    legend = _legend(seekable=offset_s is not None, latency_shown=bool(shown_latencies))
     figure = (
         element(
             "figure",
@@ -304,7 +302,7 @@ def _interrupted(entry: CallLogEntry) -> bool:
     return bool(entry.audio_interrupted or entry.transcript_interrupted)
 
 
-def _legend(*, seekable: bool) -> Html:
+def _legend(*, seekable: bool, latency_shown: bool) -> Html:
     keys = [("user", "user"), ("bot", "bot"), ("cut", "cut short"), ("unplayed", "never played")]
     items = [
         element("span", {"class": "key"}, element("span", {"class": f"swatch {kind}"}), label)
@@ -313,7 +311,8 @@ def _legend(*, seekable: bool) -> Html:
     text = (
         "Select a point to play the call from there." if seekable else "Select a turn to play it."
     )
-    return fragment(*items, element("span", {"class": "hint"}, text))
+    stages = latency.legend() if latency_shown else Html("")
+    return fragment(*items, stages, element("span", {"class": "hint"}, text))
 
 
 def _page_url(page: int) -> str:
