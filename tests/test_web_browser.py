@@ -14,29 +14,15 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from browser_support import RunningReview, chromium, require_chromium, running_review
-from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMAssistantAggregator,
-    LLMUserAggregator,
-)
+from latency_support import record_call_with_latency
 
-from pipecat_audio_capture import (
-    AudioCaptureProcessor,
-    CompositeAudioStorage,
-    LatencyRecorder,
-    LocalAudioStorage,
-    SessionAudioCapture,
-    TranscriptRecorder,
-    TurnIds,
-)
-from pipecat_audio_capture.demo import run_simulated_call
 from pipecat_audio_capture.demo.recorded_call import DemoResult, record_demo_call
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.records import TranscriptRecord
+from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.index import CallLogEntry
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.web.security import TOKEN_ENV
@@ -144,92 +130,75 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
     return Recorded(folder, demo, xss_session_id, split_session_id, latency_session_id, latency_log)
 
 
-async def _add_call_with_a_split_turn(demo: DemoResult) -> str:
-    """Index a call of one bot turn in two parts: copies of the demo's first two bot segments,
-    the second starting where the first ends."""
-    async with SQLiteAudioMetaStorage(demo.index_path) as index:
-        bots = [entry for entry in demo.call_log if entry.role == "assistant" and entry.segment_id]
-        sources = [await index.segment(entry.segment_id or "") for entry in bots[:2]]
-        session_id, turn_id = new_id(), new_id()
-        (demo.recordings / session_id).mkdir()
-        started_at = None
-        for source in sources:
-            assert source is not None
-            segment_id = new_id()
-            target = demo.recordings / session_id / f"{segment_id}.wav"
-            shutil.copyfile(
-                demo.recordings / source.session_id / f"{source.segment_id}.wav", target
-            )
-            start = source.started_at if started_at is None else started_at
-            meta = replace(
-                source,
-                session_id=session_id,
-                segment_id=segment_id,
-                turn_id=turn_id,
-                audio_url=target.resolve().as_uri(),
-                interrupted=False,
-                unplayed_ms=None,
-                started_at=start,
-                ended_at=start + (source.ended_at - source.started_at),
-            )
-            await index.save_metadata(session_id, meta)
-            started_at = meta.ended_at
-    return session_id
-
-
 async def _record_call_with_latency(demo: DemoResult) -> tuple[str, list[CallLogEntry]]:
     """Run the demo's simulated call again, with the latency observer and recorder attached."""
-    session_id = new_id()
-    turn_ids = TurnIds()
     async with SQLiteAudioMetaStorage(demo.index_path) as index:
-        files = LocalAudioStorage(demo.recordings)
-        capture = SessionAudioCapture(
-            session_id, CompositeAudioStorage(files=files, metadata=index)
-        )
-        transcripts = TranscriptRecorder(session_id, turn_ids, store=index)
-        latency = LatencyRecorder(session_id, turn_ids, store=index)
-
-        def attach(user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
-            transcripts.attach(user, assistant)
-
-        await run_simulated_call(
-            speed=SPEED,
-            recorder_processors=[AudioCaptureProcessor(capture, turn_ids)],
-            on_aggregators=attach,
-            observers=[latency.attach(UserBotLatencyObserver())],
-            enable_metrics=True,
-            timeout_s=120,
-        )
-        await capture.close(timeout_s=10.0)
-        await transcripts.close(timeout_s=10.0)
-        await latency.close(timeout_s=10.0)
-        assert latency.stored > 0
-        return session_id, await index.call_log(session_id)
+        call = await record_call_with_latency(index, demo.recordings, speed=SPEED, timeout_s=120)
+        assert call.recorder.stored > 0
+        return call.session_id, await index.call_log(call.session_id)
 
 
 async def _add_call_with_a_script(demo: DemoResult) -> str:
     """Index a one-turn call (a copy of the demo's first user audio) whose transcript is XSS."""
     async with SQLiteAudioMetaStorage(demo.index_path) as index:
         first_user = next(entry for entry in demo.call_log if entry.role == "user")
-        assert first_user.segment_id is not None
-        source = await index.segment(first_user.segment_id)
+        source = await index.segment(first_user.segment_id or "")
         assert source is not None
-        session_id, segment_id, turn_id = new_id(), new_id(), new_id()
-        target = demo.recordings / session_id / f"{segment_id}.wav"
-        target.parent.mkdir()
-        shutil.copyfile(demo.recordings / source.session_id / f"{source.segment_id}.wav", target)
-        meta = replace(
-            source,
-            session_id=session_id,
-            segment_id=segment_id,
-            turn_id=turn_id,
-            audio_url=target.resolve().as_uri(),
-        )
-        await index.save_metadata(session_id, meta)
+        session_id, turn_id = new_id(), new_id()
+        meta = await _copy_segment(index, demo, source, session_id, turn_id=turn_id)
         await index.save_transcript(
             TranscriptRecord(session_id, turn_id, "user", XSS, False, meta.started_at)
         )
     return session_id
+
+
+async def _add_call_with_a_split_turn(demo: DemoResult) -> str:
+    """Index a call of one bot turn in two parts: copies of the demo's first two bot segments,
+    the second starting where the first ends."""
+    async with SQLiteAudioMetaStorage(demo.index_path) as index:
+        bots = [entry for entry in demo.call_log if entry.role == "assistant" and entry.segment_id]
+        session_id, turn_id = new_id(), new_id()
+        started_at = None
+        for entry in bots[:2]:
+            source = await index.segment(entry.segment_id or "")
+            assert source is not None
+            start = started_at or source.started_at
+            meta = await _copy_segment(
+                index,
+                demo,
+                source,
+                session_id,
+                turn_id=turn_id,
+                interrupted=False,
+                unplayed_ms=None,
+                started_at=start,
+                ended_at=start + (source.ended_at - source.started_at),
+            )
+            started_at = meta.ended_at
+    return session_id
+
+
+async def _copy_segment(
+    index: SQLiteAudioMetaStorage,
+    demo: DemoResult,
+    source: SegmentMetadata,
+    session_id: str,
+    **changes: Any,
+) -> SegmentMetadata:
+    """Copy a demo segment's WAV into another call, index it there with ``changes``, return it."""
+    segment_id = new_id()
+    target = demo.recordings / session_id / f"{segment_id}.wav"
+    target.parent.mkdir(exist_ok=True)
+    shutil.copyfile(demo.recordings / source.session_id / f"{source.segment_id}.wav", target)
+    meta = replace(
+        source,
+        session_id=session_id,
+        segment_id=segment_id,
+        audio_url=target.resolve().as_uri(),
+        **changes,
+    )
+    await index.save_metadata(session_id, meta)
+    return meta
 
 
 @pytest.fixture(scope="module")
@@ -505,8 +474,10 @@ def test_a_token_in_the_link_once_lets_the_browser_in_and_leaves_the_address_bar
         tab.page.locator(f'a[href="/sessions/{recorded.demo.session_id}"]').first.click()
         tab.page.wait_for_url(f"**/sessions/{recorded.demo.session_id}")
         duration_s = tab.page.evaluate(AUDIO_DURATION_JS, "audio-1")
+        call_s = tab.page.evaluate(AUDIO_DURATION_JS, "call-audio")
 
     assert address == guarded.url
+    assert call_s > duration_s, "the whole call loads with the cookie too"
     first = recorded.demo.call_log[0]
     assert first.duration_ms is not None
     assert duration_s == pytest.approx(first.duration_ms / 1000, abs=DURATION_TOLERANCE_S)

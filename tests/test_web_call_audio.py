@@ -7,12 +7,13 @@ user 2.4-3 s (3000), all 16 kHz, so each channel of the stereo file shows which 
 import asyncio
 import os
 import stat
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import index_support
 import numpy as np
 import pytest
+import pytest_asyncio
 from google.cloud import storage
 from index_support import IndexBackend, make_segment, new_id
 from latency_support import make_latency, stage
@@ -32,6 +33,8 @@ from test_web import (
 
 from pipecat_audio_capture.call_audio import write_call_audio
 from pipecat_audio_capture.call_audio_session import local_segment_opener
+from pipecat_audio_capture.errors import CallAudioError
+from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.wav import HEADER_BYTES, encode_wav
@@ -214,33 +217,43 @@ async def test_the_cache_keeps_a_few_recent_calls_in_a_private_folder_removed_on
     assert not folder.exists()
 
 
-async def test_the_cache_serves_the_same_bytes_the_export_builder_writes(
-    sqlite_index: IndexBackend, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class StoredCall:
+    """A call recorded under ``recordings``, and its segment rows."""
+
+    recordings: Path
+    session_id: str
+    segments: list[SegmentMetadata]
+
+
+@pytest_asyncio.fixture
+async def stored_call(sqlite_index: IndexBackend, tmp_path: Path) -> StoredCall:
     recordings = tmp_path / "recordings"
     call = await record_call(sqlite_index.store, LocalAudioStorage(recordings))
     segments = await sqlite_index.store.session_segments(call.session_id)
+    return StoredCall(recordings, call.session_id, segments)
+
+
+async def test_the_cache_serves_the_same_bytes_the_export_builder_writes(
+    stored_call: StoredCall, tmp_path: Path
+) -> None:
     expected = tmp_path / "call.wav"
-    write_call_audio(segments, expected, open_segment=local_segment_opener(recordings))
-    cache = CallAudioCache(recordings=recordings)
+    opener = local_segment_opener(stored_call.recordings)
+    write_call_audio(stored_call.segments, expected, open_segment=opener)
+    cache = CallAudioCache(recordings=stored_call.recordings)
     try:
-        fd = await cache.open(call.session_id, segments)
+        fd = await cache.open(stored_call.session_id, stored_call.segments)
         with os.fdopen(fd, "rb") as served:
             assert served.read() == expected.read_bytes()
     finally:
         await cache.close()
 
 
-async def test_a_call_larger_than_the_cache_allows_is_not_built(
-    sqlite_index: IndexBackend, tmp_path: Path
-) -> None:
-    recordings = tmp_path / "recordings"
-    call = await record_call(sqlite_index.store, LocalAudioStorage(recordings))
-    segments = await sqlite_index.store.session_segments(call.session_id)
-    cache = CallAudioCache(recordings=recordings, max_bytes=1000)
+async def test_a_call_larger_than_the_cache_allows_is_not_built(stored_call: StoredCall) -> None:
+    cache = CallAudioCache(recordings=stored_call.recordings, max_bytes=1000)
 
-    with pytest.raises(Exception, match="more than the 1000 this server builds"):
-        await cache.open(call.session_id, segments)
+    with pytest.raises(CallAudioError, match="more than the 1000 this server builds"):
+        await cache.open(stored_call.session_id, stored_call.segments)
     assert cache.folder is None, "nothing was written"
 
 
