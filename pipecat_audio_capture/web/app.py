@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
-from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import CallAudioError, InvalidIdError, StorageError
@@ -77,10 +76,14 @@ def create_app(
             Application Default Credentials.
         max_turns: Most turns a call's page shows.
         log: Where request errors are logged; None makes a throttle of the app's own.
+
+    Whole-call recordings are built into a private temporary folder, removed when the
+    application is cleaned up (``AppRunner.cleanup``).
     """
+    log = log or LogThrottle()
     calls = CallAudioCache(recordings=recordings, gcs_client=gcs_client)
-    views = _Views(index, recordings, page_size, gcs_client, max_turns, calls)
-    errors = _storage_errors(log or LogThrottle())
+    views = _Views(index, recordings, page_size, gcs_client, max_turns, calls, log)
+    errors = _storage_errors(log)
     app = web.Application(middlewares=[access_middleware(token), errors])
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(_close_refused)
@@ -106,6 +109,7 @@ class _Views:
     gcs_client: "Client | None"
     max_turns: int
     calls: CallAudioCache
+    log: LogThrottle
 
     async def sessions(self, request: web.Request) -> web.Response:
         page = _page_number(request)
@@ -151,7 +155,10 @@ class _Views:
         try:
             fd = await self.calls.open(session_id, segments)
         except CallAudioError as exc:
-            logger.warning(f"not serving the recording of call {session_id}: {exc}")
+            # One kind for every call: a client walking through calls writes a few lines.
+            self.log.warning(
+                "call.wav refused", f"not serving the recording of {session_id}: {exc}"
+            )
             raise web.HTTPNotFound(text="404: this call cannot be played whole here") from exc
         except OSError as exc:
             raise StorageError(f"cannot build the recording of call {session_id}: {exc}") from exc

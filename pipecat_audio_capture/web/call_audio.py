@@ -18,7 +18,7 @@ downloaded first (into the same private folder, removed after the build) through
 :class:`~pipecat_audio_capture.segment_audio.SegmentAudioReader`, which needs the ``gcs`` extra
 and credentials. A segment that cannot be read is silent in the call, logged (see
 :func:`~pipecat_audio_capture.call_audio.write_call_audio`); a call whose storage is not
-configured here is not built at all, and the page says why (:meth:`CallAudioCache.unavailable`).
+configured here is not built at all, and the page says why (:meth:`CallAudioCache.plan` says why).
 """
 
 import asyncio
@@ -104,7 +104,7 @@ class CallAudioCache:
         """The private folder the recordings are built in, once the first build made it."""
         return self._folder
 
-    async def unavailable(self, audio_urls: Iterable[str | None]) -> str | None:
+    async def _unavailable(self, audio_urls: Iterable[str | None]) -> str | None:
         """Return why a call with these audio URLs cannot be played whole here, or None if it can.
 
         The first ``gs://`` call checks, once, that GCS can be read (the ``gcs`` extra and
@@ -139,7 +139,7 @@ class CallAudioCache:
             CallAudioError: If it cannot, saying why: a storage this server cannot read, no
                 placeable segment, or a recording larger than ``max_bytes``.
         """
-        problem = await self.unavailable(segment.audio_url for segment in segments)
+        problem = await self._unavailable(segment.audio_url for segment in segments)
         if problem is not None:
             raise CallAudioError(problem)
         plan = await asyncio.to_thread(plan_call_audio, segments)
