@@ -38,6 +38,7 @@ from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.wav import HEADER_BYTES, encode_wav
+from pipecat_audio_capture.web import call_audio as web_call_audio
 from pipecat_audio_capture.web.call_audio import CallAudioCache
 from pipecat_audio_capture.web.timeline import timeline
 
@@ -436,3 +437,17 @@ async def test_every_part_of_a_split_turn_gets_a_player_that_serves_that_part(
     assert await second.read() == wav
     whole = channels(await (await review.client.get(call_wav(session_id))).read())
     assert at_ms(whole, 2700) == (3000, 5000), "the whole call plays the second part too"
+
+
+@sqlite_only
+async def test_a_build_that_cannot_write_is_a_service_unavailable_not_a_missing_call(
+    review: Review, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_room(**_: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(web_call_audio.tempfile, "mkdtemp", no_room)
+
+    response = await review.client.get(call_wav(review.call.session_id))
+
+    assert response.status == 503

@@ -18,7 +18,7 @@ downloaded first (into the same private folder, removed after the build) through
 :class:`~pipecat_audio_capture.segment_audio.SegmentAudioReader`, which needs the ``gcs`` extra
 and credentials. A segment that cannot be read is silent in the call, logged (see
 :func:`~pipecat_audio_capture.call_audio.write_call_audio`); a call whose storage is not
-configured here is not built at all, and the page says why (:meth:`CallAudioCache.plan` says why).
+configured here is not built at all, and the page says why (:meth:`CallAudioCache.plan`).
 """
 
 import asyncio
