@@ -153,6 +153,18 @@ SERVE_MAX_TURNS = 1000
 """Most turns one call's page shows (a note says when there are more): the page's size and the
 work to draw it stay bounded whatever one call holds."""
 
+SERVE_CALL_AUDIO_CACHE_CALLS = 4
+"""Whole-call recordings (``/sessions/ID/call.wav``) the call review keeps built in its private
+cache folder; building one more removes the least recently played."""
+
+SERVE_CALL_AUDIO_MAX_BYTES = 1 << 30
+"""Largest whole-call recording the call review builds (1 GiB: over 1.5 hours of 48 kHz stereo);
+a larger call is not played whole (its turns still play one by one, and ``export`` writes it)."""
+
+SERVE_MAX_TURN_PARTS = 20
+"""Most players one turn of a call's page lists for the parts its audio is split into; the whole
+call (``call.wav``) plays every part."""
+
 SERVE_READ_CONNECTIONS = 4
 """Index connections the call review reads through side by side, so one slow read does not hold
 up the other requests."""

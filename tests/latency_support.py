@@ -1,6 +1,9 @@
-"""Builders for the latency tests: breakdown records, and the frames of one response."""
+"""Builders for the latency tests: breakdown records, the frames of one response, and a whole
+simulated call recorded with Pipecat's latency observer attached."""
 
 import asyncio
+from dataclasses import dataclass
+from pathlib import Path
 
 from index_support import at
 from pipecat.frames.frames import (
@@ -15,10 +18,66 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import FramePushed
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
+    LLMUserAggregator,
+)
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from pipecat_audio_capture import (
+    AudioCaptureProcessor,
+    CompositeAudioStorage,
+    LatencyRecorder,
+    LocalAudioStorage,
+    SessionAudioCapture,
+    SQLiteAudioMetaStorage,
+    TranscriptRecorder,
+)
+from pipecat_audio_capture.demo import CallResult, run_simulated_call
+from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import LatencyStage, TurnLatencyRecord
 from pipecat_audio_capture.turn_ids import TurnIds
+
+CLOSE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class LatencyCall:
+    """A simulated call recorded with its latency: its id, what happened, and the recorder."""
+
+    session_id: str
+    result: CallResult
+    recorder: LatencyRecorder
+
+
+async def record_call_with_latency(
+    index: SQLiteAudioMetaStorage, recordings: Path, *, speed: float, timeout_s: float = 60.0
+) -> LatencyCall:
+    """Run the demo's simulated call with the audio processor, the transcript recorder and a
+    latency recorder on ``UserBotLatencyObserver`` (metrics on), all writing to ``index``."""
+    session_id = new_id()
+    turn_ids = TurnIds()
+    capture = SessionAudioCapture(
+        session_id, CompositeAudioStorage(files=LocalAudioStorage(recordings), metadata=index)
+    )
+    transcripts = TranscriptRecorder(session_id, turn_ids, store=index)
+    latency = LatencyRecorder(session_id, turn_ids, store=index)
+
+    def attach(user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
+        transcripts.attach(user, assistant)
+
+    result = await run_simulated_call(
+        speed=speed,
+        recorder_processors=[AudioCaptureProcessor(capture, turn_ids)],
+        on_aggregators=attach,
+        observers=[latency.attach(UserBotLatencyObserver())],
+        enable_metrics=True,
+        timeout_s=timeout_s,
+    )
+    await capture.close(timeout_s=CLOSE_TIMEOUT_S)
+    await transcripts.close(timeout_s=CLOSE_TIMEOUT_S)
+    await latency.close(timeout_s=CLOSE_TIMEOUT_S)
+    return LatencyCall(session_id, result, latency)
 
 
 def stage(stage: str, owner: str, offset_ms: float, duration_ms: float) -> LatencyStage:

@@ -6,7 +6,6 @@ barge-in, recorded by the processor, the transcript recorder and the latency rec
 SQLite index. The call runs once per module; each test checks one promise against it.
 """
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,23 +13,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMAssistantAggregator,
-    LLMUserAggregator,
-)
+from latency_support import record_call_with_latency
 
-from pipecat_audio_capture import (
-    AudioCaptureProcessor,
-    CompositeAudioStorage,
-    LatencyRecorder,
-    LocalAudioStorage,
-    SessionAudioCapture,
-    SQLiteAudioMetaStorage,
-    TranscriptRecorder,
-    TurnIds,
-)
-from pipecat_audio_capture.demo import CallResult, EventKind, run_simulated_call
+from pipecat_audio_capture import LatencyRecorder, SQLiteAudioMetaStorage
+from pipecat_audio_capture.demo import CallResult, EventKind
 from pipecat_audio_capture.demo.call import LLM_FIRST_TOKEN_S, USER_SPEECH_TIMEOUT_S
 from pipecat_audio_capture.demo.script import DEFAULT_SCRIPT
 from pipecat_audio_capture.storage.index import LATENCY_STAGES, CallLogEntry, TurnLatency
@@ -56,33 +42,12 @@ class Recorded:
 async def recorded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Recorded]:
     root: Path = tmp_path_factory.mktemp("latency-call")
     index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-    session_id = str(uuid.uuid4())
-    turn_ids = TurnIds()
-    capture = SessionAudioCapture(
-        session_id, CompositeAudioStorage(files=LocalAudioStorage(root), metadata=index)
-    )
-    transcripts = TranscriptRecorder(session_id, turn_ids, store=index)
-    latency = LatencyRecorder(session_id, turn_ids, store=index)
-
-    def attach(user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
-        transcripts.attach(user, assistant)
-
-    result = await run_simulated_call(
-        speed=SPEED,
-        recorder_processors=[AudioCaptureProcessor(capture, turn_ids)],
-        on_aggregators=attach,
-        observers=[latency.attach(UserBotLatencyObserver())],
-        enable_metrics=True,
-        timeout_s=60,
-    )
-    await capture.close(timeout_s=10.0)
-    await transcripts.close(timeout_s=10.0)
-    await latency.close(timeout_s=10.0)
+    call = await record_call_with_latency(index, root, speed=SPEED)
     yield Recorded(
-        result=result,
-        log=await index.call_log(session_id),
-        latency=await index.turn_latency(session_id),
-        recorder=latency,
+        result=call.result,
+        log=await index.call_log(call.session_id),
+        latency=await index.turn_latency(call.session_id),
+        recorder=call.recorder,
     )
     await index.close()
 

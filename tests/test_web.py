@@ -32,6 +32,7 @@ from loguru import logger
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.cli import main
 from pipecat_audio_capture.records import Role, SegmentMetadata, Speaker
+from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
@@ -86,7 +87,9 @@ class Call:
     texts: list[str | None]
 
 
-async def record_call(index: MetadataIndex, files: LocalAudioStorage, start_ms: float = 0) -> Call:
+async def record_call(
+    index: MetadataIndex, files: LocalAudioStorage | GCSAudioStorage, start_ms: float = 0
+) -> Call:
     session_id = new_id()
     turns = [new_id() for _ in range(4)]
     shapes: list[tuple[str, Speaker, float, float, bool, float | None]] = [
@@ -297,8 +300,11 @@ async def test_session_page_lists_every_turn_in_spoken_order_with_a_player(
     )
     audios = [attrs for tag, attrs in found.elements if tag == "audio"]
     assert [(a["id"], a["src"], a["preload"]) for a in audios] == [
-        (f"audio-{number}", f"/audio/{segment.segment_id}", "metadata")
-        for number, segment in enumerate(review.call.segments, start=1)
+        ("call-audio", f"/sessions/{review.call.session_id}/call.wav", "metadata"),
+        *(
+            (f"audio-{number}", f"/audio/{segment.segment_id}", "metadata")
+            for number, segment in enumerate(review.call.segments, start=1)
+        ),
     ]
     assert all("controls" in audio for audio in audios)
     assert found.texts["em"] == ["(no transcript)"]
@@ -392,18 +398,40 @@ def test_unplayed_audio_is_drawn_only_up_to_the_bots_next_turn() -> None:
     assert "turn 1: 5.00 s generated but never played" in found.texts["title"]
 
 
-def test_a_turn_split_into_parts_says_its_player_plays_the_first() -> None:
+def test_a_turn_split_into_parts_lists_a_player_per_part_each_starting_the_next() -> None:
     entries = [
         call_log_entry("user", 0, 1000),
         call_log_entry("assistant", 1500, 900_000, segment_count=3),
     ]
+    bot = entries[1]
+    assert bot.turn_id is not None and bot.segment_id is not None
+    parts = [bot.segment_id, new_id(), new_id()]
 
-    found = parse(session_page(entries[0].session_id, entries, []))
+    found = parse(session_page(bot.session_id, entries, [], parts={bot.turn_id: parts}))
 
-    assert found.texts["span.parts"] == ["part 1 of 3; the other parts are not played here"]
-    assert [attrs["src"] for tag, attrs in found.elements if tag == "audio"] == [
-        f"/audio/{entry.segment_id}" for entry in entries
+    assert found.texts["span.parts"] == ["part 1 of 3", "part 2 of 3", "part 3 of 3"]
+    audios = [attrs for tag, attrs in found.elements if tag == "audio"]
+    assert [(a["id"], a["src"], a.get("data-next")) for a in audios] == [
+        ("audio-1", f"/audio/{entries[0].segment_id}", None),
+        ("audio-2", f"/audio/{parts[0]}", "audio-2-part-2"),
+        ("audio-2-part-2", f"/audio/{parts[1]}", "audio-2-part-3"),
+        ("audio-2-part-3", f"/audio/{parts[2]}", None),
     ]
+
+
+def test_a_turn_split_into_more_parts_than_a_page_lists_says_where_the_rest_play() -> None:
+    entry = call_log_entry("assistant", 0, 1000, segment_count=defaults.SERVE_MAX_TURN_PARTS + 5)
+    assert entry.turn_id is not None and entry.segment_id is not None
+    parts = [entry.segment_id] + [new_id() for _ in range(defaults.SERVE_MAX_TURN_PARTS + 4)]
+
+    found = parse(session_page(entry.session_id, [entry], [], parts={entry.turn_id: parts}))
+
+    audios = [attrs for tag, attrs in found.elements if tag == "audio"]
+    assert len(audios) == defaults.SERVE_MAX_TURN_PARTS
+    last = defaults.SERVE_MAX_TURN_PARTS
+    assert found.texts["span.parts"][-1] == (
+        f"parts {last + 1} to {last + 5} play in the whole call only"
+    )
 
 
 def test_markup_refuses_names_that_are_not_plain() -> None:

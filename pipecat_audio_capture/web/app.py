@@ -6,6 +6,8 @@ Routes:
   per page.
 - ``GET /sessions/{session_id}``: one call: who spoke when, and the call log with a player per
   turn.
+- ``GET /sessions/{session_id}/call.wav``: the whole call as one stereo WAV, user left, bot
+  right, with range support (built once and cached: see :mod:`.call_audio`).
 - ``GET /audio/{segment_id}``: an indexed segment's audio (see :mod:`.audio`).
 - ``GET /static/...``: the stylesheet and the script; ``GET /favicon.ico``: 204, no icon.
 
@@ -20,6 +22,7 @@ rendered in a worker thread too.
 """
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,12 +31,15 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import InvalidIdError, StorageError
+from pipecat_audio_capture.errors import CallAudioError, InvalidIdError, StorageError
 from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.storage.index import MetadataIndex
-from pipecat_audio_capture.web.audio import audio_response
+from pipecat_audio_capture.web.audio import WAV_CONTENT_TYPE, audio_response
+from pipecat_audio_capture.web.call_audio import CallAudioCache
+from pipecat_audio_capture.web.files import DescriptorResponse
 from pipecat_audio_capture.web.log_limit import LogThrottle
-from pipecat_audio_capture.web.render import session_page, sessions_page
+from pipecat_audio_capture.web.render import WholeCall, session_page, sessions_page
 from pipecat_audio_capture.web.security import access_middleware, security_headers_adder
 
 if TYPE_CHECKING:
@@ -77,17 +83,28 @@ def create_app(
             default configuration.
         media_origins: Origins the player may load audio from besides this server, GCS and
             AWS: that of an S3-compatible store whose presigned URLs the audio redirects to.
+
+    Whole-call recordings are built into a private temporary folder, removed when the
+    application is cleaned up (``AppRunner.cleanup``).
     """
-    views = _Views(index, recordings, page_size, gcs_client, max_turns, s3_client)
-    errors = _storage_errors(log or LogThrottle())
+    log = log or LogThrottle()
+    calls = CallAudioCache(recordings=recordings, gcs_client=gcs_client)
+    views = _Views(index, recordings, page_size, gcs_client, max_turns, s3_client, calls, log)
+    errors = _storage_errors(log)
     app = web.Application(middlewares=[access_middleware(token), errors])
     app.on_response_prepare.append(security_headers_adder(media_origins))
     app.on_response_prepare.append(_close_refused)
     app.router.add_get("/", views.sessions)
     app.router.add_get("/sessions/{session_id}", views.session)
+    app.router.add_get("/sessions/{session_id}/call.wav", views.call_audio)
     app.router.add_get("/audio/{segment_id}", views.audio)
     app.router.add_static("/static/", STATIC_DIR)
     app.router.add_get("/favicon.ico", _no_icon)
+
+    async def remove_cache(_: web.Application) -> None:
+        await calls.close()
+
+    app.on_cleanup.append(remove_cache)
     return app
 
 
@@ -99,6 +116,8 @@ class _Views:
     gcs_client: "Client | None"
     max_turns: int
     s3_client: "S3Client | None"
+    calls: CallAudioCache
+    log: LogThrottle
 
     async def sessions(self, request: web.Request) -> web.Response:
         page = _page_number(request)
@@ -117,18 +136,62 @@ class _Views:
         if not entries:
             raise web.HTTPNotFound(text="404: no such call in this index")
         gaps = await self.index.response_gaps(session_id, limit=self.max_turns)
+        segments = await self.index.session_segments(session_id)
+        latencies = await self.index.turn_latency(session_id)
         shown = entries[: self.max_turns]
         more = len(entries) > len(shown)
+        whole_call = await self._whole_call(segments)
         # A long call takes tens of milliseconds to render: in a worker thread, the other
         # requests are served meanwhile.
-        page = await asyncio.to_thread(session_page, session_id, shown, gaps, more=more)
+        page = await asyncio.to_thread(
+            session_page,
+            session_id,
+            shown,
+            gaps,
+            more=more,
+            parts=_parts_by_turn(segments),
+            latencies=latencies,
+            whole_call=whole_call,
+        )
         return _html(page)
+
+    async def call_audio(self, request: web.Request) -> web.StreamResponse:
+        session_id = _uuid_or_404(request.match_info["session_id"])
+        segments = await self.index.session_segments(session_id)
+        if not segments:
+            raise web.HTTPNotFound(text="404: no such call in this index")
+        try:
+            fd = await self.calls.open(session_id, segments)
+        except CallAudioError as exc:
+            # One kind for every call: a client walking through calls writes a few lines.
+            self.log.warning(
+                "call.wav refused", f"not serving the recording of {session_id}: {exc}"
+            )
+            raise web.HTTPNotFound(text="404: this call cannot be played whole here") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot build the recording of call {session_id}: {exc}") from exc
+        return DescriptorResponse(fd, content_type=WAV_CONTENT_TYPE)
+
+    async def _whole_call(self, segments: Sequence[SegmentMetadata]) -> WholeCall:
+        try:
+            plan = await self.calls.plan(segments)
+        except CallAudioError as exc:
+            return WholeCall(problem=str(exc))
+        return WholeCall(started_at=plan.started_at)
 
     async def audio(self, request: web.Request) -> web.StreamResponse:
         meta = await self.index.segment(_uuid_or_404(request.match_info["segment_id"]))
         if meta is None:
             raise web.HTTPNotFound(text="404: no such segment in this index")
         return await audio_response(meta, self.recordings, self.gcs_client, self.s3_client)
+
+
+def _parts_by_turn(segments: Sequence[SegmentMetadata]) -> dict[str, list[str]]:
+    """Each turn's segment ids, in the time order ``session_segments`` returns them."""
+    parts: dict[str, list[str]] = {}
+    for segment in segments:
+        parts.setdefault(segment.turn_id, []).append(segment.segment_id)
+    return parts
 
 
 def _storage_errors(log: LogThrottle) -> Middleware:

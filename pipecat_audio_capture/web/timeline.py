@@ -9,18 +9,27 @@ next turn, and never longer than the call itself (its title tells the whole amou
 transcript only appear in the call log, not here. Colours and fonts come from
 ``static/review.css``.
 
-Whatever the index holds, the picture is bounded: a few elements per turn, at most
+Below the lanes, a bot turn whose response was timed (``session_turn_latency``) has a bar as long
+as the wait, ending where the turn starts, split into its stages (see :mod:`.latency`). When the
+page plays the whole call, the picture also carries a cursor and the numbers ``review.js`` needs
+to move it with the player and to turn a click into a seek (``data-plot-left``,
+``data-plot-width``, ``data-span-s``, ``data-audio-offset-s``: where the recording's first frame
+lies on the axis).
+
+Whatever the index holds, the picture is bounded: a few elements per turn (and at most
+:data:`~.latency.STAGES` per latency bar), at most
 :data:`MAX_TICKS` + 1 ticks (the step grows with the span), and an unplayed stretch clamped to
 the call's length, so one absurd ``unplayed_ms`` cannot make the axis, or the page, huge.
 """
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pipecat_audio_capture.cli_format import format_clock
-from pipecat_audio_capture.storage.index import CallLogEntry
+from pipecat_audio_capture.storage.index import CallLogEntry, TurnLatency
+from pipecat_audio_capture.web.latency import bar
 from pipecat_audio_capture.web.markup import Attribute, Html, element, fragment
 
 WIDTH = 1000
@@ -30,8 +39,11 @@ RIGHT = 16
 TOP = 8
 LANE_HEIGHT = 34
 LANE_GAP = 10
+LATENCY_TOP = TOP + 2 * LANE_HEIGHT + LANE_GAP + 4
+LATENCY_HEIGHT = 10
+AXIS_Y = LATENCY_TOP + LATENCY_HEIGHT + 4
 AXIS_HEIGHT = 30
-HEIGHT = TOP + 2 * LANE_HEIGHT + LANE_GAP + AXIS_HEIGHT
+HEIGHT = AXIS_Y + AXIS_HEIGHT
 MIN_TURN_WIDTH = 3.0
 """Narrowest a turn is drawn, in viewBox units, so that a very short turn can still be clicked."""
 TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
@@ -68,31 +80,93 @@ class _Turn:
     """Where the hatched stretch of unplayed audio ends (``end_s`` when there is none)."""
 
 
-def timeline(entries: Sequence[CallLogEntry]) -> Html:
+def timeline(
+    entries: Sequence[CallLogEntry],
+    *,
+    latencies: Mapping[str, TurnLatency] | None = None,
+    audio_offset_s: float | None = None,
+) -> Html:
     """Return the picture of a call, or nothing when no turn has audio.
 
     Args:
         entries: The call log in spoken order; time 0 is the first turn's ``occurred_at``, as in
             the log's "at" column.
+        latencies: Latency breakdowns by bot ``turn_id``: each drawn turn's is a bar before it.
+        audio_offset_s: Where the whole-call recording's first frame lies on this time axis;
+            given, the picture carries a cursor and what ``review.js`` needs to move it and to
+            seek (``data-*`` attributes), and a click on it plays the whole call from there.
     """
     turns = _turns_with_audio(entries)
     if not turns:
         return Html("")
     # The hatched stretch of a cut turn may reach past the call's end; the axis covers it.
     span_s = max(max(turn.hatch_end_s for turn in turns), 0.001)
+    seekable = audio_offset_s is not None
+    attrs: dict[str, Attribute] = {
+        "class": f"timeline{' seekable' if seekable else ''}",
+        "viewBox": f"0 0 {WIDTH} {HEIGHT}",
+        "role": "group",
+        "aria-label": (
+            "who spoke when; select a point to play the call from there"
+            if seekable
+            else "who spoke when; select a turn to play it"
+        ),
+    }
+    if seekable:
+        attrs |= {
+            "id": "call-timeline",
+            "data-plot-left": LEFT,
+            "data-plot-width": WIDTH - LEFT - RIGHT,
+            "data-span-s": f"{span_s:.3f}",
+            "data-audio-offset-s": f"{audio_offset_s:.3f}",
+        }
+    bars = _latency_bars(turns, latencies or {}, span_s)
     return element(
         "svg",
-        {
-            "class": "timeline",
-            "viewBox": f"0 0 {WIDTH} {HEIGHT}",
-            "role": "group",
-            "aria-label": "who spoke when; select a turn to play it",
-        },
+        attrs,
         _definitions(),
         _lanes(),
         _ticks(span_s),
+        *bars,
         *(_turn(turn, span_s) for turn in turns),
+        _cursor() if seekable else Html(""),
     )
+
+
+def _latency_bars(
+    turns: Sequence[_Turn],
+    latencies: Mapping[str, TurnLatency],
+    span_s: float,
+) -> list[Html]:
+    """One bar per drawn bot turn that has a breakdown, as long as the wait and ending where the
+    turn starts, and the row's label; nothing when no drawn turn has one."""
+    bars = []
+    for turn in turns:
+        if turn.entry.role != "assistant" or turn.entry.turn_id is None:
+            continue
+        latency = latencies.get(turn.entry.turn_id)
+        if latency is None or not 0 < latency.total_ms < float("inf"):
+            continue
+        # Anchored to the turn's audio, not to the row's own clock: the observer times the
+        # bot's start when the transport reports it, a few frames from the audio's first sample.
+        end_s = turn.begin_s
+        begin_s = min(max(end_s - latency.total_ms / 1000, 0.0), end_s)
+        x0, x1 = _x(begin_s, span_s), _x(end_s, span_s)
+        x0 = max(min(x0, x1 - MIN_TURN_WIDTH), float(LEFT))
+        bars.append(bar(latency, turn.number, x0=x0, x1=x1, top=LATENCY_TOP, height=LATENCY_HEIGHT))
+    if not bars:
+        return []
+    label: dict[str, Attribute] = {
+        "class": "lane-label latency-label",
+        "x": LEFT - 8,
+        "y": LATENCY_TOP + LATENCY_HEIGHT - 1,
+    }
+    return [element("text", label, "wait"), *bars]
+
+
+def _cursor() -> Html:
+    ends: dict[str, Attribute] = {"x1": LEFT, "x2": LEFT, "y1": TOP - 4, "y2": AXIS_Y}
+    return element("line", {"id": "call-cursor", "class": "cursor", **ends})
 
 
 def _turns_with_audio(entries: Sequence[CallLogEntry]) -> list[_Turn]:
@@ -189,7 +263,7 @@ def _tick_step_s(span_s: float) -> int:
 
 def _ticks(span_s: float) -> Html:
     step = _tick_step_s(span_s)
-    axis_y = TOP + 2 * LANE_HEIGHT + LANE_GAP
+    axis_y = AXIS_Y
     parts = []
     for index in range(int(span_s // step) + 1):
         seconds = index * step
@@ -224,6 +298,8 @@ def _turn(turn: _Turn, span_s: float) -> Html:
                 **bar,
                 "rx": 3,
                 "data-turn": audio_element_id(turn.number),
+                "data-begin-s": f"{turn.begin_s:.3f}",
+                "data-end-s": f"{turn.end_s:.3f}",
                 "tabindex": 0,
                 "role": "button",
                 "aria-label": f"play turn {turn.number} ({role})",
