@@ -36,7 +36,7 @@ import tomllib
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import CodeType
 from typing import TYPE_CHECKING, Any
@@ -62,9 +62,11 @@ from pipecat_audio_capture import (
     TranscriptRecorder,
     TurnIds,
 )
+from pipecat_audio_capture.capture import SessionCaptureStats
 from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
 from pipecat_audio_capture.demo.call import CallServices, build_call_services
 from pipecat_audio_capture.demo.script import BotLine, CallScript, Exchange, UserLine
+from pipecat_audio_capture.processor_stats import ProcessorStats
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.wav import read_wav_header
 from pipecat_audio_capture.web.security import TOKEN_ENV
@@ -458,6 +460,14 @@ async def test_turn_id_contract_blocks_attach_a_recorder_and_claim_turns(
     assert bot_scope["turn_id"] == user_turn
     await run_python(Block("python", second + "\n", claim.heading, claim.line + 1, ""), bot_scope)
     assert bot_scope["turn_id"] == bot_turn
+
+
+def test_every_stats_counter_is_in_the_counters_tables() -> None:
+    text = README.read_text()
+    tables = text[text.index("**Counters.**") : text.index("## Indexing in PostgreSQL")]
+    counters = [*fields(ProcessorStats), *fields(SessionCaptureStats)]
+    missing = [field.name for field in counters if f"| `{field.name}` |" not in tables]
+    assert missing == []
 
 
 async def test_testing_your_bot_block_passes_as_a_test() -> None:
