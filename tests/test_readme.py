@@ -61,6 +61,7 @@ from pipecat_audio_capture import (
     SQLiteAudioMetaStorage,
     TranscriptRecorder,
     TurnIds,
+    defaults,
 )
 from pipecat_audio_capture.capture import SessionCaptureStats
 from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
@@ -219,6 +220,17 @@ def test_every_python_bash_and_sql_block_is_run_by_a_test_here() -> None:
         (block.heading, block.tag) for block in readme_blocks() if block.tag in RUN_TAGS
     )
     assert found == CLAIMED
+
+
+def test_defaults_section_names_every_default_with_its_value() -> None:
+    section = README.read_text().split("\n## Defaults\n", 1)[1].split("\n## ", 1)[0]
+    names = sorted(name for name in vars(defaults) if name.isupper())
+    assert names
+    assert [name for name in names if f"`{name}" not in section] == []
+    stated = re.findall(r"`([A-Z][A-Z0-9_]+) = ([^`]+)`", section)
+    assert stated
+    for name, value in stated:
+        assert ast.literal_eval(value) == getattr(defaults, name), name
 
 
 # Quick start: a real call through the quick start's run_bot, with the demo's scripted ends.
