@@ -11,8 +11,8 @@ from index_support import PgSchema, make_segment, make_transcript
 from psycopg_pool import AsyncConnectionPool
 
 from pipecat_audio_capture.errors import MigrationError, StorageConfigError
+from pipecat_audio_capture import migrations
 from pipecat_audio_capture.migrations import Migration, load_migrations
-from pipecat_audio_capture.storage import postgres
 from pipecat_audio_capture.storage.postgres import MIGRATION_LOCK_ID, PostgresAudioMetaStorage
 
 # The fixtures live in index_support; a module attribute is what makes pytest see them here.
@@ -78,7 +78,7 @@ async def test_a_failing_migration_keeps_nothing(
     pg_pool: AsyncConnectionPool[Any], pg_schema: PgSchema, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = (*load_migrations("postgres"), Migration(99, "broken", "CREATE TABLE broken (;"))
-    monkeypatch.setattr(postgres, "load_migrations", lambda dialect: broken)
+    monkeypatch.setattr(migrations, "load_migrations", lambda dialect: broken)
 
     with pytest.raises(MigrationError) as raised:
         await PostgresAudioMetaStorage.run_migrations(pg_pool)

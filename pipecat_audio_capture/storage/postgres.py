@@ -22,7 +22,7 @@ from pipecat_audio_capture.errors import (
     StorageError,
 )
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
+from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, pending_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
@@ -31,6 +31,7 @@ from pipecat_audio_capture.storage.index import (
     checked_latency,
     checked_segment,
     checked_transcript,
+    insert_sql,
     latency_insert,
     latency_row,
     view_queries,
@@ -57,31 +58,30 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 )
 """
 
-_INSERT_SEGMENT = """
-INSERT INTO session_audio_segments (
-    segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
-    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at, playback
-) VALUES (
-    %(segment_id)s, %(session_id)s, %(turn_id)s, %(speaker)s, %(audio_url)s, %(format)s,
-    %(sample_rate)s, %(num_channels)s, %(duration_ms)s, %(byte_size)s, %(interrupted)s,
-    %(unplayed_ms)s, %(started_at)s, %(ended_at)s, %(playback)s
+
+def _param(column: str) -> str:
+    return f"%({column})s"
+
+
+_INSERT_SEGMENT = insert_sql(
+    "session_audio_segments",
+    SegmentMetadata,
+    _param,
+    "ON CONFLICT (segment_id) DO NOTHING",
 )
-ON CONFLICT (segment_id) DO NOTHING
-"""
 
 # The WHERE skips a rewrite, and its dead row, when a retry sends the same transcript again.
-_UPSERT_TRANSCRIPT = """
-INSERT INTO session_transcripts AS t (session_id, turn_id, role, text, interrupted, occurred_at)
-VALUES (
-    %(session_id)s, %(turn_id)s, %(role)s, %(text)s, %(interrupted)s, %(occurred_at)s
-)
-ON CONFLICT (session_id, turn_id, role) DO UPDATE
+_UPSERT_TRANSCRIPT = insert_sql(
+    "session_transcripts AS t",
+    TranscriptRecord,
+    _param,
+    """ON CONFLICT (session_id, turn_id, role) DO UPDATE
 SET text = EXCLUDED.text, interrupted = EXCLUDED.interrupted, occurred_at = EXCLUDED.occurred_at
 WHERE (t.text, t.interrupted, t.occurred_at)
-    IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)
-"""
+    IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)""",
+)
 
-_INSERT_LATENCY = latency_insert(lambda column: f"%({column})s")
+_INSERT_LATENCY = latency_insert(_param)
 
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = %s"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
@@ -340,7 +340,6 @@ async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[in
         raise MigrationError(
             "run_migrations needs a connection outside any transaction: commit or roll back first"
         )
-    migrations = load_migrations("postgres")
     async with conn.transaction():
         # Under REPEATABLE READ the snapshot would predate the lock wait, hiding the versions a
         # worker that held the lock just committed; READ COMMITTED sees them.
@@ -352,22 +351,13 @@ async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[in
         await conn.execute(_CREATE_MIGRATIONS_TABLE)
         cursor = await conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")
         applied = {version for (version,) in await cursor.fetchall()}
-        unknown = applied - {migration.version for migration in migrations}
-        if unknown:
-            logger.warning(
-                f"the audio index has migrations {sorted(unknown)} that this version of "
-                "pipecat-audio-capture does not know; a newer release applied them"
-            )
         done: list[int] = []
-        for migration in migrations:
-            if migration.version in applied:
-                continue
+        for migration in pending_migrations("postgres", applied):
             await conn.execute(migration.sql)
             await conn.execute(
                 f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
             )
-            logger.info(f"applied audio index migration {migration.version:04d}_{migration.name}")
             done.append(migration.version)
     return done
 
