@@ -155,9 +155,12 @@ async def migrate_index(target: IndexTarget) -> list[str]:
 
 
 async def _migrate_postgres(dsn: str) -> list[int]:
-    postgres_backend = _postgres_backend()
+    # Checked first: without the postgres extra the command says which extra to install.
+    _postgres_backend()
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
+
+    from pipecat_audio_capture.storage.postgres import migrate_postgres
 
     # PostgresAudioMetaStorage.connect(migrate=True) does not return the versions it applied,
     # so the migrations run here on a connection of our own, with the same checks.
@@ -176,7 +179,7 @@ async def _migrate_postgres(dsn: str) -> list[int]:
     except psycopg.Error as exc:
         raise StorageConfigError(f"cannot connect to PostgreSQL: {exc}") from exc
     async with conn:
-        return await postgres_backend.run_migrations(conn)
+        return await migrate_postgres(conn)
 
 
 def _postgres_backend() -> type["PostgresAudioMetaStorage"]:

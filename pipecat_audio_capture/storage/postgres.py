@@ -187,7 +187,7 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
             ) from exc
         async with probe:
             if migrate:
-                await cls.run_migrations(probe)
+                await migrate_postgres(probe)
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
@@ -215,38 +215,24 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
             batch_max_delay_s=batch_max_delay_s,
         )
 
-    @classmethod
     async def run_migrations(
-        cls,
-        target: AsyncConnection[Any] | AsyncConnectionPool[Any],
-        *,
-        lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S,
+        self, *, lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S
     ) -> list[int]:
-        """Create or upgrade the tables and views; safe to call from every worker at startup.
+        """Create or upgrade the tables and views through this storage's pool.
 
-        Pending migrations run in one transaction that holds an advisory lock, so concurrent
-        callers take turns and all but the first find nothing to do. A migration only adds or
-        replaces tables, indexes and views: no data is dropped. Versions the database has but
-        this package does not know (a newer release migrated it) are logged and left alone.
+        As :func:`migrate_postgres` on the pool: safe to call from every worker at startup.
 
         Args:
-            target: A pool, or a connection that is not inside a transaction.
             lock_timeout_s: Longest wait for another caller's run to finish.
 
         Returns:
             The versions this call applied, oldest first.
 
         Raises:
-            MigrationError: If a migration fails (nothing of the run is kept), the lock wait times
-                out, or the connection is inside a transaction.
+            MigrationError: If a migration fails (nothing of the run is kept) or the lock wait
+                times out.
         """
-        try:
-            if isinstance(target, AsyncConnectionPool):
-                async with target.connection() as conn:
-                    return await _migrate(conn, lock_timeout_s)
-            return await _migrate(target, lock_timeout_s)
-        except psycopg.Error as exc:
-            raise MigrationError(f"PostgreSQL migrations failed: {exc}") from exc
+        return await migrate_postgres(self._pool, lock_timeout_s=lock_timeout_s)
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
         """Index a stored segment; a second save of the same ``segment_id`` is ignored.
@@ -333,6 +319,38 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
         except psycopg.Error as exc:
             raise StorageError(f"could not read the audio index: {exc}") from exc
         return [{name: _from_postgres(value) for name, value in row.items()} for row in rows]
+
+
+async def migrate_postgres(
+    target: AsyncConnection[Any] | AsyncConnectionPool[Any],
+    *,
+    lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S,
+) -> list[int]:
+    """Create or upgrade the tables and views; safe to call from every worker at startup.
+
+    Pending migrations run in one transaction that holds an advisory lock, so concurrent
+    callers take turns and all but the first find nothing to do. A migration only adds or
+    replaces tables, indexes and views: no data is dropped. Versions the database has but
+    this package does not know (a newer release migrated it) are logged and left alone.
+
+    Args:
+        target: A pool, or a connection that is not inside a transaction.
+        lock_timeout_s: Longest wait for another caller's run to finish.
+
+    Returns:
+        The versions this call applied, oldest first.
+
+    Raises:
+        MigrationError: If a migration fails (nothing of the run is kept), the lock wait times
+            out, or the connection is inside a transaction.
+    """
+    try:
+        if isinstance(target, AsyncConnectionPool):
+            async with target.connection() as conn:
+                return await _migrate(conn, lock_timeout_s)
+        return await _migrate(target, lock_timeout_s)
+    except psycopg.Error as exc:
+        raise MigrationError(f"PostgreSQL migrations failed: {exc}") from exc
 
 
 async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[int]:
