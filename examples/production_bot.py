@@ -74,8 +74,8 @@ from websockets.asyncio.server import ServerConnection
 
 from pipecat_audio_capture import (
     AudioCaptureProcessor,
-    AudioStorage,
     CompositeAudioStorage,
+    SegmentStorage,
     SessionAudioCapture,
     TranscriptRecorder,
     TranscriptStore,
@@ -227,7 +227,7 @@ def build_bot(
     *,
     session_id: str,
     transport: BaseTransport,
-    storage: AudioStorage,
+    storage: SegmentStorage,
     transcript_store: TranscriptStore,
     settings: BotSettings,
 ) -> Bot:

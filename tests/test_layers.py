@@ -1,10 +1,18 @@
 """The package's layers point down: the review page and the command line share the index-reading
-modules and import nothing of each other (the ``serve`` command being the one way in)."""
+modules and import nothing of each other (the ``serve`` command being the one way in); file
+storage and index storage are separate roles."""
 
 import ast
 from pathlib import Path
 
 import pipecat_audio_capture
+from pipecat_audio_capture import (
+    AudioStorage,
+    CompositeAudioStorage,
+    MetadataLog,
+    MetadataStorage,
+    SegmentStorage,
+)
 
 PACKAGE = Path(pipecat_audio_capture.__file__).parent
 SHARED_READERS = ("index_access.py", "display.py")
@@ -54,3 +62,24 @@ def test_the_shared_readers_import_neither_the_command_line_nor_the_review_page(
 
 def test_no_module_of_the_command_line_is_left_at_the_package_root() -> None:
     assert sorted(path.name for path in PACKAGE.glob("cli*.py")) == []
+
+
+class FilesOnly:
+    """A file backend and nothing else: no metadata sink to fake."""
+
+    async def store_segment(self, *args: object, **kwargs: object) -> str:
+        return "file:///x.wav"
+
+
+def test_file_storage_and_index_storage_are_separate_protocols() -> None:
+    assert isinstance(FilesOnly(), AudioStorage)
+    assert not isinstance(FilesOnly(), MetadataStorage)
+    assert not isinstance(MetadataLog(), AudioStorage)
+    assert not issubclass(AudioStorage, MetadataStorage)
+
+
+def test_a_composite_of_one_file_backend_and_one_index_backend_stores_whole_segments() -> None:
+    composite = CompositeAudioStorage(files=FilesOnly(), metadata=MetadataLog())
+
+    assert isinstance(composite, SegmentStorage)
+    assert not isinstance(FilesOnly(), SegmentStorage)
