@@ -18,7 +18,7 @@ from pipecat_audio_capture.cli.maintenance import (
     run_purge,
     run_replay,
 )
-from pipecat_audio_capture.cli.recordings import RECORDINGS_HELP
+from pipecat_audio_capture.cli.recordings import add_recordings_option
 from pipecat_audio_capture.cli.serve import run_serve
 from pipecat_audio_capture.cli.status import EXIT_ERROR, PROG, one_line
 from pipecat_audio_capture.cli.values import (
@@ -201,12 +201,7 @@ def _add_read_commands(add: AddCommand) -> None:
     )
     export.add_argument("session_id", metavar="SESSION_ID", help="the call's UUID")
     export.add_argument("--out", metavar="DIR", type=Path, required=True, help="folder to fill")
-    export.add_argument(
-        "--recordings",
-        metavar="DIR",
-        type=Path,
-        help=RECORDINGS_HELP,
-    )
+    add_recordings_option(export)
 
     add(
         "migrate",
@@ -237,12 +232,7 @@ def _add_serve(add: AddCommand) -> None:
         default=defaults.SERVE_PORT,
         help=f"0 picks a free one ({defaults.SERVE_PORT})",
     )
-    serve.add_argument(
-        "--recordings",
-        metavar="DIR",
-        type=Path,
-        help=RECORDINGS_HELP,
-    )
+    add_recordings_option(serve)
     serve.add_argument(
         "--s3-endpoint-url",
         metavar="URL",

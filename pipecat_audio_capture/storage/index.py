@@ -438,6 +438,17 @@ def insert_sql(
     )
 
 
+def segment_insert(param: Callable[[str], str]) -> str:
+    """Return the idempotent insert of a ``session_audio_segments`` row.
+
+    Args:
+        param: Spells a named parameter in the backend's style (``%(name)s``, ``:name``).
+    """
+    return insert_sql(
+        "session_audio_segments", SegmentMetadata, param, "ON CONFLICT (segment_id) DO NOTHING"
+    )
+
+
 def latency_insert(param: Callable[[str], str]) -> str:
     """Return the idempotent insert of a ``session_turn_latencies`` row.
 

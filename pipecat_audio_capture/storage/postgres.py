@@ -34,6 +34,7 @@ from pipecat_audio_capture.storage.index import (
     insert_sql,
     latency_insert,
     latency_row,
+    segment_insert,
     view_queries,
 )
 
@@ -63,12 +64,7 @@ def _param(column: str) -> str:
     return f"%({column})s"
 
 
-_INSERT_SEGMENT = insert_sql(
-    "session_audio_segments",
-    SegmentMetadata,
-    _param,
-    "ON CONFLICT (segment_id) DO NOTHING",
-)
+_INSERT_SEGMENT = segment_insert(_param)
 
 # The WHERE skips a rewrite, and its dead row, when a retry sends the same transcript again.
 _UPSERT_TRANSCRIPT = insert_sql(

@@ -28,6 +28,7 @@ from pipecat_audio_capture.storage.index import (
     insert_sql,
     latency_insert,
     latency_row,
+    segment_insert,
     view_queries,
 )
 
@@ -57,12 +58,7 @@ def _param(column: str) -> str:
     return f":{column}"
 
 
-_INSERT_SEGMENT = insert_sql(
-    "session_audio_segments",
-    SegmentMetadata,
-    _param,
-    "ON CONFLICT (segment_id) DO NOTHING",
-)
+_INSERT_SEGMENT = segment_insert(_param)
 
 # The WHERE skips a rewrite when a retry sends the same transcript again.
 _UPSERT_TRANSCRIPT = insert_sql(
