@@ -41,7 +41,7 @@ from benchmarks.big_index_data import FIRST_CALL, fill_postgres, fill_sqlite, se
 from benchmarks.report import Section, table
 from benchmarks.stats import Summary
 from pipecat_audio_capture.cli import main as cli_main
-from pipecat_audio_capture.cli_index import IndexTarget, PostgresTarget, SQLiteTarget, open_index
+from pipecat_audio_capture.index_access import IndexTarget, PostgresTarget, SQLiteTarget, open_index
 from pipecat_audio_capture.migrations import load_migrations
 from pipecat_audio_capture.web import ServeOptions, create_app
 from pipecat_audio_capture.web.server import listening

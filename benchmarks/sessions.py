@@ -45,9 +45,9 @@ from benchmarks.stats import Summary
 from benchmarks.subjects import PassThrough
 from pipecat_audio_capture import (
     AudioCaptureProcessor,
-    AudioStorage,
     CompositeAudioStorage,
     LocalAudioStorage,
+    SegmentStorage,
     SessionAudioCapture,
     TurnIds,
 )
@@ -113,7 +113,7 @@ class SessionRun:
 class Call:
     """One simulated call: a pipeline, its runner, and a feeder that paces the script."""
 
-    def __init__(self, seed: int, storage: AudioStorage | None) -> None:
+    def __init__(self, seed: int, storage: SegmentStorage | None) -> None:
         """Build the pipeline; with ``storage`` the call records its turns into it."""
         self.seed = seed
         self.capture: SessionAudioCapture | None = None
@@ -239,7 +239,7 @@ class FullCollections:
             self.durations_ms.append((time.perf_counter() - self._started) * 1000)
 
 
-async def _storage(root: Path) -> tuple[AudioStorage, Any]:
+async def _storage(root: Path) -> tuple[SegmentStorage, Any]:
     """Local files, indexed in a shared SQLite file when that backend imports."""
     files = LocalAudioStorage(root / "recordings")
     try:

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from pipecat_audio_capture.cli_format import format_call_log
+from pipecat_audio_capture.cli.format import format_call_log
 from pipecat_audio_capture.demo.recorded_call import record_demo_call
 
 

@@ -74,8 +74,8 @@ from websockets.asyncio.server import ServerConnection
 
 from pipecat_audio_capture import (
     AudioCaptureProcessor,
-    AudioStorage,
     CompositeAudioStorage,
+    SegmentStorage,
     SessionAudioCapture,
     TranscriptRecorder,
     TranscriptStore,
@@ -227,7 +227,7 @@ def build_bot(
     *,
     session_id: str,
     transport: BaseTransport,
-    storage: AudioStorage,
+    storage: SegmentStorage,
     transcript_store: TranscriptStore,
     settings: BotSettings,
 ) -> Bot:
@@ -377,9 +377,9 @@ async def serve(settings: BotSettings) -> None:
     await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_S)
     try:
         # Every worker runs them at startup; an advisory lock makes concurrent runs take turns.
-        applied = await PostgresAudioMetaStorage.run_migrations(pool)
-        logger.info(f"recordings index ready (migrations applied now: {applied or 'none'})")
         recordings = build_recordings(settings, pool)
+        applied = await recordings.index.run_migrations()
+        logger.info(f"recordings index ready (migrations applied now: {applied or 'none'})")
         # Bad credentials or a missing bucket fail here, not on the first call's first turn.
         await recordings.files.check()
         # The spool folder appears with its first entry.

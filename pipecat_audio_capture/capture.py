@@ -15,7 +15,7 @@ from pipecat_audio_capture.queues import joined, settled, stopped
 from pipecat_audio_capture.records import CaptureStats, PendingAudioSegment, SegmentMetadata
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
-from pipecat_audio_capture.storage.base import AudioStorage
+from pipecat_audio_capture.storage.base import SegmentStorage
 from pipecat_audio_capture.storage.batching import write_rows_as
 from pipecat_audio_capture.wav import check_format, encode_wav
 
@@ -94,7 +94,7 @@ class SessionAudioCapture(BaseObject):
     def __init__(
         self,
         session_id: str,
-        storage: AudioStorage,
+        storage: SegmentStorage,
         *,
         capacity: int = defaults.QUEUE_CAPACITY,
         write_timeout_s: float = defaults.WRITE_TIMEOUT_S,
@@ -152,7 +152,7 @@ class SessionAudioCapture(BaseObject):
         return self._session_id
 
     @property
-    def storage(self) -> AudioStorage:
+    def storage(self) -> SegmentStorage:
         """The storage backend segments are written to."""
         return self._storage
 

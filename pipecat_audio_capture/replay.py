@@ -15,7 +15,7 @@ from pipecat_audio_capture.errors import SpoolEntryError, SpoolEntryGoneError
 from pipecat_audio_capture.records import TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
-from pipecat_audio_capture.storage.base import AudioStorage, TranscriptStore, TurnLatencyStore
+from pipecat_audio_capture.storage.base import SegmentStorage, TranscriptStore, TurnLatencyStore
 
 T = TypeVar("T")
 RecordT = TypeVar("RecordT")
@@ -82,7 +82,7 @@ class ReplayReport:
 
 async def replay_spool(
     spool_dir: str | os.PathLike[str],
-    storage: AudioStorage,
+    storage: SegmentStorage,
     transcript_store: TranscriptStore | None = None,
     latency_store: TurnLatencyStore | None = None,
     *,
@@ -173,7 +173,7 @@ async def replay_spool(
 async def _replay_segment(
     spool: Spool,
     path: Path,
-    storage: AudioStorage,
+    storage: SegmentStorage,
     report: ReplayReport,
     retry: RetryPolicy,
     write_timeout_s: float,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 from browser_finder import NoBrowserError, find_chromium, playwright_chromium_path
 
-from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
+from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 from pipecat_audio_capture.web.security import TOKEN_ENV
 
 if TYPE_CHECKING:

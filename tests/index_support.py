@@ -213,7 +213,7 @@ class PostgresBackend(IndexBackend):
         self.store = PostgresAudioMetaStorage(pool)
 
     async def migrate(self) -> list[int]:
-        return await PostgresAudioMetaStorage.run_migrations(self.pool)
+        return await self.store.run_migrations()
 
     async def reopen(self) -> None:
         await self.store.close()

@@ -32,7 +32,7 @@ from index_support import PgSchema, pg_dsn
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
+from pipecat_audio_capture.storage.postgres import migrate_postgres
 
 POLL_S = 0.02
 """How often proxy threads look at the mode; a mode change takes effect within this."""
@@ -230,7 +230,7 @@ async def direct_pool(pg_schema: PgSchema) -> AsyncIterator[AsyncConnectionPool[
         pg_schema.dsn, min_size=1, max_size=2, open=False
     )
     async with pool:
-        await PostgresAudioMetaStorage.run_migrations(pool)
+        await migrate_postgres(pool)
         yield pool
 
 

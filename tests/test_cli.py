@@ -29,8 +29,8 @@ from pipecat_audio_capture import (
     TranscriptRecord,
 )
 from pipecat_audio_capture.cli import main
-from pipecat_audio_capture.cli_format import format_call_log
-from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
+from pipecat_audio_capture.cli.format import format_call_log
+from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 from pipecat_audio_capture.migrations import Dialect, load_migrations
 from pipecat_audio_capture.records import Role, Speaker
 from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
@@ -1072,7 +1072,7 @@ def test_show_keeps_rows_whole_when_the_width_allows(
 def test_counts_are_in_words_that_agree(
     capsys: pytest.CaptureFixture[str], recorded: Recorded, tmp_path: Path
 ) -> None:
-    from pipecat_audio_capture.cli_format import plural
+    from pipecat_audio_capture.cli.format import plural
 
     assert [plural(1, "segment"), plural(2, "segment"), plural(0, "segment")] == [
         "1 segment",

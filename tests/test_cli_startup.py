@@ -17,7 +17,7 @@ import pytest
 from test_cli import RecordedCall
 
 from pipecat_audio_capture import LocalAudioStorage
-from pipecat_audio_capture.cli_invocation import invocation
+from pipecat_audio_capture.cli.invocation import invocation
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
 REPO = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ from pipecat_audio_capture import (
 from pipecat_audio_capture.demo.call import CallResult, run_simulated_call
 from pipecat_audio_capture.demo.script import DEFAULT_SCRIPT, load_bot_audio, load_user_audio
 from pipecat_audio_capture.storage.index import CallLogEntry
-from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
+from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage, migrate_postgres
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -105,7 +105,7 @@ async def call(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Call]:
     async with index_support.fresh_pg_schema() as schema:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(schema.dsn, open=False)
         async with pool:
-            await PostgresAudioMetaStorage.run_migrations(pool)
+            await migrate_postgres(pool)
             pg = PostgresAudioMetaStorage(pool)
             sqlite = SQLiteAudioMetaStorage(tmp / "index.sqlite3")
             chains = {

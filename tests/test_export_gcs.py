@@ -28,7 +28,7 @@ from pipecat_audio_capture import (
     TranscriptRecord,
 )
 from pipecat_audio_capture.cli import main
-from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
+from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 from pipecat_audio_capture.records import Speaker
 from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.index import MetadataIndex
@@ -234,7 +234,7 @@ async def test_a_download_that_fails_leaves_no_file_in_the_folder(
     gcs_call: GCSCall,
     tmp_path: Path,
 ) -> None:
-    from pipecat_audio_capture.cli_export import export_call
+    from pipecat_audio_capture.cli.export import export_call
 
     proxy = fault_proxy(Fault.FORWARD, Fault.FORBIDDEN)
     async with SQLiteAudioMetaStorage(gcs_call.index_path) as index:

@@ -33,7 +33,7 @@ from pipecat_audio_capture import (
     replay_spool,
 )
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.storage.base import AudioStorage
+from pipecat_audio_capture.storage.base import SegmentStorage
 from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.wav import encode_wav
@@ -76,11 +76,11 @@ class Outcome:
 async def faulty_call(
     tmp_path: Path,
     *,
-    storage: AudioStorage,
+    storage: SegmentStorage,
     index: PostgresAudioMetaStorage,
     fault: Callable[[], Awaitable[None] | None],
     recover: Callable[[], Awaitable[None] | None],
-    replay_storage: AudioStorage,
+    replay_storage: SegmentStorage,
     replay_index: PostgresAudioMetaStorage,
 ) -> tuple[Outcome, Speech, list[tuple[str, str]]]:
     """Record a call in three phases (healthy, faulty, recovered), close, then replay the spool."""

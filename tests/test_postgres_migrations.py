@@ -10,10 +10,14 @@ import pytest
 from index_support import PgSchema, make_segment, make_transcript
 from psycopg_pool import AsyncConnectionPool
 
+from pipecat_audio_capture import migrations
 from pipecat_audio_capture.errors import MigrationError, StorageConfigError
 from pipecat_audio_capture.migrations import Migration, load_migrations
-from pipecat_audio_capture.storage import postgres
-from pipecat_audio_capture.storage.postgres import MIGRATION_LOCK_ID, PostgresAudioMetaStorage
+from pipecat_audio_capture.storage.postgres import (
+    MIGRATION_LOCK_ID,
+    PostgresAudioMetaStorage,
+    migrate_postgres,
+)
 
 # The fixtures live in index_support; a module attribute is what makes pytest see them here.
 pg_pool = index_support.pg_pool
@@ -48,8 +52,8 @@ async def _recorded_versions(pool: AsyncConnectionPool[Any]) -> list[int]:
 async def test_migrations_create_everything_in_the_search_path_schema(
     pg_pool: AsyncConnectionPool[Any], pg_schema: PgSchema
 ) -> None:
-    assert await PostgresAudioMetaStorage.run_migrations(pg_pool) == ALL_VERSIONS
-    assert await PostgresAudioMetaStorage.run_migrations(pg_pool) == []
+    assert await migrate_postgres(pg_pool) == ALL_VERSIONS
+    assert await migrate_postgres(pg_pool) == []
 
     objects = await _objects(pg_pool, pg_schema.name)
     assert {name for name, kind in objects.items() if kind == "BASE TABLE"} == TABLES
@@ -62,9 +66,7 @@ async def test_eight_workers_migrating_at_once_apply_each_version_once(
 ) -> None:
     connections = [await psycopg.AsyncConnection.connect(pg_schema.dsn) for _ in range(8)]
     try:
-        results = await asyncio.gather(
-            *(PostgresAudioMetaStorage.run_migrations(conn) for conn in connections)
-        )
+        results = await asyncio.gather(*(migrate_postgres(conn) for conn in connections))
     finally:
         for conn in connections:
             await conn.close()
@@ -78,10 +80,10 @@ async def test_a_failing_migration_keeps_nothing(
     pg_pool: AsyncConnectionPool[Any], pg_schema: PgSchema, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = (*load_migrations("postgres"), Migration(99, "broken", "CREATE TABLE broken (;"))
-    monkeypatch.setattr(postgres, "load_migrations", lambda dialect: broken)
+    monkeypatch.setattr(migrations, "load_migrations", lambda dialect: broken)
 
     with pytest.raises(MigrationError) as raised:
-        await PostgresAudioMetaStorage.run_migrations(pg_pool)
+        await migrate_postgres(pg_pool)
 
     assert isinstance(raised.value.__cause__, psycopg.errors.SyntaxError)
     assert await _objects(pg_pool, pg_schema.name) == {}
@@ -95,7 +97,7 @@ async def test_migrations_give_up_waiting_for_a_stuck_worker(
         started = time.monotonic()
 
         with pytest.raises(MigrationError, match="lock timeout"):
-            await PostgresAudioMetaStorage.run_migrations(pg_pool, lock_timeout_s=0.2)
+            await migrate_postgres(pg_pool, lock_timeout_s=0.2)
 
         assert time.monotonic() - started < 2
 
@@ -105,17 +107,17 @@ async def test_migrations_refuse_a_connection_inside_a_transaction(pg_schema: Pg
         await conn.execute("SELECT 1")
 
         with pytest.raises(MigrationError, match="outside any transaction"):
-            await PostgresAudioMetaStorage.run_migrations(conn)
+            await migrate_postgres(conn)
 
 
 async def test_versions_from_a_newer_release_are_left_alone(
     pg_pool: AsyncConnectionPool[Any],
 ) -> None:
-    await PostgresAudioMetaStorage.run_migrations(pg_pool)
+    await migrate_postgres(pg_pool)
     async with pg_pool.connection() as conn:
         await conn.execute("INSERT INTO audio_capture_migrations (version, name) VALUES (99, 'x')")
 
-    assert await PostgresAudioMetaStorage.run_migrations(pg_pool) == []
+    assert await migrate_postgres(pg_pool) == []
     assert await _recorded_versions(pg_pool) == [*ALL_VERSIONS, 99]
 
 

@@ -64,9 +64,9 @@ from pipecat_audio_capture import (
     defaults,
 )
 from pipecat_audio_capture.capture import SessionCaptureStats
-from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
 from pipecat_audio_capture.demo.call import CallServices, build_call_services
 from pipecat_audio_capture.demo.script import BotLine, CallScript, Exchange, UserLine
+from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 from pipecat_audio_capture.processor_stats import ProcessorStats
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.wav import read_wav_header

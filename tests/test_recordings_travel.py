@@ -23,9 +23,9 @@ from browser_support import running_review
 
 from pipecat_audio_capture import PendingAudioSegment, Spool
 from pipecat_audio_capture.cli import main
-from pipecat_audio_capture.cli_index import DB_ENV, DSN_ENV
 from pipecat_audio_capture.demo.recorded_call import INDEX_FILE, record_demo_call
 from pipecat_audio_capture.ids import new_id
+from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 
 SPEED = 2.0
 SECRET = b"TOP SECRET: not a recording"

@@ -10,19 +10,23 @@ live in their own modules and are imported from there:
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
     MetadataStorage,
+    SegmentStorage,
     TranscriptStore,
     TurnLatencyStore,
 )
 from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.local import LocalAudioStorage
+from pipecat_audio_capture.storage.metadata_log import MetadataLog
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
 __all__ = [
     "AudioStorage",
     "CompositeAudioStorage",
     "LocalAudioStorage",
+    "MetadataLog",
     "MetadataStorage",
     "SQLiteAudioMetaStorage",
+    "SegmentStorage",
     "TranscriptStore",
     "TurnLatencyStore",
 ]

@@ -1,4 +1,9 @@
-"""The protocols every storage backend follows."""
+"""The protocols every storage backend follows.
+
+File storage (:class:`AudioStorage`) and index storage (:class:`MetadataStorage`) are separate:
+a file backend stores audio only, an index backend rows only, and a
+:class:`SegmentStorage` (the composite) takes one of each.
+"""
 
 from typing import Protocol, runtime_checkable
 
@@ -11,20 +16,11 @@ from pipecat_audio_capture.records import (
 
 
 @runtime_checkable
-class MetadataStorage(Protocol):
-    """Records the metadata of stored segments (a database index, or a log)."""
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        """Record a stored segment's metadata (idempotent per segment id)."""
-        ...
-
-
-@runtime_checkable
-class AudioStorage(MetadataStorage, Protocol):
-    """Stores a segment's WAV bytes and its metadata.
+class AudioStorage(Protocol):
+    """Stores a segment's WAV bytes: a file backend (a folder, a bucket).
 
     Implementations must not block the event loop: blocking work (file writes, fsync, HTTP calls)
-    runs in worker threads. Both methods must be idempotent for the same ids, so a retried write
+    runs in worker threads. Storing must be idempotent for the same ids, so a retried write
     never stores a segment twice.
     """
 
@@ -37,8 +33,26 @@ class AudioStorage(MetadataStorage, Protocol):
         *,
         turn_id: str | None = None,
     ) -> str:
-        """Store one WAV file and return its URL (``file://...`` or ``gs://...``)."""
+        """Store one WAV file and return its URL (``file://...``, ``gs://...``, ``s3://...``)."""
         ...
+
+
+@runtime_checkable
+class MetadataStorage(Protocol):
+    """Records the metadata of stored segments: an index backend (a database, or a log)."""
+
+    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
+        """Record a stored segment's metadata (idempotent per segment id)."""
+        ...
+
+
+@runtime_checkable
+class SegmentStorage(AudioStorage, MetadataStorage, Protocol):
+    """Where a capture writes a whole segment: its audio, then its metadata.
+
+    :class:`~pipecat_audio_capture.storage.composite.CompositeAudioStorage` is one, over a file
+    backend and an index backend.
+    """
 
 
 @runtime_checkable

@@ -28,7 +28,7 @@ class CompositeAudioStorage:
         """Initialize the composite storage.
 
         Args:
-            files: Backend that stores the WAV files (its ``save_metadata`` is not called).
+            files: Backend that stores the WAV files.
             metadata: Backend that stores the metadata rows (and transcripts, if it can).
         """
         self._files = files

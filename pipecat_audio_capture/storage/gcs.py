@@ -16,14 +16,14 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
-from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.records import Speaker
+from pipecat_audio_capture.storage.metadata_log import MetadataLog
 from pipecat_audio_capture.storage.objects import (
     CHECK_PAYLOAD,
     CHECK_PREFIX,
     CONTENT_TYPE,
     bucket_name,
     folder_prefix,
-    log_metadata,
     object_metadata,
     segment_key,
     session_folder,
@@ -51,7 +51,7 @@ _CLIENT_ERRORS = (
 ``RetryError`` raised when the retry deadline passes. ``OSError`` covers ``requests`` errors."""
 
 
-class GCSAudioStorage:
+class GCSAudioStorage(MetadataLog):
     """Stores each segment as ``gs://{bucket}/{prefix}{session_id}/{segment_id}.wav``.
 
     Uploads are create-only (``if_generation_match=0``): an object is never overwritten, so
@@ -175,10 +175,6 @@ class GCSAudioStorage:
         metadata = object_metadata(session_id, speaker, turn_id)
         await asyncio.to_thread(self._upload, name, data, metadata)
         return self.url_for(name)
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        """Log the segment's metadata as one JSON line at INFO."""
-        log_metadata(meta)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete every object under the session's folder, every generation of each.

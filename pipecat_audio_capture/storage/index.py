@@ -416,17 +416,47 @@ def latency_row(record: TurnLatencyRecord) -> dict[str, Any]:
     }
 
 
+def insert_sql(
+    table: str, record_type: type[Any], param: Callable[[str], str], on_conflict: str
+) -> str:
+    """Return an INSERT of one row holding every field of a record dataclass, by name.
+
+    Built from the record's fields, so a field added to the record is written without a
+    hand-kept column list to update (and a column the record lacks fails loudly).
+
+    Args:
+        table: The table, with an alias if ``on_conflict`` needs one (``session_transcripts AS t``).
+        record_type: The dataclass whose fields are the columns, in field order.
+        param: Spells a named parameter in the backend's style (``%(name)s``, ``:name``).
+        on_conflict: The ``ON CONFLICT`` clause that makes the insert idempotent.
+    """
+    columns = [field.name for field in fields(record_type)]
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" VALUES ({', '.join(param(column) for column in columns)})"
+        f" {on_conflict}"
+    )
+
+
+def segment_insert(param: Callable[[str], str]) -> str:
+    """Return the idempotent insert of a ``session_audio_segments`` row.
+
+    Args:
+        param: Spells a named parameter in the backend's style (``%(name)s``, ``:name``).
+    """
+    return insert_sql(
+        "session_audio_segments", SegmentMetadata, param, "ON CONFLICT (segment_id) DO NOTHING"
+    )
+
+
 def latency_insert(param: Callable[[str], str]) -> str:
     """Return the idempotent insert of a ``session_turn_latencies`` row.
 
     Args:
         param: Spells a named parameter in the backend's style (``%(name)s``, ``:name``).
     """
-    columns = [field.name for field in fields(TurnLatency)]
-    return (
-        f"INSERT INTO session_turn_latencies ({', '.join(columns)})"
-        f" VALUES ({', '.join(param(column) for column in columns)})"
-        " ON CONFLICT (session_id, turn_id) DO NOTHING"
+    return insert_sql(
+        "session_turn_latencies", TurnLatency, param, "ON CONFLICT (session_id, turn_id) DO NOTHING"
     )
 
 

@@ -10,7 +10,7 @@ from loguru import logger
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import StorageError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.records import Speaker
 from pipecat_audio_capture.safe_files import (
     CANONICAL_UUID,
     TEMP_SUFFIX,
@@ -24,14 +24,14 @@ from pipecat_audio_capture.safe_files import (
     remove_stale_temp_files,
     write_atomically,
 )
-from pipecat_audio_capture.storage.objects import log_metadata
+from pipecat_audio_capture.storage.metadata_log import MetadataLog
 
 __all__ = ["TEMP_SUFFIX", "LocalAudioStorage"]
 
 _SEGMENT_FILE = re.compile(CANONICAL_UUID.pattern + r"\.wav")
 
 
-class LocalAudioStorage:
+class LocalAudioStorage(MetadataLog):
     """Stores each segment at ``{root}/{session_id}/{segment_id}.wav``.
 
     A file is written under a temporary name (``.{segment_id}.*.partial``), fsynced, then
@@ -91,10 +91,6 @@ class LocalAudioStorage:
         except OSError as exc:
             raise StorageError(f"could not write {path}: {exc}") from exc
         return path.as_uri()
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        """Log the segment's metadata as one JSON line at INFO."""
-        log_metadata(meta)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete a session's WAV files and its folder; deleting a deleted session does nothing.

@@ -4,13 +4,9 @@ Both lay a bucket out the same way, ``{prefix}{session_id}/{segment_id}.wav``, s
 moved from one store to the other keeps its key, and retention finds a session by its folder.
 """
 
-import json
-
-from loguru import logger
-
 from pipecat_audio_capture.errors import StorageConfigError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.records import Speaker
 
 CONTENT_TYPE = "audio/wav"
 
@@ -70,8 +66,3 @@ def object_metadata(session_id: str, speaker: Speaker, turn_id: str | None) -> d
     if turn_id is not None:
         metadata["turn_id"] = require_uuid(turn_id, "turn_id")
     return metadata
-
-
-def log_metadata(meta: SegmentMetadata) -> None:
-    """Log a stored segment's metadata as one JSON line at INFO (a backend without an index)."""
-    logger.info(f"audio segment stored: {json.dumps(meta.to_json_dict(), sort_keys=True)}")

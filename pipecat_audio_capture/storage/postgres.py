@@ -22,7 +22,7 @@ from pipecat_audio_capture.errors import (
     StorageError,
 )
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
+from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, pending_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
@@ -31,8 +31,10 @@ from pipecat_audio_capture.storage.index import (
     checked_latency,
     checked_segment,
     checked_transcript,
+    insert_sql,
     latency_insert,
     latency_row,
+    segment_insert,
     view_queries,
 )
 
@@ -57,31 +59,25 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 )
 """
 
-_INSERT_SEGMENT = """
-INSERT INTO session_audio_segments (
-    segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
-    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at, playback
-) VALUES (
-    %(segment_id)s, %(session_id)s, %(turn_id)s, %(speaker)s, %(audio_url)s, %(format)s,
-    %(sample_rate)s, %(num_channels)s, %(duration_ms)s, %(byte_size)s, %(interrupted)s,
-    %(unplayed_ms)s, %(started_at)s, %(ended_at)s, %(playback)s
-)
-ON CONFLICT (segment_id) DO NOTHING
-"""
+
+def _param(column: str) -> str:
+    return f"%({column})s"
+
+
+_INSERT_SEGMENT = segment_insert(_param)
 
 # The WHERE skips a rewrite, and its dead row, when a retry sends the same transcript again.
-_UPSERT_TRANSCRIPT = """
-INSERT INTO session_transcripts AS t (session_id, turn_id, role, text, interrupted, occurred_at)
-VALUES (
-    %(session_id)s, %(turn_id)s, %(role)s, %(text)s, %(interrupted)s, %(occurred_at)s
-)
-ON CONFLICT (session_id, turn_id, role) DO UPDATE
+_UPSERT_TRANSCRIPT = insert_sql(
+    "session_transcripts AS t",
+    TranscriptRecord,
+    _param,
+    """ON CONFLICT (session_id, turn_id, role) DO UPDATE
 SET text = EXCLUDED.text, interrupted = EXCLUDED.interrupted, occurred_at = EXCLUDED.occurred_at
 WHERE (t.text, t.interrupted, t.occurred_at)
-    IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)
-"""
+    IS DISTINCT FROM (EXCLUDED.text, EXCLUDED.interrupted, EXCLUDED.occurred_at)""",
+)
 
-_INSERT_LATENCY = latency_insert(lambda column: f"%({column})s")
+_INSERT_LATENCY = latency_insert(_param)
 
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = %s"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = %s"
@@ -187,7 +183,7 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
             ) from exc
         async with probe:
             if migrate:
-                await cls.run_migrations(probe)
+                await migrate_postgres(probe)
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
@@ -215,38 +211,24 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
             batch_max_delay_s=batch_max_delay_s,
         )
 
-    @classmethod
     async def run_migrations(
-        cls,
-        target: AsyncConnection[Any] | AsyncConnectionPool[Any],
-        *,
-        lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S,
+        self, *, lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S
     ) -> list[int]:
-        """Create or upgrade the tables and views; safe to call from every worker at startup.
+        """Create or upgrade the tables and views through this storage's pool.
 
-        Pending migrations run in one transaction that holds an advisory lock, so concurrent
-        callers take turns and all but the first find nothing to do. A migration only adds or
-        replaces tables, indexes and views: no data is dropped. Versions the database has but
-        this package does not know (a newer release migrated it) are logged and left alone.
+        As :func:`migrate_postgres` on the pool: safe to call from every worker at startup.
 
         Args:
-            target: A pool, or a connection that is not inside a transaction.
             lock_timeout_s: Longest wait for another caller's run to finish.
 
         Returns:
             The versions this call applied, oldest first.
 
         Raises:
-            MigrationError: If a migration fails (nothing of the run is kept), the lock wait times
-                out, or the connection is inside a transaction.
+            MigrationError: If a migration fails (nothing of the run is kept) or the lock wait
+                times out.
         """
-        try:
-            if isinstance(target, AsyncConnectionPool):
-                async with target.connection() as conn:
-                    return await _migrate(conn, lock_timeout_s)
-            return await _migrate(target, lock_timeout_s)
-        except psycopg.Error as exc:
-            raise MigrationError(f"PostgreSQL migrations failed: {exc}") from exc
+        return await migrate_postgres(self._pool, lock_timeout_s=lock_timeout_s)
 
     async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
         """Index a stored segment; a second save of the same ``segment_id`` is ignored.
@@ -335,12 +317,43 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
         return [{name: _from_postgres(value) for name, value in row.items()} for row in rows]
 
 
+async def migrate_postgres(
+    target: AsyncConnection[Any] | AsyncConnectionPool[Any],
+    *,
+    lock_timeout_s: float = defaults.MIGRATION_LOCK_TIMEOUT_S,
+) -> list[int]:
+    """Create or upgrade the tables and views; safe to call from every worker at startup.
+
+    Pending migrations run in one transaction that holds an advisory lock, so concurrent
+    callers take turns and all but the first find nothing to do. A migration only adds or
+    replaces tables, indexes and views: no data is dropped. Versions the database has but
+    this package does not know (a newer release migrated it) are logged and left alone.
+
+    Args:
+        target: A pool, or a connection that is not inside a transaction.
+        lock_timeout_s: Longest wait for another caller's run to finish.
+
+    Returns:
+        The versions this call applied, oldest first.
+
+    Raises:
+        MigrationError: If a migration fails (nothing of the run is kept), the lock wait times
+            out, or the connection is inside a transaction.
+    """
+    try:
+        if isinstance(target, AsyncConnectionPool):
+            async with target.connection() as conn:
+                return await _migrate(conn, lock_timeout_s)
+        return await _migrate(target, lock_timeout_s)
+    except psycopg.Error as exc:
+        raise MigrationError(f"PostgreSQL migrations failed: {exc}") from exc
+
+
 async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[int]:
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise MigrationError(
             "run_migrations needs a connection outside any transaction: commit or roll back first"
         )
-    migrations = load_migrations("postgres")
     async with conn.transaction():
         # Under REPEATABLE READ the snapshot would predate the lock wait, hiding the versions a
         # worker that held the lock just committed; READ COMMITTED sees them.
@@ -352,22 +365,13 @@ async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[in
         await conn.execute(_CREATE_MIGRATIONS_TABLE)
         cursor = await conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")
         applied = {version for (version,) in await cursor.fetchall()}
-        unknown = applied - {migration.version for migration in migrations}
-        if unknown:
-            logger.warning(
-                f"the audio index has migrations {sorted(unknown)} that this version of "
-                "pipecat-audio-capture does not know; a newer release applied them"
-            )
         done: list[int] = []
-        for migration in migrations:
-            if migration.version in applied:
-                continue
+        for migration in pending_migrations("postgres", applied):
             await conn.execute(migration.sql)
             await conn.execute(
                 f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
             )
-            logger.info(f"applied audio index migration {migration.version:04d}_{migration.name}")
             done.append(migration.version)
     return done
 

@@ -21,15 +21,15 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
-from pipecat_audio_capture.records import SegmentMetadata, Speaker
+from pipecat_audio_capture.records import Speaker
 from pipecat_audio_capture.retry import RetryPolicy
+from pipecat_audio_capture.storage.metadata_log import MetadataLog
 from pipecat_audio_capture.storage.objects import (
     CHECK_PAYLOAD,
     CHECK_PREFIX,
     CONTENT_TYPE,
     bucket_name,
     folder_prefix,
-    log_metadata,
     object_metadata,
     segment_key,
     session_folder,
@@ -147,7 +147,7 @@ def make_client(
     return client
 
 
-class S3AudioStorage:
+class S3AudioStorage(MetadataLog):
     """Stores each segment as ``s3://{bucket}/{prefix}{session_id}/{segment_id}.wav``.
 
     Uploads are create-only (``If-None-Match: *``): an object is never overwritten, so retrying
@@ -274,10 +274,6 @@ class S3AudioStorage:
         metadata = object_metadata(session_id, speaker, turn_id)
         await asyncio.to_thread(self._upload, key, data, metadata)
         return self.url_for(key)
-
-    async def save_metadata(self, session_id: str, meta: SegmentMetadata) -> None:
-        """Log the segment's metadata as one JSON line at INFO."""
-        log_metadata(meta)
 
     async def delete_session(self, session_id: str) -> int:
         """Delete every object under the session's folder, every version of each.

@@ -16,7 +16,7 @@ from loguru import logger
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MigrationError, StorageConfigError, StorageError
 from pipecat_audio_capture.ids import require_uuid
-from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
+from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, pending_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.storage.batching import BatchedWrites, IndexBatcher, row_params
 from pipecat_audio_capture.storage.index import (
@@ -25,8 +25,10 @@ from pipecat_audio_capture.storage.index import (
     checked_latency,
     checked_segment,
     checked_transcript,
+    insert_sql,
     latency_insert,
     latency_row,
+    segment_insert,
     view_queries,
 )
 
@@ -51,30 +53,26 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
 )
 """
 
-_INSERT_SEGMENT = """
-INSERT INTO session_audio_segments (
-    segment_id, session_id, turn_id, speaker, audio_url, format, sample_rate, num_channels,
-    duration_ms, byte_size, interrupted, unplayed_ms, started_at, ended_at, playback
-) VALUES (
-    :segment_id, :session_id, :turn_id, :speaker, :audio_url, :format, :sample_rate,
-    :num_channels, :duration_ms, :byte_size, :interrupted, :unplayed_ms, :started_at, :ended_at,
-    :playback
-)
-ON CONFLICT (segment_id) DO NOTHING
-"""
+
+def _param(column: str) -> str:
+    return f":{column}"
+
+
+_INSERT_SEGMENT = segment_insert(_param)
 
 # The WHERE skips a rewrite when a retry sends the same transcript again.
-_UPSERT_TRANSCRIPT = """
-INSERT INTO session_transcripts (session_id, turn_id, role, text, interrupted, occurred_at)
-VALUES (:session_id, :turn_id, :role, :text, :interrupted, :occurred_at)
-ON CONFLICT (session_id, turn_id, role) DO UPDATE
+_UPSERT_TRANSCRIPT = insert_sql(
+    "session_transcripts",
+    TranscriptRecord,
+    _param,
+    """ON CONFLICT (session_id, turn_id, role) DO UPDATE
 SET text = excluded.text, interrupted = excluded.interrupted, occurred_at = excluded.occurred_at
 WHERE text IS NOT excluded.text
     OR interrupted IS NOT excluded.interrupted
-    OR occurred_at IS NOT excluded.occurred_at
-"""
+    OR occurred_at IS NOT excluded.occurred_at""",
+)
 
-_INSERT_LATENCY = latency_insert(lambda column: f":{column}")
+_INSERT_LATENCY = latency_insert(_param)
 
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
@@ -383,38 +381,21 @@ def _open_read_only(path: str, busy_timeout_s: float) -> sqlite3.Connection:
 
 
 def _migrate(conn: sqlite3.Connection) -> list[int]:
-    migrations = load_migrations("sqlite")
     # IMMEDIATE takes the write lock before reading the versions, so two processes cannot both
     # decide to apply the same migration.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         conn.execute(_CREATE_MIGRATIONS_TABLE)
         cursor = conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")
         applied = {version for (version,) in cursor.fetchall()}
-        unknown = applied - {migration.version for migration in migrations}
-        if unknown:
-            logger.warning(
-                f"the audio index has migrations {sorted(unknown)} that this version of "
-                "pipecat-audio-capture does not know; a newer release applied them"
-            )
         done: list[int] = []
-        for migration in migrations:
-            if migration.version in applied:
-                continue
+        for migration in pending_migrations("sqlite", applied):
             for statement in _statements(migration.sql):
                 conn.execute(statement)
             conn.execute(
                 f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.name, _to_text(datetime.now(UTC))),
             )
-            logger.info(f"applied audio index migration {migration.version:04d}_{migration.name}")
             done.append(migration.version)
-        conn.execute("COMMIT")
-    except BaseException:
-        # Some errors (a full disk) make SQLite roll back by itself.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return done
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_format import format_clock, format_size, response_gap_by_turn
+from pipecat_audio_capture.display import format_clock, format_size, response_gap_by_turn
 from pipecat_audio_capture.storage.index import (
     CallLogEntry,
     ResponseGap,

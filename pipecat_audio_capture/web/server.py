@@ -18,8 +18,12 @@ from aiohttp import web
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.cli_index import CommandError, IndexTarget, open_index
-from pipecat_audio_capture.cli_recordings import recordings_folder
+from pipecat_audio_capture.index_access import (
+    CommandError,
+    IndexTarget,
+    open_index,
+    recordings_folder,
+)
 from pipecat_audio_capture.web.app import create_app
 from pipecat_audio_capture.web.connections import ConnectionGuard, connection_cap
 from pipecat_audio_capture.web.log_limit import LogThrottle, throttle_stdlib_loggers

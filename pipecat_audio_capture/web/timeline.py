@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from pipecat_audio_capture.cli_format import format_clock
+from pipecat_audio_capture.display import format_clock
 from pipecat_audio_capture.storage.index import CallLogEntry, TurnLatency
 from pipecat_audio_capture.web.latency import bar
 from pipecat_audio_capture.web.markup import Attribute, Html, element, fragment

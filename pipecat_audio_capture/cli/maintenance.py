@@ -13,10 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pipecat_audio_capture.cli_format import plural
-from pipecat_audio_capture.cli_index import CommandError, IndexTarget, open_index
-from pipecat_audio_capture.cli_recordings import RECORDINGS_HELP, recordings_folder
+from pipecat_audio_capture.cli.format import plural
+from pipecat_audio_capture.cli.recordings import RECORDINGS_HELP
 from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.index_access import (
+    CommandError,
+    IndexTarget,
+    open_index,
+    recordings_folder,
+)
 from pipecat_audio_capture.storage.base import (
     AudioStorage,
     SessionAudioCounter,

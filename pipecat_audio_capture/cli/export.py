@@ -19,20 +19,32 @@ the rest is exported. Every file written is created new in the export folder
 included, is never written through, and a copy that fails halfway is removed.
 """
 
+import argparse
 import asyncio
 import csv
 import io
 import os
 import stat
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
-from pipecat_audio_capture.cli_format import call_log_records, to_json
-from pipecat_audio_capture.cli_index import CommandError
+from loguru import logger
+
+from pipecat_audio_capture.cli.format import call_log_records, plural, to_json
+from pipecat_audio_capture.cli.index import read_call
+from pipecat_audio_capture.cli.status import EXIT_ERROR, EXIT_OK, PROG
 from pipecat_audio_capture.errors import CallAudioError, StorageError
+from pipecat_audio_capture.ids import require_uuid
+from pipecat_audio_capture.index_access import (
+    CommandError,
+    IndexTarget,
+    open_index,
+    recordings_folder,
+)
 from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.safe_files import create_new_file, open_folder, write_all
 from pipecat_audio_capture.segment_audio import SegmentAudioReader, StoredSegment
@@ -46,6 +58,7 @@ if TYPE_CHECKING:
 TRANSCRIPT_JSON = "transcript.json"
 TRANSCRIPT_CSV = "transcript.csv"
 CALL_WAV = "call.wav"
+CALL_AUDIO_MODULE = "pipecat_audio_capture.call_audio"
 
 _SPEAKER_OF_ROLE = {"user": "user", "assistant": "bot"}
 _SILENCED = ("refused", "unreadable")
@@ -394,3 +407,70 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(value)
     return str(value)
+
+
+async def run_export(args: argparse.Namespace, target: IndexTarget) -> int:
+    """Export one call into a folder and report what was left out."""
+    session_id = require_uuid(args.session_id, "session id")
+    async with open_index(target) as index:
+        entries, gaps = await read_call(index, session_id, target)
+        segments = await index.session_segments(session_id)
+    recordings = recordings_folder(args.recordings, target)
+    # The builder logs each segment's issue; they are printed below, with their turns, instead.
+    logger.disable(CALL_AUDIO_MODULE)
+    try:
+        result = await export_call(
+            entries, gaps, args.out, segments=segments, recordings=recordings
+        )
+    finally:
+        logger.enable(CALL_AUDIO_MODULE)
+    return report_export(result)
+
+
+def report_export(result: ExportResult) -> int:
+    """Print what an export wrote and what it left out; return the exit code.
+
+    A segment left out of a turn's files or silent in ``call.wav``, or a ``call.wav`` that
+    could not be built, is an error (exit 2); one trimmed, padded or cut in ``call.wav`` a
+    warning.
+    """
+    for refusal in result.refused:
+        print(
+            f"{PROG}: error: {_turn_label(refusal.turn, refusal.part)}: not exported: "
+            f"{refusal.reason}",
+            file=sys.stderr,
+        )
+    issues = result.call_audio_issues
+    for issue in issues:
+        detail = issue.issue
+        print(
+            f"{PROG}: warning: {CALL_WAV}: {_turn_label(issue.turn, issue.part)} "
+            f"({detail.speaker} segment {detail.segment_id}): {detail.kind}: {detail.detail}",
+            file=sys.stderr,
+        )
+    written = plural(len(result.files), "file")
+    print(f"exported {written} to {result.out_dir}: {', '.join(result.files)}")
+    errors = []
+    silenced = sum(issue.silenced for issue in issues)
+    if issues:
+        summary = (
+            f"{CALL_WAV}: {plural(len(issues), 'segment')} not played as indexed, "
+            f"{silenced} of them silent"
+        )
+        if silenced:
+            errors.append(summary)
+        else:
+            print(f"{PROG}: warning: {summary}", file=sys.stderr)
+    if result.refused:
+        turns = len({refusal.turn for refusal in result.refused})
+        errors.append(f"the audio of {plural(turns, 'turn')} was refused; the rest was exported")
+    if result.call_audio_error is not None:
+        errors.append(f"{CALL_WAV} not written: {result.call_audio_error}")
+    for error in errors:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _turn_label(turn: int | None, part: int | None) -> str:
+    label = "a segment outside the call log" if turn is None else f"turn {turn}"
+    return label if part is None else f"{label} part {part}"

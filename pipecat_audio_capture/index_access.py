@@ -1,4 +1,9 @@
-"""Which audio index a command-line call reads, and opening it.
+"""Which audio index a reader (the command line, the review page) opens, and opening it.
+
+Also where such a reader finds local recordings: one rule for every command and ``serve``,
+which find a segment's WAV under this folder by its ids (``SESSION_ID/SEGMENT_ID.wav``),
+whatever absolute path the index holds, so a recordings folder copied or moved elsewhere works
+from its new place.
 
 The PostgreSQL backend (and so psycopg) is imported only when a DSN is used, so the SQLite
 commands work without the ``postgres`` extra.
@@ -150,9 +155,12 @@ async def migrate_index(target: IndexTarget) -> list[str]:
 
 
 async def _migrate_postgres(dsn: str) -> list[int]:
-    postgres_backend = _postgres_backend()
+    # Checked first: without the postgres extra the command says which extra to install.
+    _postgres_backend()
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
+
+    from pipecat_audio_capture.storage.postgres import migrate_postgres
 
     # PostgresAudioMetaStorage.connect(migrate=True) does not return the versions it applied,
     # so the migrations run here on a connection of our own, with the same checks.
@@ -171,7 +179,7 @@ async def _migrate_postgres(dsn: str) -> list[int]:
     except psycopg.Error as exc:
         raise StorageConfigError(f"cannot connect to PostgreSQL: {exc}") from exc
     async with conn:
-        return await postgres_backend.run_migrations(conn)
+        return await migrate_postgres(conn)
 
 
 def _postgres_backend() -> type["PostgresAudioMetaStorage"]:
@@ -187,3 +195,22 @@ def _postgres_backend() -> type["PostgresAudioMetaStorage"]:
             f"--dsn needs the postgres extra: pip install 'pipecat-audio-capture[postgres]' ({exc})"
         ) from exc
     return PostgresAudioMetaStorage
+
+
+def recordings_folder(given: Path | None, target: IndexTarget) -> Path | None:
+    """Return the recordings folder: ``--recordings``, else the SQLite index's folder, else None.
+
+    The demo and the embedded default keep ``index.sqlite3`` beside the session folders, so a
+    SQLite index (from ``--db``, ``$PIPECAT_AUDIO_CAPTURE_DB`` or the default path) names its
+    folder. A PostgreSQL index says nothing about where files are: None, and the command asks
+    for ``--recordings`` when it meets local audio.
+
+    Args:
+        given: The ``--recordings`` option, or None.
+        target: The index the command reads.
+    """
+    if given is not None:
+        return given
+    if isinstance(target, SQLiteTarget):
+        return target.path.parent
+    return None
