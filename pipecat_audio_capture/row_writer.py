@@ -2,8 +2,8 @@
 
 A recorder notes what an event said (a "pending" item) and returns at once; this base class
 turns each pending item into a row and stores it from a task of its own, so nothing here delays
-the pipeline. :class:`~pipecat_audio_capture.LatencyRecorder` is built on it; its shape is the
-one :class:`~pipecat_audio_capture.TranscriptRecorder` follows too.
+the pipeline. :class:`~pipecat_audio_capture.TranscriptRecorder` and
+:class:`~pipecat_audio_capture.LatencyRecorder` are built on it.
 """
 
 import asyncio
@@ -17,8 +17,11 @@ from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import AudioCaptureError, SpoolError
+from pipecat_audio_capture.queues import joined, settled, stopped
+from pipecat_audio_capture.records import WriteStats
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.spool import Spool
+from pipecat_audio_capture.storage.batching import write_rows_as
 
 PendingT = TypeVar("PendingT")
 RowT = TypeVar("RowT")
@@ -30,8 +33,9 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
     Each row is retried as ``retry`` says, each attempt bounded by ``write_timeout_s``. With a
     ``spool_dir``, a row still failing after the retries, or unwritten when :meth:`close` times
     out, is kept in the spool for :func:`~pipecat_audio_capture.replay.replay_spool`. Without a
-    spool, or when the spool refuses it, the row counts as failed. Counted in :attr:`stored`,
-    :attr:`spooled` and :attr:`failed`, and reported through the events
+    spool, or when the spool refuses it, the row counts as failed. Whatever one row raises is
+    that row's outcome, and the writer goes on with the next. Counted in :attr:`stats` (also
+    read as :attr:`stored`, :attr:`spooled` and :attr:`failed`), and reported through the events
     ``on_<kind>_stored(writer, row)``, ``on_<kind>_spooled(writer, row, reason)`` and
     ``on_<kind>_failed(writer, row, error)``, where ``<kind>`` is :attr:`ROW_KIND`.
 
@@ -71,22 +75,47 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
         self._save_task: asyncio.Task[None] | None = None
         self._abandoning = False
         self._emitting: set[asyncio.Task[None]] = set()
-        self.stored = 0
-        self.spooled = 0
-        self.failed = 0
+        self._stats = WriteStats()
         for outcome in ("stored", "spooled", "failed"):
             self._register_event_handler(f"on_{self.ROW_KIND}_{outcome}")
 
-    async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> None:
+    @property
+    def stats(self) -> WriteStats:
+        """Live counters (stored, spooled, failed)."""
+        return self._stats
+
+    @property
+    def stored(self) -> int:
+        """Rows written to the store."""
+        return self._stats.stored
+
+    @property
+    def spooled(self) -> int:
+        """Rows kept in the spool for a replay."""
+        return self._stats.spooled
+
+    @property
+    def failed(self) -> int:
+        """Rows lost (and reported)."""
+        return self._stats.failed
+
+    async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> WriteStats:
         """Wait until every item noted so far is stored, spooled or reported lost.
 
-        When ``timeout_s`` runs out, the write in progress is cancelled and the rows left go to
-        the spool (reason ``"close_timeout"``), which gets ``timeout_s`` more; without a spool,
-        or past that, they count as failed.
+        It returns within ``timeout_s``. With a spool, the store gets the first part of it and
+        the last ``CLOSE_SPOOL_SHARE`` is kept for spooling the rows left (reason
+        ``"close_timeout"``): the write in progress is cancelled and they go to the spool. What
+        is still unwritten at the end, or without a spool at the timeout, counts as failed.
+
+        Returns:
+            The final counters.
         """
         if self._task is None:
-            return
-        if not await self._drained(timeout_s):
+            return self._stats
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        spool_s = timeout_s * defaults.CLOSE_SPOOL_SHARE if self._spool is not None else 0.0
+        if not await joined(self._jobs, deadline - spool_s - loop.time()):
             logger.error(
                 f"{self}: {self._jobs.qsize()} {self.ROW_KIND} rows unwritten after {timeout_s}s"
             )
@@ -94,14 +123,14 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
             self._abandoning = True
             if self._save_task is not None:
                 self._save_task.cancel()
-            await self._drained(timeout_s)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+            await joined(self._jobs, deadline - loop.time())
+        await stopped(self._task)
         self._task = None
         while not self._jobs.empty():
-            self._lost(self._jobs.get_nowait())
+            self._lost(self._jobs.get_nowait(), self._close_timed_out())
             self._jobs.task_done()
-        await asyncio.gather(*self._emitting, return_exceptions=True)
+        await settled(self._emitting, deadline)
+        return self._stats
 
     @abstractmethod
     async def _row(self, pending: PendingT, *, abandoning: bool) -> RowT | None:
@@ -136,16 +165,28 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
             )
 
     async def _drain(self) -> None:
+        # The index's batcher then knows this writer may send more rows, worth a batch's wait.
+        write_rows_as(self)
         while True:
             pending = await self._jobs.get()
+            outcomes = self._outcomes()
             try:
                 await self._write(pending)
             except asyncio.CancelledError:
                 # close() gave up on the spool too.
-                self._lost(pending)
+                if self._outcomes() == outcomes:
+                    self._lost(pending, self._close_timed_out())
                 raise
+            except Exception as exc:
+                # Whatever one row raises is that row's failure; the writer goes on.
+                logger.exception(f"{self}: unexpected error writing a {self.ROW_KIND} row")
+                if self._outcomes() == outcomes:
+                    self._lost(pending, exc)
             finally:
                 self._jobs.task_done()
+
+    def _outcomes(self) -> int:
+        return self._stats.stored + self._stats.spooled + self._stats.failed
 
     async def _write(self, pending: PendingT) -> None:
         row = await self._row(pending, abandoning=self._abandoning)
@@ -177,7 +218,7 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
             return
         finally:
             self._save_task = None
-        self.stored += 1
+        self._stats.stored += 1
         await self._call_event_handler(f"on_{self.ROW_KIND}_stored", row)
 
     async def _divert(self, row: RowT, reason: str, *, error: Exception | None = None) -> None:
@@ -187,11 +228,11 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
             return
         try:
             path = await self._spool_row(self._spool, row, reason)
-        except AudioCaptureError as spool_error:
+        except Exception as spool_error:
             refused = spool_error if isinstance(spool_error, SpoolError) or error is None else error
             self._fail(row, refused, detail=f"{error}; the spool refused it too: {spool_error}")
             return
-        self.spooled += 1
+        self._stats.spooled += 1
         cause = f": {error}" if error is not None else ""
         logger.warning(
             f"{self}: kept {self._describe(row)} in the spool at {path} ({reason}{cause}); "
@@ -199,14 +240,16 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
         )
         self._emit(f"on_{self.ROW_KIND}_spooled", row, reason)
 
-    def _lost(self, pending: PendingT) -> None:
-        self._fail(
-            self._lost_row(pending),
-            AudioCaptureError(f"close timed out before the {self.ROW_KIND} row was stored"),
+    def _lost(self, pending: PendingT, error: Exception) -> None:
+        self._fail(self._lost_row(pending), error)
+
+    def _close_timed_out(self) -> AudioCaptureError:
+        return AudioCaptureError(
+            f"close timed out before the {self.ROW_KIND} row was written or spooled"
         )
 
     def _fail(self, row: RowT | None, error: Exception, *, detail: str = "") -> None:
-        self.failed += 1
+        self._stats.failed += 1
         what = self._describe(row) if row is not None else f"a {self.ROW_KIND} row"
         logger.error(f"{self}: failed to store {what}: {detail or error}")
         self._emit(f"on_{self.ROW_KIND}_failed", row, error)
@@ -216,11 +259,3 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
         task = asyncio.get_running_loop().create_task(self._call_event_handler(event, *args))
         self._emitting.add(task)
         task.add_done_callback(self._emitting.discard)
-
-    async def _drained(self, timeout_s: float) -> bool:
-        """Wait until every noted item is done; False if ``timeout_s`` passed first."""
-        try:
-            await asyncio.wait_for(self._jobs.join(), timeout=timeout_s)
-        except TimeoutError:
-            return False
-        return True
