@@ -12,8 +12,14 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import AudioFormatError, SpoolError, SpoolFullError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.queues import joined, settled, stopped
-from pipecat_audio_capture.records import CaptureStats, PendingAudioSegment, SegmentMetadata
-from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.records import (
+    CaptureStats,
+    PendingAudioSegment,
+    SegmentMetadata,
+    WriteStats,
+)
+from pipecat_audio_capture.retry import RetryPolicy
+from pipecat_audio_capture.segment_write import store_segment
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import AudioStorage
 from pipecat_audio_capture.storage.batching import write_rows_as
@@ -21,8 +27,11 @@ from pipecat_audio_capture.wav import check_format, encode_wav
 
 
 @dataclass
-class SessionCaptureStats(CaptureStats):
+class SessionCaptureStats(CaptureStats, WriteStats):
     """:class:`~pipecat_audio_capture.CaptureStats` plus what went to the spool.
+
+    It is a :class:`~pipecat_audio_capture.records.WriteStats` too, the counters every
+    background writer's ``close()`` returns (``stored``, ``spooled``, ``failed``).
 
     Parameters:
         spooled: Segments kept in the spool, to be stored by a replay (not lost).
@@ -316,7 +325,16 @@ class SessionAudioCapture(BaseObject):
             # close() ran out of time while this segment was being encoded.
             await self._divert(segment, wav, "close_timeout")
             return
-        self._store_task = asyncio.get_running_loop().create_task(self._store(segment, wav))
+        self._store_task = asyncio.get_running_loop().create_task(
+            store_segment(
+                self._storage,
+                self._session_id,
+                segment,
+                wav,
+                policy=self._retry,
+                attempt_timeout_s=self._write_timeout_s,
+            )
+        )
         try:
             meta = await self._store_task
         except asyncio.CancelledError:
@@ -335,28 +353,6 @@ class SessionAudioCapture(BaseObject):
         self._stats.stored += 1
         self._stats.bytes_stored += meta.byte_size
         await self._call_event_handler("on_segment_stored", meta)
-
-    async def _store(self, segment: PendingAudioSegment, wav: bytes) -> SegmentMetadata:
-        # Audio and metadata share one retry deadline: together they are one segment's write.
-        started = asyncio.get_running_loop().time()
-        url = await retrying(
-            lambda: self._storage.store_segment(
-                self._session_id, segment.segment_id, segment.speaker, wav, turn_id=segment.turn_id
-            ),
-            policy=self._retry,
-            attempt_timeout_s=self._write_timeout_s,
-            what=f"the audio of segment {segment.segment_id}",
-            started_at=started,
-        )
-        meta = metadata_for(segment, audio_url=url, byte_size=len(wav))
-        await retrying(
-            lambda: self._storage.save_metadata(self._session_id, meta),
-            policy=self._retry,
-            attempt_timeout_s=self._write_timeout_s,
-            what=f"the metadata of segment {segment.segment_id}",
-            started_at=started,
-        )
-        return meta
 
     async def _divert(
         self,
@@ -441,25 +437,3 @@ class SessionAudioCapture(BaseObject):
         # the handlers' tasks, so they are waited for first.
         await settled(self._emitting, deadline)
         await settled({task for _, task in self._event_tasks}, deadline)
-
-
-def metadata_for(
-    segment: PendingAudioSegment, *, audio_url: str, byte_size: int
-) -> SegmentMetadata:
-    """Build the stored metadata of a segment written to ``audio_url``."""
-    return SegmentMetadata(
-        segment_id=segment.segment_id,
-        session_id=segment.session_id,
-        turn_id=segment.turn_id,
-        speaker=segment.speaker,
-        audio_url=audio_url,
-        sample_rate=segment.sample_rate,
-        num_channels=segment.num_channels,
-        duration_ms=segment.duration_ms,
-        byte_size=byte_size,
-        interrupted=segment.interrupted,
-        unplayed_ms=segment.unplayed_ms,
-        started_at=segment.started_at,
-        ended_at=segment.ended_at,
-        playback=segment.playback,
-    )
