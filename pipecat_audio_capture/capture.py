@@ -295,7 +295,7 @@ class SessionAudioCapture(BackgroundRowWriter[PendingAudioSegment, _Encoded]):
     def _lost_row(self, pending: PendingAudioSegment) -> _Encoded:
         return _Encoded(pending, None)
 
-    async def _store(self, row: _Encoded) -> SegmentMetadata:
+    async def _persist(self, row: _Encoded) -> SegmentMetadata:
         if row.wav is None:
             # Only a segment close() gave up on has no WAV, and that one goes to the spool.
             raise AudioCaptureError(f"segment {row.segment.segment_id} was never encoded")

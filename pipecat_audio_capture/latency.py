@@ -144,7 +144,7 @@ class LatencyRecorder(BackgroundRowWriter[_Pending, TurnLatencyRecord]):
         )
         self._session_id = require_uuid(session_id, "session_id")
         self._turn_ids = turn_ids
-        self._store_rows = store
+        self._store = store
         self._tolerance_s = tolerance_s
         self._claim_wait_s = claim_wait_s
         self._taken: deque[str] = deque(maxlen=defaults.TURN_HISTORY)
@@ -180,8 +180,8 @@ class LatencyRecorder(BackgroundRowWriter[_Pending, TurnLatencyRecord]):
         span = self._match(pending)
         return pending.record(self._session_id, span.turn_id if span else new_id())
 
-    async def _store(self, row: TurnLatencyRecord) -> None:
-        await self._retried(lambda: self._store_rows.save_turn_latency(row), row)
+    async def _persist(self, row: TurnLatencyRecord) -> None:
+        await self._retried(lambda: self._store.save_turn_latency(row), row)
 
     async def _spool_row(self, spool: Spool, row: TurnLatencyRecord, reason: str) -> Path:
         return await spool.put_latency(row, reason=reason)

@@ -43,7 +43,7 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
     ``on_<kind>_failed(writer, row, error)``, where ``<kind>`` is :attr:`ROW_KIND`.
 
     A subclass says how a pending item becomes a row (:meth:`_row`, :meth:`_lost_row`), how a
-    row is stored (:meth:`_store`) and spooled
+    row is stored (:meth:`_persist`) and spooled
     (:meth:`_spool_row`), and what to call it in logs (:meth:`_describe`); it hands items over
     with :meth:`_enqueue`. It may report outcomes its own way by overriding :meth:`_stored`,
     :meth:`_spooled`, :meth:`_unspooled`, :meth:`_lost` and :meth:`_abandoned`; each outcome
@@ -161,7 +161,7 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
         """Return the row ``pending`` would have become, without waiting, to report it lost."""
 
     @abstractmethod
-    async def _store(self, row: RowT) -> object:
+    async def _persist(self, row: RowT) -> object:
         """Store one row with its retries (:meth:`_retried`) and return what the store answered.
 
         Each step must be idempotent: a retry must not add a row.
@@ -230,7 +230,7 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
             # close() ran out of time while the row was being made.
             await self._divert(row, "close_timeout")
             return
-        self._save_task = asyncio.get_running_loop().create_task(self._store(row))
+        self._save_task = asyncio.get_running_loop().create_task(self._persist(row))
         try:
             result = await self._save_task
         except asyncio.CancelledError:
@@ -264,7 +264,7 @@ class BackgroundRowWriter(BaseObject, Generic[PendingT, RowT]):
         self._unsettled.discard(asyncio.current_task())
 
     async def _stored(self, row: RowT, result: object) -> None:
-        """Count and report a stored row; ``result`` is what :meth:`_store` returned."""
+        """Count and report a stored row; ``result`` is what :meth:`_persist` returned."""
         self._settled()
         self._stats.stored += 1
         await self._call_event_handler(f"on_{self.ROW_KIND}_stored", row)

@@ -100,7 +100,7 @@ class TranscriptRecorder(BackgroundRowWriter[_Pending, TranscriptRecord]):
         )
         self._session_id = require_uuid(session_id, "session_id")
         self._turn_ids = turn_ids
-        self._store_rows = store
+        self._store = store
         self._claim_wait_s = claim_wait_s
         self._user_starts: deque[float] = deque(maxlen=defaults.TURN_HISTORY)
         self._assistant_start: float | None = None
@@ -174,8 +174,8 @@ class TranscriptRecorder(BackgroundRowWriter[_Pending, TranscriptRecord]):
             turn_id = None
         return self._record(pending, turn_id or new_id())
 
-    async def _store(self, row: TranscriptRecord) -> None:
-        await self._retried(lambda: self._store_rows.save_transcript(row), row)
+    async def _persist(self, row: TranscriptRecord) -> None:
+        await self._retried(lambda: self._store.save_transcript(row), row)
 
     async def _spool_row(self, spool: Spool, row: TranscriptRecord, reason: str) -> Path:
         return await spool.put_transcript(row, reason=reason)
