@@ -39,6 +39,7 @@ from pipecat_audio_capture.records import (
     SegmentMetadata,
     TranscriptRecord,
     TurnLatencyRecord,
+    WriteStats,
 )
 from pipecat_audio_capture.retry import RetryPolicy
 from pipecat_audio_capture.storage import (
@@ -160,6 +161,7 @@ __all__ = [
     "TurnLatencyStore",
     "TurnSpan",
     "UnsafePathError",
+    "WriteStats",
     "WriteTimeoutError",
     "__version__",
     "delete_session",

@@ -2,27 +2,41 @@
 
 import asyncio
 import os
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from loguru import logger
-from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import AudioFormatError, SpoolError, SpoolFullError
+from pipecat_audio_capture.errors import (
+    AudioCaptureError,
+    AudioFormatError,
+    SpoolError,
+    SpoolFullError,
+)
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.queues import joined, settled, stopped
-from pipecat_audio_capture.records import CaptureStats, PendingAudioSegment, SegmentMetadata
-from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.records import (
+    CaptureStats,
+    PendingAudioSegment,
+    SegmentMetadata,
+    WriteStats,
+)
+from pipecat_audio_capture.retry import RetryPolicy
+from pipecat_audio_capture.row_writer import BackgroundRowWriter
+from pipecat_audio_capture.segment_write import store_segment
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import SegmentStorage
-from pipecat_audio_capture.storage.batching import write_rows_as
 from pipecat_audio_capture.wav import check_format, encode_wav
 
 
 @dataclass
-class SessionCaptureStats(CaptureStats):
+class SessionCaptureStats(CaptureStats, WriteStats):
     """:class:`~pipecat_audio_capture.CaptureStats` plus what went to the spool.
+
+    It is a :class:`~pipecat_audio_capture.records.WriteStats` too, the counters every
+    background writer's ``close()`` returns (``stored``, ``spooled``, ``failed``).
 
     Parameters:
         spooled: Segments kept in the spool, to be stored by a replay (not lost).
@@ -38,16 +52,27 @@ class SessionCaptureStats(CaptureStats):
         return super().pending - self.spooled
 
 
-class SessionAudioCapture(BaseObject):
+@dataclass(frozen=True)
+class _Encoded:
+    """A segment on its way to storage: its WAV bytes once encoded (None before, or when
+    close() gave up before encoding it)."""
+
+    segment: PendingAudioSegment
+    wav: bytes | None
+
+
+class SessionAudioCapture(BackgroundRowWriter[PendingAudioSegment, _Encoded]):
     """Stores the segments of one call in the background.
 
     ``record_segment`` (called on the audio path) only puts the segment on a bounded queue; a
     background task encodes each one to WAV in a worker thread and hands it to the storage
     backend. Segments are written one at a time, in the order they were recorded.
 
-    Each write (the audio, then the metadata) is retried as ``retry`` says, each attempt
-    bounded by ``write_timeout_s``. Backends store a segment once per ``segment_id``, so a retry
-    never duplicates a file or a row.
+    Each write (the audio, then the metadata, through
+    :func:`~pipecat_audio_capture.segment_write.store_segment`) is retried as ``retry`` says,
+    each attempt bounded by ``write_timeout_s``. Backends store a segment once per
+    ``segment_id``, so a retry never duplicates a file or a row. The queue, retries, spooling
+    and ``close()`` are :class:`~pipecat_audio_capture.row_writer.BackgroundRowWriter`'s.
 
     Loss policy: nothing is dropped silently. With a ``spool_dir``, a segment that storage
     cannot take is kept there, durably, for :func:`~pipecat_audio_capture.replay.replay_spool`:
@@ -91,6 +116,8 @@ class SessionAudioCapture(BaseObject):
         stats = await capture.close()
     """
 
+    ROW_KIND = "segment"
+
     def __init__(
         self,
         session_id: str,
@@ -123,28 +150,24 @@ class SessionAudioCapture(BaseObject):
             InvalidIdError: If ``session_id`` is not a UUID.
             ValueError: If a capacity is below 1.
         """
-        super().__init__(**kwargs)
         if capacity < 1 or spill_capacity < 1:
             raise ValueError("capacity and spill_capacity must be at least 1")
+        super().__init__(
+            capacity=capacity,
+            write_timeout_s=write_timeout_s,
+            retry=retry,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            **kwargs,
+        )
         self._session_id = require_uuid(session_id, "session_id")
         self._storage = storage
-        self._write_timeout_s = write_timeout_s
-        self._retry = retry if retry is not None else RetryPolicy()
-        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir is not None else None
-        self._queue: asyncio.Queue[PendingAudioSegment] = asyncio.Queue(maxsize=capacity)
         self._spill: asyncio.Queue[PendingAudioSegment] = asyncio.Queue(maxsize=spill_capacity)
-        self._task: asyncio.Task[None] | None = None
         self._spill_task: asyncio.Task[None] | None = None
-        self._store_task: asyncio.Task[SegmentMetadata] | None = None
         self._closed = False
-        self._abandoning = False
-        self._stats = SessionCaptureStats()
-        self._emitting: set[asyncio.Task[None]] = set()
-        self._unsettled: set[int] = set()
-        self._register_event_handler("on_segment_stored")
-        self._register_event_handler("on_segment_spooled")
+        self._capture_stats = SessionCaptureStats()
+        self._stats = self._capture_stats
         self._register_event_handler("on_segment_dropped")
-        self._register_event_handler("on_segment_failed")
 
     @property
     def session_id(self) -> str:
@@ -164,7 +187,7 @@ class SessionAudioCapture(BaseObject):
     @property
     def stats(self) -> SessionCaptureStats:
         """Live counters (recorded, stored, spooled, dropped, failed, bytes)."""
-        return self._stats
+        return self._capture_stats
 
     def record_segment(self, segment: PendingAudioSegment) -> bool:
         """Queue a finished segment for writing (or, if the queue is full, for the spool).
@@ -175,27 +198,21 @@ class SessionAudioCapture(BaseObject):
         Returns:
             True if taken, False if refused (and reported).
         """
-        self._stats.recorded += 1
+        self._capture_stats.recorded += 1
         try:
             # Constant work; the processor checks frames too, but this class is public API and
             # nothing past this point may meet a format a layer would refuse.
             check_format(segment.sample_rate, segment.num_channels)
         except AudioFormatError as exc:
-            self._fail(segment, exc)
+            self._fail_segment(segment, exc)
             return False
         if self._closed:
             self._drop(segment, "closed")
             return False
         try:
-            self._queue.put_nowait(segment)
+            self._enqueue(segment)
         except asyncio.QueueFull:
             return self._spill_over(segment)
-        if self._task is None:
-            # The writer belongs to the capture, not to a processor: it must outlive the
-            # pipeline so close() can drain what the last frames produced.
-            self._task = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"{self}::drain"
-            )
         return True
 
     async def close(self, *, timeout_s: float = defaults.CLOSE_TIMEOUT_S) -> SessionCaptureStats:
@@ -214,26 +231,19 @@ class SessionAudioCapture(BaseObject):
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.0)
-        spool_s = timeout_s * defaults.CLOSE_SPOOL_SHARE if self._spool is not None else 0.0
-        if self._task is not None:
-            if not await joined(self._queue, deadline - spool_s - loop.time()):
-                logger.error(f"{self}: close timed out after {timeout_s}s with segments unwritten")
-                # The writer now hands what is left to the spool (or drops it) without waiting
-                # on storage again.
-                self._abandoning = True
-                if self._store_task is not None:
-                    self._store_task.cancel()
-                await joined(self._queue, deadline - loop.time())
-            await stopped(self._task)
-            self._task = None
-            self._drop_all(self._queue, "close_timeout")
+        await self._finish(timeout_s, deadline)
         if self._spill_task is not None:
             await joined(self._spill, deadline - loop.time())
             await stopped(self._spill_task)
             self._spill_task = None
-            self._drop_all(self._spill, "close_timeout")
-        await self._wait_for_event_handlers(deadline)
-        return self._stats
+            while not self._spill.empty():
+                self._drop(self._spill.get_nowait(), "close_timeout")
+                self._spill.task_done()
+        # A handler that hangs must not hold close() past its timeout. The emitting tasks start
+        # the handlers' tasks, so they are waited for first.
+        await settled(self._emitting, deadline)
+        await settled({task for _, task in self._event_tasks}, deadline)
+        return self._capture_stats
 
     async def __aenter__(self) -> "SessionAudioCapture":
         """Return the capture; ``close()`` runs on exit."""
@@ -259,151 +269,98 @@ class SessionAudioCapture(BaseObject):
             )
         return True
 
-    async def _drain(self) -> None:
-        # The index's batcher then knows this call may send more rows, worth a batch's wait.
-        write_rows_as(self)
-        while True:
-            segment = await self._queue.get()
-            await self._settle(segment, self._handle(segment))
-            self._queue.task_done()
-
     async def _drain_spill(self) -> None:
         while True:
             segment = await self._spill.get()
-            await self._settle(segment, self._divert(segment, None, "queue_full"))
+            await self._settle(segment, self._divert(_Encoded(segment, None), "queue_full"))
             self._spill.task_done()
 
-    async def _settle(self, segment: PendingAudioSegment, work: Awaitable[None]) -> None:
-        """Run one segment's work so that the segment ends with exactly one outcome.
-
-        Whatever the work raises is this segment's failure, and the writer goes on to the next.
-        """
-        # The queue's writer and the spill's writer run at once, so whether this segment got
-        # its outcome is tracked per segment, not read from the shared counters.
-        key = id(segment)
-        self._unsettled.add(key)
-        try:
-            await work
-        except asyncio.CancelledError:
-            # close() gave up on the spool too: this segment was neither stored nor spooled.
-            if key in self._unsettled:
-                self._drop(segment, "close_timeout")
-            raise
-        except Exception as exc:
-            logger.exception(f"{self}: unexpected error writing segment {segment.segment_id}")
-            if key in self._unsettled:
-                self._fail(segment, exc)
-        finally:
-            self._unsettled.discard(key)
-
-    async def _handle(self, segment: PendingAudioSegment) -> None:
-        if self._abandoning:
-            await self._divert(segment, None, "close_timeout")
-            return
+    async def _row(self, pending: PendingAudioSegment, *, abandoning: bool) -> "_Encoded | None":
+        if abandoning:
+            return _Encoded(pending, None)
         try:
             wav = await asyncio.to_thread(
                 encode_wav,
-                segment.pcm,
-                segment.sample_rate,
-                segment.num_channels,
-                data_size=segment.pcm_bytes,
+                pending.pcm,
+                pending.sample_rate,
+                pending.num_channels,
+                data_size=pending.pcm_bytes,
             )
         except Exception as exc:
             # Audio that cannot be a WAV file: no backend and no spool could take it.
-            self._fail(segment, exc)
-            return
-        if self._abandoning:
-            # close() ran out of time while this segment was being encoded.
-            await self._divert(segment, wav, "close_timeout")
-            return
-        self._store_task = asyncio.get_running_loop().create_task(self._store(segment, wav))
-        try:
-            meta = await self._store_task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            # Only the store was cancelled, by close() running out of time.
-            await self._divert(segment, wav, "close_timeout")
-            return
-        except Exception as exc:
-            await self._divert(segment, wav, "write_failed", error=exc)
-            return
-        finally:
-            self._store_task = None
-        self._unsettled.discard(id(segment))
-        self._stats.stored += 1
-        self._stats.bytes_stored += meta.byte_size
+            self._fail_segment(pending, exc)
+            return None
+        return _Encoded(pending, wav)
+
+    def _lost_row(self, pending: PendingAudioSegment) -> _Encoded:
+        return _Encoded(pending, None)
+
+    async def _persist(self, row: _Encoded) -> SegmentMetadata:
+        if row.wav is None:
+            # Only a segment close() gave up on has no WAV, and that one goes to the spool.
+            raise AudioCaptureError(f"segment {row.segment.segment_id} was never encoded")
+        return await store_segment(
+            self._storage,
+            self._session_id,
+            row.segment,
+            row.wav,
+            policy=self._retry,
+            attempt_timeout_s=self._write_timeout_s,
+        )
+
+    async def _spool_row(self, spool: Spool, row: _Encoded, reason: str) -> Path:
+        return await spool.put_segment(row.segment, reason=reason, wav=row.wav)
+
+    def _describe(self, row: _Encoded) -> str:
+        return f"{row.segment.speaker} segment {row.segment.segment_id}"
+
+    async def _stored(self, row: _Encoded, result: Any) -> None:
+        meta: SegmentMetadata = result
+        self._settled()
+        self._capture_stats.stored += 1
+        self._capture_stats.bytes_stored += meta.byte_size
         await self._call_event_handler("on_segment_stored", meta)
 
-    async def _store(self, segment: PendingAudioSegment, wav: bytes) -> SegmentMetadata:
-        # Audio and metadata share one retry deadline: together they are one segment's write.
-        started = asyncio.get_running_loop().time()
-        url = await retrying(
-            lambda: self._storage.store_segment(
-                self._session_id, segment.segment_id, segment.speaker, wav, turn_id=segment.turn_id
-            ),
-            policy=self._retry,
-            attempt_timeout_s=self._write_timeout_s,
-            what=f"the audio of segment {segment.segment_id}",
-            started_at=started,
-        )
-        meta = metadata_for(segment, audio_url=url, byte_size=len(wav))
-        await retrying(
-            lambda: self._storage.save_metadata(self._session_id, meta),
-            policy=self._retry,
-            attempt_timeout_s=self._write_timeout_s,
-            what=f"the metadata of segment {segment.segment_id}",
-            started_at=started,
-        )
-        return meta
+    def _spooled(self, row: _Encoded, reason: str, error: Exception | None, path: Path) -> None:
+        self._capture_stats.spooled_segment_ids.append(row.segment.segment_id)
+        super()._spooled(row, reason, error, path)
 
-    async def _divert(
+    def _subject(self, row: _Encoded) -> PendingAudioSegment:
+        return row.segment
+
+    def _unspooled(
         self,
-        segment: PendingAudioSegment,
-        wav: bytes | None,
+        row: _Encoded,
         reason: str,
-        *,
-        error: Exception | None = None,
+        error: Exception | None,
+        spool_error: Exception | None,
     ) -> None:
-        """Spool a segment that storage did not take, or report it lost."""
-        if self._spool is None:
+        segment = row.segment
+        if spool_error is None:
+            # No spool: a write that failed is a failure, anything else a drop.
             if error is not None:
-                self._fail(segment, error)
+                self._fail_segment(segment, error)
             else:
                 self._drop(segment, reason)
-            return
-        try:
-            path = await self._spool.put_segment(segment, reason=reason, wav=wav)
-        except Exception as spool_error:
-            if error is None:
-                full = isinstance(spool_error, SpoolFullError)
-                self._drop(segment, "spool_full" if full else "spool_failed", spool_error)
-            else:
-                refused = spool_error if isinstance(spool_error, SpoolError) else error
-                self._fail(segment, refused, spool_error=spool_error, write_error=error)
-            return
-        self._unsettled.discard(id(segment))
-        self._stats.spooled += 1
-        self._stats.spooled_segment_ids.append(segment.segment_id)
-        cause = f": {error}" if error is not None else ""
-        logger.warning(
-            f"{self}: kept {segment.speaker} segment {segment.segment_id} in the spool at {path} "
-            f"({reason}{cause}); replay the spool to store it"
-        )
-        self._emit("on_segment_spooled", segment, reason)
+        elif error is None:
+            full = isinstance(spool_error, SpoolFullError)
+            self._drop(segment, "spool_full" if full else "spool_failed", spool_error)
+        else:
+            refused = spool_error if isinstance(spool_error, SpoolError) else error
+            self._fail_segment(segment, refused, spool_error=spool_error, write_error=error)
 
-    def _drop_all(self, queue: asyncio.Queue[PendingAudioSegment], reason: str) -> None:
-        while not queue.empty():
-            self._drop(queue.get_nowait(), reason)
-            queue.task_done()
+    def _lost(self, pending: PendingAudioSegment, error: Exception) -> None:
+        self._fail_segment(pending, error)
+
+    def _abandoned(self, pending: PendingAudioSegment) -> None:
+        self._drop(pending, "close_timeout")
 
     def _drop(
         self, segment: PendingAudioSegment, reason: str, cause: Exception | None = None
     ) -> None:
-        self._unsettled.discard(id(segment))
-        self._stats.dropped += 1
-        self._stats.lost_segment_ids.append(segment.segment_id)
+        self._settled()
+        self._capture_stats.dropped += 1
+        self._capture_stats.lost_segment_ids.append(segment.segment_id)
         because = f" ({cause})" if cause is not None else ""
         logger.warning(
             f"{self}: dropped {segment.speaker} segment {segment.segment_id} "
@@ -411,7 +368,7 @@ class SessionAudioCapture(BaseObject):
         )
         self._emit("on_segment_dropped", segment, reason)
 
-    def _fail(
+    def _fail_segment(
         self,
         segment: PendingAudioSegment,
         error: Exception,
@@ -419,47 +376,12 @@ class SessionAudioCapture(BaseObject):
         spool_error: Exception | None = None,
         write_error: Exception | None = None,
     ) -> None:
-        self._unsettled.discard(id(segment))
-        self._stats.failed += 1
-        self._stats.lost_segment_ids.append(segment.segment_id)
+        self._settled()
+        self._capture_stats.failed += 1
+        self._capture_stats.lost_segment_ids.append(segment.segment_id)
         detail = f"{write_error}; the spool refused it too: {spool_error}" if spool_error else error
         logger.error(
             f"{self}: failed to store {segment.speaker} segment {segment.segment_id} "
             f"(turn {segment.turn_id}): {detail}"
         )
         self._emit("on_segment_failed", segment, error)
-
-    def _emit(self, event: str, *args: object) -> None:
-        # Handlers of these events run as tasks (not sync), so scheduling them here is cheap
-        # and keeps record_segment synchronous for the audio path.
-        task = asyncio.get_running_loop().create_task(self._call_event_handler(event, *args))
-        self._emitting.add(task)
-        task.add_done_callback(self._emitting.discard)
-
-    async def _wait_for_event_handlers(self, deadline: float) -> None:
-        # A handler that hangs must not hold close() past its timeout. The emitting tasks start
-        # the handlers' tasks, so they are waited for first.
-        await settled(self._emitting, deadline)
-        await settled({task for _, task in self._event_tasks}, deadline)
-
-
-def metadata_for(
-    segment: PendingAudioSegment, *, audio_url: str, byte_size: int
-) -> SegmentMetadata:
-    """Build the stored metadata of a segment written to ``audio_url``."""
-    return SegmentMetadata(
-        segment_id=segment.segment_id,
-        session_id=segment.session_id,
-        turn_id=segment.turn_id,
-        speaker=segment.speaker,
-        audio_url=audio_url,
-        sample_rate=segment.sample_rate,
-        num_channels=segment.num_channels,
-        duration_ms=segment.duration_ms,
-        byte_size=byte_size,
-        interrupted=segment.interrupted,
-        unplayed_ms=segment.unplayed_ms,
-        started_at=segment.started_at,
-        ended_at=segment.ended_at,
-        playback=segment.playback,
-    )

@@ -27,15 +27,42 @@ class AudioFormatError(AudioCaptureError, ValueError):
 
 
 class StorageError(AudioCaptureError):
-    """Writing or reading audio or metadata failed."""
+    """Writing or reading audio or metadata failed.
+
+    :attr:`transient` says whether another attempt can succeed; only transient failures are
+    retried (:func:`~pipecat_audio_capture.retry.is_transient`). Each backend classifies what
+    its client raised: timeouts, lost connections, 429, 5xx, a busy database are transient; a
+    refused row, a file that already holds different audio, a missing bucket are not. A
+    ``StorageError`` raised without ``transient`` counts as an outage (transient), so a backend
+    that does not classify its failures keeps its retries; the subclasses below that describe
+    failures which repeat identically default to ``False``.
+    """
+
+    transient: bool = True
+    """Default of :attr:`transient` for this class."""
+
+    def __init__(self, *args: object, transient: bool | None = None) -> None:
+        """Initialize the error.
+
+        Args:
+            *args: The message, as for ``Exception``.
+            transient: Whether another attempt can succeed; the class's default when omitted.
+        """
+        super().__init__(*args)
+        if transient is not None:
+            self.transient = transient
 
 
 class StorageConfigError(StorageError):
     """A storage backend is misconfigured or unreachable at startup."""
 
+    transient = False
+
 
 class MigrationError(StorageError):
     """Applying the database migrations failed."""
+
+    transient = False
 
 
 class WriteTimeoutError(StorageError):
@@ -67,6 +94,8 @@ class SpoolEntryError(SpoolError):
 class UnsafePathError(StorageError):
     """A folder or file on the way to a recording is a symlink or otherwise leads outside its
     root; nothing is read, written or deleted through it."""
+
+    transient = False
 
 
 class CallAudioError(AudioCaptureError):

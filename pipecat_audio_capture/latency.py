@@ -180,8 +180,8 @@ class LatencyRecorder(BackgroundRowWriter[_Pending, TurnLatencyRecord]):
         span = self._match(pending)
         return pending.record(self._session_id, span.turn_id if span else new_id())
 
-    async def _save(self, row: TurnLatencyRecord) -> None:
-        await self._store.save_turn_latency(row)
+    async def _persist(self, row: TurnLatencyRecord) -> None:
+        await self._retried(lambda: self._store.save_turn_latency(row), row)
 
     async def _spool_row(self, spool: Spool, row: TurnLatencyRecord, reason: str) -> Path:
         return await spool.put_latency(row, reason=reason)

@@ -147,6 +147,22 @@ class TranscriptRecord:
 
 
 @dataclass
+class WriteStats:
+    """What a background writer did with the items handed to it; every writer's ``close()``
+    returns one (a :class:`~pipecat_audio_capture.capture.SessionCaptureStats` for segments).
+
+    Parameters:
+        stored: Items written to storage.
+        spooled: Items kept in the spool, to be stored by a replay (not lost).
+        failed: Items that could be neither stored nor spooled (lost, and reported).
+    """
+
+    stored: int = 0
+    spooled: int = 0
+    failed: int = 0
+
+
+@dataclass
 class CaptureStats:
     """Counters kept by :class:`~pipecat_audio_capture.SessionAudioCapture`.
 

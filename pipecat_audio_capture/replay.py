@@ -10,10 +10,10 @@ from typing import Protocol, TypeVar
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.capture import metadata_for
 from pipecat_audio_capture.errors import SpoolEntryError, SpoolEntryGoneError
 from pipecat_audio_capture.records import TranscriptRecord, TurnLatencyRecord
 from pipecat_audio_capture.retry import RetryPolicy, retrying
+from pipecat_audio_capture.segment_write import store_segment
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import SegmentStorage, TranscriptStore, TurnLatencyStore
 
@@ -183,24 +183,14 @@ async def _replay_segment(
         return
     segment = entry.segment
     try:
-        url = await retrying(
-            lambda: storage.store_segment(
-                segment.session_id,
-                segment.segment_id,
-                segment.speaker,
-                entry.wav,
-                turn_id=segment.turn_id,
-            ),
+        await store_segment(
+            storage,
+            segment.session_id,
+            segment,
+            entry.wav,
             policy=retry,
             attempt_timeout_s=write_timeout_s,
-            what=f"the audio of spooled segment {segment.segment_id}",
-        )
-        meta = metadata_for(segment, audio_url=url, byte_size=len(entry.wav))
-        await retrying(
-            lambda: storage.save_metadata(segment.session_id, meta),
-            policy=retry,
-            attempt_timeout_s=write_timeout_s,
-            what=f"the metadata of spooled segment {segment.segment_id}",
+            what="spooled segment",
         )
         await spool.remove(path)
     except Exception as exc:

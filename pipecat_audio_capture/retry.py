@@ -9,13 +9,9 @@ from typing import TypeVar
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import InvalidIdError, StorageConfigError, WriteTimeoutError
+from pipecat_audio_capture.errors import StorageError, WriteTimeoutError
 
 T = TypeVar("T")
-
-NOT_RETRIED: tuple[type[Exception], ...] = (InvalidIdError, StorageConfigError)
-"""Failures that repeat identically on every attempt (an id that is not a UUID, a missing bucket
-or credentials), so retrying them only delays the spool."""
 
 _jitter = random.Random()
 
@@ -28,9 +24,10 @@ class RetryPolicy:
     retried after a random wait below ``min(max_backoff_s, initial_backoff_s * 2**n)``
     (full jitter), until ``attempts`` attempts were made or ``deadline_s`` has passed since the
     first one started. No attempt starts after the deadline, so one write takes at most
-    ``deadline_s`` plus one attempt's timeout. :data:`NOT_RETRIED` errors end the retries at
-    once. Retrying is safe because every backend write is idempotent: a segment is stored once
-    per ``segment_id``, a transcript once per session, turn and role.
+    ``deadline_s`` plus one attempt's timeout. Only :func:`is_transient` failures are retried;
+    any other error ends the retries at once. Retrying is safe because every backend write is
+    idempotent: a segment is stored once per ``segment_id``, a transcript once per session,
+    turn and role.
 
     Parameters:
         attempts: Attempts in all, the first included (1 disables retrying).
@@ -66,6 +63,21 @@ class RetryPolicy:
         return rng.uniform(0.0, bound)
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether another attempt can cure ``error``: the allowlist of retried failures.
+
+    Transient are a :class:`~pipecat_audio_capture.errors.StorageError` its backend marked
+    transient (each backend classifies its client's errors: timeouts, lost connections, 429,
+    5xx, PostgreSQL's connection and serialization classes, SQLite busy or locked), a timeout
+    and a lost connection. Everything else (an id that is not a UUID, a missing bucket, a file
+    that already holds different audio, a bug) repeats identically, so retrying it would only
+    delay the spool.
+    """
+    if isinstance(error, StorageError):
+        return error.transient
+    return isinstance(error, TimeoutError | ConnectionError)
+
+
 async def retrying(
     operation: Callable[[], Awaitable[T]],
     *,
@@ -78,7 +90,8 @@ async def retrying(
 
     The last error is raised unchanged (a note records the attempts), so callers and event
     handlers see the backend's own exception; an attempt that timed out raises
-    :class:`WriteTimeoutError`.
+    :class:`WriteTimeoutError`. An error that is not :func:`is_transient` is raised after its
+    first attempt.
 
     Args:
         operation: Makes one attempt; called anew for each.
@@ -99,8 +112,6 @@ async def retrying(
         try:
             async with asyncio.timeout(attempt_timeout_s):
                 return await operation()
-        except NOT_RETRIED:
-            raise
         except TimeoutError as exc:
             error: Exception = WriteTimeoutError(
                 f"writing {what} took longer than {attempt_timeout_s} s"
@@ -108,6 +119,9 @@ async def retrying(
             error.__cause__ = exc
         except Exception as exc:
             error = exc
+        if not is_transient(error):
+            error.add_note(f"not retried: writing {what} cannot succeed on another attempt")
+            raise error
         wait_s = policy.backoff_s(attempt)
         if attempt >= policy.attempts or loop.time() + wait_s >= deadline:
             error.add_note(f"gave up writing {what} after {attempt} attempt(s)")

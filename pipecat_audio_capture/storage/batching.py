@@ -18,6 +18,7 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import StorageError
+from pipecat_audio_capture.retry import is_transient
 
 Statement = tuple[str, dict[str, Any]]
 """One row's SQL statement and its named parameters."""
@@ -101,6 +102,7 @@ class IndexBatcher:
         write: BatchWrite,
         *,
         row_errors: tuple[type[Exception], ...],
+        transient: Callable[[BaseException], bool],
         max_rows: int = defaults.INDEX_BATCH_MAX_ROWS,
         max_delay_s: float = defaults.INDEX_BATCH_MAX_DELAY_S,
         writer_idle_s: float = defaults.INDEX_BATCH_WRITER_IDLE_S,
@@ -112,6 +114,8 @@ class IndexBatcher:
         Args:
             write: Writes a batch in one transaction; raises the driver's error.
             row_errors: Errors that one row's data causes, after which a batch is split.
+            transient: Whether a failed batch's error can be cured by another attempt (the
+                backend's classification of its driver's errors); marks the rows' errors.
             max_rows: Most rows per batch.
             max_delay_s: Longest a row waits for others to join its batch.
             writer_idle_s: How long after its last row a writer is still waited for.
@@ -127,6 +131,7 @@ class IndexBatcher:
             raise ValueError("batch delays must not be negative, nor the timeout zero")
         self._write = write
         self._row_errors = row_errors
+        self._transient = transient
         self._max_rows = max_rows
         self._max_delay_s = max_delay_s
         self._writer_idle_s = writer_idle_s
@@ -240,8 +245,9 @@ class IndexBatcher:
                 await self._write_batch([row])
             return
         logger.warning(f"{self._name}: a batch of {len(batch)} rows failed: {error}")
+        transient = is_transient(error) or self._transient(error)
         for row in batch:
-            _settle(row, error)
+            _settle(row, error, transient=transient)
 
     async def _attempt(self, batch: list[_Row]) -> Exception | None:
         try:
@@ -277,16 +283,16 @@ def _take(state: _LoopState, max_rows: int) -> list[_Row]:
     return batch
 
 
-def _settle(row: _Row, error: Exception | None) -> None:
+def _settle(row: _Row, error: Exception | None, *, transient: bool = False) -> None:
     if row.future.done():
         return
     if error is None:
         row.future.set_result(None)
         return
     # Each caller gets an exception of its own (a shared one would gather every awaiter's
-    # traceback), and a package error keeps its class, so a retry policy still tells a
-    # configuration error (never retried) from a transient one.
+    # traceback), and a package error keeps its class and the backend's verdict travels with
+    # it, so a retry policy still tells a transient failure from one that repeats.
     kind = type(error) if isinstance(error, StorageError) else StorageError
-    failure = kind(f"could not index {row.what}: {error}")
+    failure = kind(f"could not index {row.what}: {error}", transient=transient)
     failure.__cause__ = error
     row.future.set_exception(failure)

@@ -31,6 +31,7 @@ from pipecat_audio_capture.storage.objects import (
 
 try:
     import google_crc32c
+    import requests
     from google.api_core import exceptions as api_exceptions
     from google.api_core.retry import Retry
     from google.auth import exceptions as auth_exceptions
@@ -49,6 +50,22 @@ _CLIENT_ERRORS = (
 )
 """What the client raises for a failed call. ``GoogleAPIError`` covers both HTTP errors and the
 ``RetryError`` raised when the retry deadline passes. ``OSError`` covers ``requests`` errors."""
+
+
+_TRANSIENT_ERRORS = (
+    api_exceptions.RetryError,
+    api_exceptions.TooManyRequests,
+    api_exceptions.ServerError,
+    auth_exceptions.TransportError,
+    requests.ConnectionError,
+    requests.Timeout,
+    ConnectionError,
+    TimeoutError,
+    DataCorruption,
+)
+"""Failures another attempt can cure: the client's own retry deadline passing (it retries only
+transient errors), 429, 5xx (but 501), a lost connection or a timeout, and bytes damaged
+in transit."""
 
 
 class GCSAudioStorage(MetadataLog):
@@ -250,9 +267,11 @@ class GCSAudioStorage(MetadataLog):
                 target, timeout=self._timeout_s, retry=self._retry, checksum="crc32c"
             )
         except api_exceptions.NotFound as exc:
-            raise StorageError(f"no object at {url}") from exc
+            raise StorageError(f"no object at {url}", transient=False) from exc
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"could not download {url}: {exc}") from exc
+            raise StorageError(
+                f"could not download {url}: {exc}", transient=_is_transient(exc)
+            ) from exc
         return target.tell() - start
 
     def _upload(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
@@ -270,7 +289,9 @@ class GCSAudioStorage(MetadataLog):
             self._confirm_stored(name, data)
             return
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"could not upload {self.url_for(name)}: {exc}") from exc
+            raise StorageError(
+                f"could not upload {self.url_for(name)}: {exc}", transient=_is_transient(exc)
+            ) from exc
         logger.debug(f"uploaded {self.url_for(name)} (generation {blob.generation})")
 
     def _confirm_stored(self, name: str, data: bytes) -> None:
@@ -282,13 +303,17 @@ class GCSAudioStorage(MetadataLog):
                 .get_blob(name, timeout=self._timeout_s, retry=self._retry)
             )
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"{url} already exists and could not be read back: {exc}") from exc
+            raise StorageError(
+                f"{url} already exists and could not be read back: {exc}",
+                transient=_is_transient(exc),
+            ) from exc
         if stored is None:
             raise StorageError(f"{url} was refused as existing but is gone")
         mismatch = _content_mismatch(stored, data)
         if mismatch is not None:
             raise StorageError(
-                f"{url} already holds different audio for the same segment id: {mismatch}"
+                f"{url} already holds different audio for the same segment id: {mismatch}",
+                transient=False,
             )
         logger.info(f"{url} was already stored with the same bytes (a retried upload)")
 
@@ -303,7 +328,9 @@ class GCSAudioStorage(MetadataLog):
                 )
             )
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"could not list {self.url_for(folder)}: {exc}") from exc
+            raise StorageError(
+                f"could not list {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
+            ) from exc
 
     def _delete_folder(self, folder: str) -> int:
         bucket = self._get_client().bucket(self._bucket_name)
@@ -321,7 +348,9 @@ class GCSAudioStorage(MetadataLog):
                     continue
                 removed += 1
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"could not delete {self.url_for(folder)}: {exc}") from exc
+            raise StorageError(
+                f"could not delete {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
+            ) from exc
         return removed
 
     def _check(self) -> None:
@@ -397,3 +426,10 @@ def _content_mismatch(stored: storage.Blob, data: bytes) -> str | None:
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a retry can cure the failure (:data:`_TRANSIENT_ERRORS`)."""
+    return isinstance(exc, _TRANSIENT_ERRORS) and not isinstance(
+        exc, api_exceptions.MethodNotImplemented
+    )

@@ -334,7 +334,8 @@ def checked_segment(session_id: str, meta: SegmentMetadata) -> SegmentMetadata:
     session = require_uuid(session_id, "session_id")
     if require_uuid(meta.session_id, "meta.session_id") != session:
         raise StorageError(
-            f"segment {meta.segment_id} belongs to session {meta.session_id}, not {session}"
+            f"segment {meta.segment_id} belongs to session {meta.session_id}, not {session}",
+            transient=False,
         )
     return replace(
         meta,
@@ -373,14 +374,18 @@ def checked_latency(record: TurnLatencyRecord) -> TurnLatencyRecord:
             finite (durations not negative).
     """
     if not record.stages:
-        raise StorageError(f"the latency breakdown of turn {record.turn_id} has no stages")
+        raise StorageError(
+            f"the latency breakdown of turn {record.turn_id} has no stages", transient=False
+        )
     for stage in record.stages:
         if not (
             math.isfinite(stage.offset_ms)
             and math.isfinite(stage.duration_ms)
             and stage.duration_ms >= 0
         ):
-            raise StorageError(f"latency stage {stage.stage!r} has impossible times: {stage}")
+            raise StorageError(
+                f"latency stage {stage.stage!r} has impossible times: {stage}", transient=False
+            )
     return replace(
         record,
         session_id=require_uuid(record.session_id, "session_id"),
@@ -482,7 +487,9 @@ def as_utc(value: datetime, what: str) -> datetime:
         StorageError: If ``value`` is naive: its zone would be a guess.
     """
     if value.tzinfo is None or value.utcoffset() is None:
-        raise StorageError(f"{what} must be timezone-aware, got {value.isoformat()}")
+        raise StorageError(
+            f"{what} must be timezone-aware, got {value.isoformat()}", transient=False
+        )
     return value.astimezone(UTC)
 
 

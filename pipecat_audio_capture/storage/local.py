@@ -1,6 +1,7 @@
 """WAV files on local disk, written atomically in worker threads."""
 
 import asyncio
+import errno
 import os
 import re
 from pathlib import Path
@@ -89,7 +90,9 @@ class LocalAudioStorage(MetadataLog):
         try:
             await asyncio.to_thread(_write_atomically, path, data)
         except OSError as exc:
-            raise StorageError(f"could not write {path}: {exc}") from exc
+            raise StorageError(
+                f"could not write {path}: {exc}", transient=is_transient_os_error(exc)
+            ) from exc
         return path.as_uri()
 
     async def delete_session(self, session_id: str) -> int:
@@ -157,7 +160,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
     if lstat_regular(path) is not None:
         if read_regular(path) == data:
             return
-        raise StorageError(f"{path} already holds different audio for the same segment id")
+        raise StorageError(
+            f"{path} already holds different audio for the same segment id", transient=False
+        )
     write_atomically(path, data)
 
 
@@ -201,3 +206,25 @@ def _recover(root: Path, min_age_s: float) -> int:
         remove_stale_temp_files(folder, min_age_s=min_age_s)
         for folder in real_subfolders(root, CANONICAL_UUID)
     )
+
+
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EINTR,
+        errno.EIO,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+        errno.ENOSPC,
+        errno.EDQUOT,
+    }
+)
+"""Failures of a disk or a network mount that can clear within a retry's deadline (busy, a
+timeout, a stale NFS handle, space freed by the spool's own cleanup)."""
+
+
+def is_transient_os_error(exc: OSError) -> bool:
+    """Whether another attempt can cure a failed file write (a missing folder or a refused
+    permission cannot)."""
+    return isinstance(exc, TimeoutError | ConnectionError) or exc.errno in _TRANSIENT_ERRNOS

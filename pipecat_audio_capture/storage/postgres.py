@@ -48,6 +48,11 @@ try:
 except ImportError as exc:
     raise MissingExtraError("postgres") from exc
 
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+"""SQLSTATE classes another attempt can cure: connection exception, transaction rollback
+(serialization failure, deadlock), insufficient resources, operator intervention (shutdown,
+cancelled statement)."""
+
 MIGRATION_LOCK_ID = int.from_bytes(b"audiocap", "big")
 """Key of the advisory lock that serializes migration runs across the whole database."""
 
@@ -130,6 +135,7 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
         self._rows = IndexBatcher(
             self._write_batch,
             row_errors=(psycopg.IntegrityError, psycopg.DataError),
+            transient=is_transient_postgres_error,
             max_rows=batch_max_rows,
             max_delay_s=batch_max_delay_s,
             name="postgres index",
@@ -283,7 +289,10 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
                 transcripts = await conn.execute(_DELETE_TRANSCRIPTS, (session,))
                 latencies = await conn.execute(_DELETE_LATENCIES, (session,))
         except psycopg.Error as exc:
-            raise StorageError(f"could not delete the rows of session {session}: {exc}") from exc
+            raise StorageError(
+                f"could not delete the rows of session {session}: {exc}",
+                transient=is_transient_postgres_error(exc),
+            ) from exc
         return DeletedRows(
             segments=segments.rowcount,
             transcripts=transcripts.rowcount,
@@ -313,7 +322,9 @@ class PostgresAudioMetaStorage(BatchedWrites, IndexReader):
                 await cursor.execute(query, params)
                 rows = await cursor.fetchall()
         except psycopg.Error as exc:
-            raise StorageError(f"could not read the audio index: {exc}") from exc
+            raise StorageError(
+                f"could not read the audio index: {exc}", transient=is_transient_postgres_error(exc)
+            ) from exc
         return [{name: _from_postgres(value) for name, value in row.items()} for row in rows]
 
 
@@ -346,7 +357,9 @@ async def migrate_postgres(
                 return await _migrate(conn, lock_timeout_s)
         return await _migrate(target, lock_timeout_s)
     except psycopg.Error as exc:
-        raise MigrationError(f"PostgreSQL migrations failed: {exc}") from exc
+        raise MigrationError(
+            f"PostgreSQL migrations failed: {exc}", transient=is_transient_postgres_error(exc)
+        ) from exc
 
 
 async def _migrate(conn: AsyncConnection[Any], lock_timeout_s: float) -> list[int]:
@@ -392,3 +405,18 @@ def _from_postgres(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC)
     return value
+
+
+def is_transient_postgres_error(exc: BaseException) -> bool:
+    """Whether another attempt can cure a psycopg error.
+
+    A lost or refused connection (no SQLSTATE), a pool that had no connection in time, and the
+    SQLSTATE classes of :data:`_TRANSIENT_SQLSTATE_CLASSES` are; a refused row, a missing table
+    or a syntax error is not.
+    """
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = exc.sqlstate
+    if sqlstate is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES

@@ -395,8 +395,10 @@ class S3AudioStorage(MetadataLog):
             return self._call(f"download {url}", attempt)
         except _CLIENT_ERRORS as exc:
             if _status(exc) == 404:
-                raise StorageError(f"no object at {url}") from exc
-            raise StorageError(f"could not download {url}: {exc}") from exc
+                raise StorageError(f"no object at {url}", transient=False) from exc
+            raise StorageError(
+                f"could not download {url}: {exc}", transient=_is_transient(exc)
+            ) from exc
 
     def _upload(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
         url = self.url_for(key)
@@ -415,7 +417,9 @@ class S3AudioStorage(MetadataLog):
             )
         except _CLIENT_ERRORS as exc:
             if _status(exc) != 412:
-                raise StorageError(f"could not upload {url}: {exc}") from exc
+                raise StorageError(
+                    f"could not upload {url}: {exc}", transient=_is_transient(exc)
+                ) from exc
             self._confirm_stored(key, data)
             return
         logger.debug(f"uploaded {url}")
@@ -432,11 +436,15 @@ class S3AudioStorage(MetadataLog):
         except _CLIENT_ERRORS as exc:
             if _status(exc) == 404:
                 raise StorageError(f"{url} was refused as existing but is gone") from exc
-            raise StorageError(f"{url} already exists and could not be read back: {exc}") from exc
+            raise StorageError(
+                f"{url} already exists and could not be read back: {exc}",
+                transient=_is_transient(exc),
+            ) from exc
         mismatch = _content_mismatch(dict(stored), data)
         if mismatch is not None:
             raise StorageError(
-                f"{url} already holds different audio for the same segment id: {mismatch}"
+                f"{url} already holds different audio for the same segment id: {mismatch}",
+                transient=False,
             )
         logger.info(f"{url} was already stored with the same bytes (a retried upload)")
 
@@ -452,12 +460,16 @@ class S3AudioStorage(MetadataLog):
         except _CLIENT_ERRORS as exc:
             lacks_api = _status(exc) == _NOT_IMPLEMENTED or _code(exc) == "NotImplemented"
             if not lacks_api:
-                raise StorageError(f"could not list {self.url_for(folder)}: {exc}") from exc
+                raise StorageError(
+                    f"could not list {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
+                ) from exc
             logger.info(f"{self.url_for(folder)}: no versions API, listing keys ({exc})")
         try:
             return self._call(f"list {folder}", lambda c: list(_list_keys(c, bucket, folder)))
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"could not list {self.url_for(folder)}: {exc}") from exc
+            raise StorageError(
+                f"could not list {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
+            ) from exc
 
     def _delete_folder(self, folder: str) -> int:
         versions = self._versions(folder)
@@ -482,7 +494,9 @@ class S3AudioStorage(MetadataLog):
                 ),
             )
         except _CLIENT_ERRORS as exc:
-            raise StorageError(f"could not delete {self.url_for(folder)}: {exc}") from exc
+            raise StorageError(
+                f"could not delete {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
+            ) from exc
         failed = {
             (error.get("Key"), error.get("VersionId"))
             for error in answer.get("Errors", [])

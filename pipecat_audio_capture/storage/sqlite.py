@@ -146,6 +146,7 @@ class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
             self._write_batch,
             # InterfaceError: a value of a type SQLite cannot bind.
             row_errors=(sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError),
+            transient=is_transient_sqlite_error,
             max_rows=batch_max_rows,
             max_delay_s=batch_max_delay_s,
             name="sqlite index",
@@ -243,7 +244,9 @@ class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
         try:
             return await asyncio.to_thread(self._unlocked_read, fetch)
         except sqlite3.Error as exc:
-            raise StorageError(f"could not read the audio index: {exc}") from exc
+            raise StorageError(
+                f"could not read the audio index: {exc}", transient=is_transient_sqlite_error(exc)
+            ) from exc
 
     def _unlocked_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._path == ":memory:":
@@ -258,13 +261,19 @@ class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
             return work(conn)
 
     def _closed_error(self) -> StorageError | None:
-        return StorageError(f"the audio index {self._path} is closed") if self._closed else None
+        return (
+            StorageError(f"the audio index {self._path} is closed", transient=False)
+            if self._closed
+            else None
+        )
 
     async def _call(self, work: Callable[[sqlite3.Connection], T], failure: str) -> T:
         try:
             return await asyncio.to_thread(self._locked, work)
         except sqlite3.Error as exc:
-            raise StorageError(f"{failure}: {exc}") from exc
+            raise StorageError(
+                f"{failure}: {exc}", transient=is_transient_sqlite_error(exc)
+            ) from exc
 
     def _locked(self, work: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
@@ -289,7 +298,10 @@ class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
         try:
             applied = _migrate(conn)
         except sqlite3.Error as exc:
-            raise MigrationError(f"SQLite migrations of {self._path} failed: {exc}") from exc
+            raise MigrationError(
+                f"SQLite migrations of {self._path} failed: {exc}",
+                transient=is_transient_sqlite_error(exc),
+            ) from exc
         self._migrated = True
         return applied
 
@@ -473,3 +485,17 @@ def _from_sqlite(column: str, value: Any) -> Any:
     if column in _BOOLEAN_COLUMNS:
         return bool(value)
     return value
+
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def is_transient_sqlite_error(exc: BaseException) -> bool:
+    """Whether another attempt can cure an sqlite3 error: only a busy or locked database is."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        # Extended codes (SQLITE_BUSY_SNAPSHOT, ...) keep the primary code in the low byte.
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
