@@ -29,6 +29,7 @@ TABLES = {
     "session_transcripts",
     "session_turn_latencies",
     "session_summaries",
+    "session_summary_dirty",
 }
 VIEWS = {"session_call_log", "session_summary", "session_response_gaps", "session_turn_latency"}
 ALL_VERSIONS = [migration.version for migration in load_migrations("postgres")]

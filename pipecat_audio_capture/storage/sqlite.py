@@ -74,6 +74,11 @@ WHERE text IS NOT excluded.text
 
 _INSERT_LATENCY = latency_insert(_param)
 
+_DEFER_SUMMARY = "INSERT OR IGNORE INTO session_summary_deferred (session_id) VALUES (?)"
+_REFRESH_DEFERRED_SUMMARIES = (
+    "INSERT INTO session_summary_refresh (session_id) SELECT session_id FROM session_summary_deferred"
+)
+_CLEAR_DEFERRED_SUMMARIES = "DELETE FROM session_summary_deferred"
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
 _DELETE_TRANSCRIPTS = "DELETE FROM session_transcripts WHERE session_id = ?"
 _DELETE_LATENCIES = "DELETE FROM session_turn_latencies WHERE session_id = ?"
@@ -428,9 +433,15 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 def _write_batch(
     conn: sqlite3.Connection, groups: Sequence[tuple[str, list[dict[str, Any]]]]
 ) -> None:
+    # The insert triggers skip the listed calls, whose summaries are refreshed once per batch
+    # instead of once per row (migrations/sqlite/0003_session_summaries.sql).
+    calls = sorted({row["session_id"] for _, rows in groups for row in rows})
     with _immediate(conn):
+        conn.executemany(_DEFER_SUMMARY, [(call,) for call in calls])
         for statement, rows in groups:
             conn.executemany(statement, rows)
+        conn.execute(_REFRESH_DEFERRED_SUMMARIES)
+        conn.execute(_CLEAR_DEFERRED_SUMMARIES)
 
 
 def _delete_session(conn: sqlite3.Connection, session: str) -> DeletedRows:

@@ -2,7 +2,7 @@
 -- migrations/sqlite/0003_session_summaries.sql for the SQLite side).
 --
 -- session_summaries holds one row per call, kept up to date by triggers on both tables: every
--- write recomputes its call's row from session_call_log (whose "WHERE session_id = ..."
+-- transaction recomputes each call it wrote, once, from session_call_log (whose "WHERE session_id = ..."
 -- reaches the base tables' indexes, so this reads that call only). session_summary now reads
 -- that table, so the newest calls come from an index instead of an aggregate over every call.
 -- Same columns, types and values as the view it replaces.
@@ -57,26 +57,50 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION session_summary_refresh_trigger() RETURNS trigger
+-- A batch writes many rows of one call in one transaction, so the row triggers only list the
+-- call in session_summary_dirty (once per transaction: a second insert of the same call finds
+-- the row), and a deferred trigger on that list refreshes each call once, at commit, then
+-- removes it. Every write path (batches, deletes, purges, raw SQL) is covered, and a second
+-- transaction listing the same call waits for the first to commit, so it recomputes after the
+-- first one's rows are visible.
+CREATE TABLE session_summary_dirty (session_id UUID PRIMARY KEY);
+
+CREATE FUNCTION session_summary_mark_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        PERFORM session_summary_refresh_locked(OLD.session_id);
+        INSERT INTO session_summary_dirty (session_id) VALUES (OLD.session_id)
+        ON CONFLICT DO NOTHING;
     END IF;
     IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.session_id <> OLD.session_id) THEN
-        PERFORM session_summary_refresh_locked(NEW.session_id);
+        INSERT INTO session_summary_dirty (session_id) VALUES (NEW.session_id)
+        ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
 END;
 $$;
 
+CREATE FUNCTION session_summary_dirty_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM session_summary_refresh_locked(NEW.session_id);
+    DELETE FROM session_summary_dirty WHERE session_id = NEW.session_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE CONSTRAINT TRIGGER session_summary_dirty_refresh
+AFTER INSERT ON session_summary_dirty
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION session_summary_dirty_trigger();
+
 CREATE TRIGGER session_audio_segments_summary
 AFTER INSERT OR UPDATE OR DELETE ON session_audio_segments
-FOR EACH ROW EXECUTE FUNCTION session_summary_refresh_trigger();
+FOR EACH ROW EXECUTE FUNCTION session_summary_mark_trigger();
 
 CREATE TRIGGER session_transcripts_summary
 AFTER INSERT OR UPDATE OR DELETE ON session_transcripts
-FOR EACH ROW EXECUTE FUNCTION session_summary_refresh_trigger();
+FOR EACH ROW EXECUTE FUNCTION session_summary_mark_trigger();
 
 -- The calls already indexed.
 SELECT session_summary_refresh(session_id)

@@ -9,6 +9,11 @@
 --    every write recomputes its call's row from session_call_log (a read of that call only).
 --    session_summary now reads that table, so the newest calls come from an index instead of
 --    an aggregate over every call. Same columns and values as the view it replaces.
+-- 3. A batch writes many rows of one call: the package's batch transaction first lists its
+--    calls in session_summary_deferred, whose calls the insert triggers skip, then refreshes
+--    each listed call once and empties the list before it commits (storage/sqlite.py). Any
+--    other write (a delete, a purge, raw SQL) refreshes its call row by row, so the table is
+--    exact whoever writes.
 
 DROP VIEW session_response_gaps;
 DROP VIEW session_summary;
@@ -152,7 +157,11 @@ BEGIN
     GROUP BY session_id;
 END;
 
+-- Calls whose refresh the current transaction does once at its end; empty between transactions.
+CREATE TABLE session_summary_deferred (session_id TEXT PRIMARY KEY) WITHOUT ROWID;
+
 CREATE TRIGGER session_audio_segments_summary_insert AFTER INSERT ON session_audio_segments
+WHEN NOT EXISTS (SELECT 1 FROM session_summary_deferred WHERE session_id = NEW.session_id)
 BEGIN
     INSERT INTO session_summary_refresh (session_id) VALUES (NEW.session_id);
 END;
@@ -170,6 +179,7 @@ BEGIN
 END;
 
 CREATE TRIGGER session_transcripts_summary_insert AFTER INSERT ON session_transcripts
+WHEN NOT EXISTS (SELECT 1 FROM session_summary_deferred WHERE session_id = NEW.session_id)
 BEGIN
     INSERT INTO session_summary_refresh (session_id) VALUES (NEW.session_id);
 END;
