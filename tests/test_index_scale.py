@@ -179,3 +179,40 @@ async def test_one_call_and_the_newest_calls_are_read_through_indexes_in_postgre
     assert "Index Scan using session_summaries_newest_idx" in plans["sessions"]
     for name in ("call log", "gaps"):
         assert "Seq Scan" not in plans[name], plans[name]
+
+
+PENDING_CALLS = {"sqlite": "session_summary_deferred", "postgres": "session_summary_dirty"}
+"""Each dialect's list of calls whose summary the current transaction refreshes at its end."""
+
+
+async def test_batches_of_many_calls_leave_every_summary_exact_and_no_call_pending(
+    index: IndexBackend,
+) -> None:
+    sessions = [new_id() for _ in range(12)]
+    saves = []
+    for session in sessions:
+        for i in range(6):
+            meta = make_segment(session, start_ms=i * 1000, speaker="bot" if i % 2 else "user")
+            role = "assistant" if i % 2 else "user"
+            text = make_transcript(session, meta.turn_id or new_id(), role, f"t{i}", at_ms=i * 1000)
+            saves += [index.store.save_metadata(session, meta), index.store.save_transcript(text)]
+
+    await asyncio.gather(*saves)
+
+    assert await index.store.list_sessions() == await expected_summaries(index, sessions)
+    assert await index.count(PENDING_CALLS[index.name]) == 0
+
+
+async def test_rows_deleted_by_raw_sql_outside_the_package_update_the_summary(
+    index: IndexBackend,
+) -> None:
+    call = Call()
+    await call.save(index)
+    [before] = await index.store.list_sessions()
+
+    await index.execute("DELETE FROM session_audio_segments WHERE speaker = 'user'")
+
+    [after] = await index.store.list_sessions()
+    assert [after] == await expected_summaries(index, [call.session_id])
+    assert after.user_talk_ms < before.user_talk_ms
+    assert await index.count(PENDING_CALLS[index.name]) == 0

@@ -47,20 +47,10 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$
     GROUP BY session_id;
 $$;
 
--- Two transactions writing the same call take turns: each recomputes after the other's rows
--- are committed, so neither overwrites the row with a count that misses the other's.
-CREATE FUNCTION session_summary_refresh_locked(call UUID) RETURNS void
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('session_summaries:' || call::text, 0));
-    PERFORM session_summary_refresh(call);
-END;
-$$;
-
 -- A batch writes many rows of one call in one transaction, so the row triggers only list the
 -- call in session_summary_dirty (once per transaction: a second insert of the same call finds
--- the row), and a deferred trigger on that list refreshes each call once, at commit, then
--- removes it. Every write path (batches, deletes, purges, raw SQL) is covered, and a second
+-- the row), and a deferred trigger on that list refreshes the listed calls at commit, then
+-- empties it. Every write path (batches, deletes, purges, raw SQL) is covered, and a second
 -- transaction listing the same call waits for the first to commit, so it recomputes after the
 -- first one's rows are visible.
 CREATE TABLE session_summary_dirty (session_id UUID PRIMARY KEY);
@@ -80,11 +70,28 @@ BEGIN
 END;
 $$;
 
+-- Refreshes every call this transaction listed (the first of the deferred firings does the
+-- work; the others find the list empty). The locks are taken in call order so
+-- two transactions listing the same calls cannot deadlock on them.
 CREATE FUNCTION session_summary_dirty_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    calls UUID[];
+    call UUID;
 BEGIN
-    PERFORM session_summary_refresh_locked(NEW.session_id);
-    DELETE FROM session_summary_dirty WHERE session_id = NEW.session_id;
+    SELECT array_agg(session_id ORDER BY session_id) INTO calls FROM session_summary_dirty;
+    IF calls IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('session_summaries:' || listed::text, 0))
+    FROM unnest(calls) AS listed
+    ORDER BY listed;
+    DELETE FROM session_summary_dirty WHERE session_id = ANY (calls);
+    -- One call at a time: only "session_id = call" reaches both sides of session_call_log's
+    -- join through the indexes ("= ANY" scans one of them whole).
+    FOREACH call IN ARRAY calls LOOP
+        PERFORM session_summary_refresh(call);
+    END LOOP;
     RETURN NULL;
 END;
 $$;
