@@ -40,6 +40,7 @@ import aiohttp
 from benchmarks.big_index_data import FIRST_CALL, fill_postgres, fill_sqlite, session_id_of
 from benchmarks.report import Section, table
 from benchmarks.stats import Summary
+from pipecat_audio_capture import migrations
 from pipecat_audio_capture.cli import main as cli_main
 from pipecat_audio_capture.index_access import IndexTarget, PostgresTarget, SQLiteTarget, open_index
 from pipecat_audio_capture.migrations import load_migrations
@@ -261,7 +262,8 @@ async def _scratch_schema() -> AsyncIterator[str | None]:
 def _old_release(module: Any) -> Iterator[None]:
     """Make ``module`` migrate only as far as the release before 0003 did."""
     old = tuple(m for m in load_migrations(module.__name__.rsplit(".", 1)[1]) if m.version <= 2)
-    with mock.patch.object(module, "load_migrations", lambda dialect: old):
+    # The migration runner looks the list up where it is defined.
+    with mock.patch.object(migrations, "load_migrations", lambda dialect: old):
         yield
 
 

@@ -76,7 +76,8 @@ _INSERT_LATENCY = latency_insert(_param)
 
 _DEFER_SUMMARY = "INSERT OR IGNORE INTO session_summary_deferred (session_id) VALUES (?)"
 _REFRESH_DEFERRED_SUMMARIES = (
-    "INSERT INTO session_summary_refresh (session_id) SELECT session_id FROM session_summary_deferred"
+    "INSERT INTO session_summary_refresh (session_id) "
+    "SELECT session_id FROM session_summary_deferred"
 )
 _CLEAR_DEFERRED_SUMMARIES = "DELETE FROM session_summary_deferred"
 _DELETE_SEGMENTS = "DELETE FROM session_audio_segments WHERE session_id = ?"
