@@ -63,6 +63,10 @@ class BotTrack:
         # the last interruption or stop, in seconds.
         self._generated_s = 0.0
         self._written_s = 0.0
+        # After a barge-in the output transport still writes the chunk it had taken from its
+        # queue, and may report BotStartedSpeakingFrame for it first: that chunk is the tail of
+        # the interrupted answer, not the start of the next one (which a TTSStartedFrame opens).
+        self._tail_pending = False
 
     def use_tap(self) -> None:
         """Take played audio from a tap after the output transport from now on."""
@@ -83,7 +87,10 @@ class BotTrack:
         now = self._timeline.now()
         seconds = duration_s(len(audio), frame.sample_rate, frame.num_channels)
         if self.after_output:
-            if not self._speaking:
+            tail = self._tail_pending and frame.interruptible
+            if tail:
+                self._tail_pending = False
+            if tail or not self._speaking:
                 self._stats.ignored_bot_audio_ms += seconds * 1000.0
                 return _NONE
             # Audio past the output transport has just been written. The transport reports
@@ -131,6 +138,10 @@ class BotTrack:
             self._play_cursor += delay
         self._head_anchored = True
 
+    def answer_started(self) -> None:
+        """The output transport passed on a ``TTSStartedFrame``: audio from here is a new answer."""
+        self._tail_pending = False
+
     def stopped(self) -> Sequence[FinishedPart]:
         """The output transport reported ``BotStoppedSpeakingFrame``: the playing turn is whole."""
         self._speaking = False
@@ -154,6 +165,7 @@ class BotTrack:
 
     def interrupted(self) -> Sequence[FinishedPart]:
         """A barge-in: keep what was played, count what was not."""
+        self._tail_pending = self.after_output
         if self.tapped:
             # The transport drops what it had not written yet.
             unplayed_ms = max(0.0, self._generated_s - self._written_s) * 1000.0

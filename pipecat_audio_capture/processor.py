@@ -17,6 +17,7 @@ from pipecat.frames.frames import (
     InterruptionFrame,
     OutputAudioRawFrame,
     StopFrame,
+    TTSStartedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -50,6 +51,7 @@ class _Kind(Enum):
     BOT_STARTED = auto()
     BOT_STOPPED = auto()
     INTERRUPTION = auto()
+    TTS_STARTED = auto()
     END = auto()
     CANCEL = auto()
 
@@ -62,6 +64,7 @@ _KIND_ORDER: tuple[tuple[type[Frame] | tuple[type[Frame], ...], _Kind], ...] = (
     (BotStartedSpeakingFrame, _Kind.BOT_STARTED),
     (BotStoppedSpeakingFrame, _Kind.BOT_STOPPED),
     (InterruptionFrame, _Kind.INTERRUPTION),
+    (TTSStartedFrame, _Kind.TTS_STARTED),
     ((EndFrame, StopFrame), _Kind.END),
     (CancelFrame, _Kind.CANCEL),
 )
@@ -264,6 +267,10 @@ class AudioCaptureProcessor(FrameProcessor):
             return self._on_bot_audio(frame)  # type: ignore[arg-type]
         if kind is _Kind.INTERRUPTION:
             return () if self._bot.tapped else self._bot.interrupted()
+        if kind is _Kind.TTS_STARTED:
+            if direction is _DOWNSTREAM and not self._bot.tapped:
+                self._bot.answer_started()
+            return ()
         if kind is _Kind.END or kind is _Kind.CANCEL:
             user = self._user.stop(interrupted=True)
             if self._bot.tapped and kind is _Kind.END:
@@ -317,6 +324,8 @@ class AudioCaptureProcessor(FrameProcessor):
             finished = self._on_bot_audio(frame)  # type: ignore[arg-type]
         elif kind is _Kind.INTERRUPTION:
             finished = self._bot.interrupted()
+        elif kind is _Kind.TTS_STARTED:
+            self._bot.answer_started()
         elif kind is _Kind.END or kind is _Kind.CANCEL:
             finished = self._bot.close(cancelled=kind is _Kind.CANCEL)
         elif kind in (_Kind.BOT_STARTED, _Kind.BOT_STOPPED) and not self._is_sibling_of_handled(

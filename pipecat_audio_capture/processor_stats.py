@@ -16,12 +16,13 @@ class ProcessorStats:
         unsupported_format_frames: Audio frames passed on unrecorded because their sample rate
             or channel count is outside :mod:`pipecat_audio_capture.limits` (or impossible).
         unsupported_format_ms: The audio of those frames, where its duration can be computed.
-        format_churn_ms: Audio not recorded because its turn had already changed format
-            ``max_format_changes`` times.
+        format_churn_ms: Audio of either speaker not recorded because its turn had already
+            changed format ``max_format_changes`` times.
         unplayed_ms: Bot audio generated but cut by interruptions before it played.
         ignored_bot_audio_ms: Played bot audio outside any bot turn (after the output
             transport: the chunk being written when a barge-in arrives, or mixer output between
-            turns).
+            turns; after a barge-in, the one chunk still written before the next
+            ``TTSStartedFrame``).
         stops_without_start: ``UserStoppedSpeakingFrame`` with no user turn open.
     """
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from output_transports import PACES, PacedOutput, Write, real_time, slow
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     Frame,
     InterruptionFrame,
     TTSAudioRawFrame,
@@ -22,6 +24,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_audio_capture import AudioCaptureProcessor, PendingAudioSegment, TurnIds
@@ -198,3 +201,77 @@ async def test_audio_the_transport_never_wrote_is_not_recorded_and_is_counted():
     assert collector.by_speaker("bot") == []
     assert processor.stats.unplayed_ms == pytest.approx(SHORT_S * 1000)
     assert reasons == ["unwritten"]
+
+
+class LateChunk(FrameProcessor):
+    """Stands in for an output transport in Pipecat's race on a barge-in: the chunk it had
+    taken from its queue is written after the interruption, after a new
+    ``BotStartedSpeakingFrame``, and the bot then stays "speaking" into the next answer."""
+
+    def __init__(self, late: Frame) -> None:
+        super().__init__()
+        self._late = late
+        self._held: Frame | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if frame is self._late:
+            self._held = frame
+            return
+        await self.push_frame(frame, direction)
+        if isinstance(frame, BotStartedSpeakingFrame) and self._held is not None:
+            held, self._held = self._held, None
+            await self.push_frame(held, direction)
+
+
+def chunks(value: int, count: int) -> list[TTSAudioRawFrame]:
+    """``count`` 40 ms chunks as the transport re-chunks them (no context id)."""
+    audio = np.full(int(CHUNK_S * RATE), value, dtype="<i2").tobytes()
+    return [TTSAudioRawFrame(audio=audio, sample_rate=RATE, num_channels=1) for _ in range(count)]
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_the_chunk_written_after_a_barge_in_is_counted_not_glued_to_the_next_answer(
+    placement: str,
+):
+    collector = InMemoryAudioCollector()
+    processor = AudioCaptureProcessor(collector, TurnIds())
+    [late] = chunks(7, 1)
+    transport = LateChunk(late)
+    if placement == "before":
+        pipeline = Pipeline([processor, transport, processor.playback_tap()])
+    else:
+        pipeline = Pipeline([transport, processor])
+    pause = SleepFrame(0.05)  # keeps system frames behind the data frames sent before them
+    frames = [
+        TTSStartedFrame(context_id="long"),
+        BotStartedSpeakingFrame(),
+        *chunks(1, 5),
+        late,
+        pause,
+        InterruptionFrame(),
+        BotStoppedSpeakingFrame(),
+        BotStartedSpeakingFrame(),
+        SleepFrame(0.05),
+        TTSStartedFrame(context_id="short"),
+        *chunks(2, 3),
+        SleepFrame(0.05),
+        BotStoppedSpeakingFrame(),
+        SleepFrame(0.05),
+    ]
+    await run_test(pipeline, frames_to_send=frames)
+
+    turns = {}
+    for segment in collector.by_speaker("bot"):
+        turns.setdefault(segment.turn_id, []).append(segment)
+    barged, whole = turns.values()
+    assert all(segment.interrupted for segment in barged)
+    assert not any(segment.interrupted for segment in whole)
+    chunk = int(CHUNK_S * RATE)
+    assert list(samples_of(barged)) == [1] * 5 * chunk
+    assert list(samples_of(whole)) == [2] * 3 * chunk
+    assert processor.stats.ignored_bot_audio_ms == pytest.approx(CHUNK_S * 1000)
+
+
+def samples_of(turn: list[PendingAudioSegment]) -> np.ndarray:
+    return np.frombuffer(b"".join(chunk for segment in turn for chunk in segment.pcm), "<i2")

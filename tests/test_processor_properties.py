@@ -404,7 +404,14 @@ def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
     """Each user turn's audio by the documented rules: ``preroll_s`` of the input audio heard
     since the last turn (in the current format), then all input audio until the flush, up to
     the format change past ``MAX_FORMAT_CHANGES_PER_TURN``."""
+    return user_model(run)[0]
+
+
+def user_model(run: Run) -> tuple[list[tuple[str, bytes]], float]:
+    """The user turns of :func:`expected_user_turns`, and the milliseconds of user audio the
+    rules leave unrecorded because a turn changed format too often."""
     script = run.script
+    churn_ms = 0.0
     turns: list[tuple[str, bytes]] = []
     turn_id: str | None = None  # of the open turn
     turn_audio = b""
@@ -423,6 +430,8 @@ def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
                 turn_format = audio_format
                 if changes <= MAX_FORMAT_CHANGES_PER_TURN:
                     turn_audio += audio
+                else:
+                    churn_ms += len(audio) / frame_bytes(frame) / frame.sample_rate * 1000
                 continue
             if preroll_format != (frame.sample_rate, frame.num_channels):
                 preroll, preroll_format = b"", (frame.sample_rate, frame.num_channels)
@@ -439,7 +448,7 @@ def expected_user_turns(run: Run) -> list[tuple[str, bytes]]:
             turn_id = None
     if turn_id is not None:
         turns.append((turn_id, turn_audio))  # flushed by the teardown
-    return [(turn_id, audio) for turn_id, audio in turns if audio]
+    return [(turn_id, audio) for turn_id, audio in turns if audio], churn_ms
 
 
 # A turn that changes format every frame: four parts, then the rest is not recorded.
@@ -468,11 +477,21 @@ def test_user_turns_hold_their_preroll_and_every_input_byte_of_the_turn(script: 
         steps=[Step(0.02, tts_audio(0.02, rate=(16000, 24000)[i % 2])) for i in range(12)],
     )
 )
+# A user turn past the format-change limit: its churn is the user's, not the bot's.
+@example(
+    script=Script(
+        steps=[
+            Step(0.0, UserStartedSpeakingFrame()),
+            *(Step(0.02, input_audio(0.02, rate=8000, channels=1 + i % 2)) for i in range(6)),
+        ],
+    )
+)
 @PROPERTY
 @given(script=scripts())
 def test_bot_audio_is_recorded_or_counted_as_unplayed_or_ignored(script: Script) -> None:
     """Nothing lost on the bot side: received = recorded + cut (unplayed) + ignored + past the
-    format-change limit."""
+    format-change limit (``format_churn_ms`` counts both speakers: the user's share is taken
+    out by the model of user turns)."""
     run = run_sync(script)
     received_ms = sum(
         len(whole_samples(step.frame)) / frame_bytes(step.frame) / step.frame.sample_rate * 1000
@@ -481,8 +500,9 @@ def test_bot_audio_is_recorded_or_counted_as_unplayed_or_ignored(script: Script)
     )
     recorded_ms = sum(segment.duration_ms for segment in run.by_speaker("bot"))
     stats = run.processor.stats
+    bot_churn_ms = stats.format_churn_ms - user_model(run)[1]
     assert recorded_ms + stats.unplayed_ms + stats.ignored_bot_audio_ms + (
-        stats.format_churn_ms
+        bot_churn_ms
     ) == pytest.approx(received_ms, abs=1e-6)
 
 
