@@ -129,7 +129,7 @@ class SessionAudioCapture(BackgroundRowWriter[PendingAudioSegment, _Encoded]):
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = defaults.SPOOL_MAX_BYTES,
         spill_capacity: int = defaults.SPILL_CAPACITY,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         """Initialize the capture.
 

@@ -4,6 +4,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum, auto
+from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -153,7 +154,7 @@ class AudioCaptureProcessor(FrameProcessor):
         max_segment_s: float = defaults.MAX_SEGMENT_S,
         max_format_changes: int = defaults.MAX_FORMAT_CHANGES_PER_TURN,
         clock: Clock | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         """Initialize the processor.
 
@@ -247,7 +248,8 @@ class AudioCaptureProcessor(FrameProcessor):
 
     async def cleanup(self) -> None:
         """Hand over whatever is still open when the pipeline is torn down."""
-        await super().cleanup()
+        # Pipecat leaves FrameProcessor.cleanup() unannotated.
+        await super().cleanup()  # type: ignore[no-untyped-call]
         finished = [*self._user.stop(interrupted=True), *self._bot.close(cancelled=False)]
         for segment in self._submit(finished):
             await self._call_event_handler("on_segment_captured", segment)
