@@ -54,8 +54,10 @@ class SessionCaptureStats(CaptureStats, WriteStats):
 
 @dataclass(frozen=True)
 class _Encoded:
-    """A segment on its way to storage: its WAV bytes once encoded (None before, or when
-    close() gave up before encoding it)."""
+    """A segment on its way to storage, with its WAV bytes once encoded.
+
+    ``wav`` is None before encoding, or when close() gave up before encoding it.
+    """
 
     segment: PendingAudioSegment
     wav: bytes | None

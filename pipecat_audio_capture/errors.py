@@ -82,26 +82,36 @@ class SpoolFullError(SpoolError):
 
 
 class SpoolEntryGoneError(SpoolError):
-    """A spool entry was removed between listing and reading it: another replay stored it, or a
-    deletion removed it. Not a failure of the entry."""
+    """A spool entry was removed between listing and reading it.
+
+    Another replay stored it, or a deletion removed it. Not a failure of the entry.
+    """
 
 
 class SpoolEntryError(SpoolError):
-    """A file in the spool is not an entry this package wrote (corrupt, truncated, renamed, or a
-    symlink). It is left in place, untouched, and reported."""
+    """A file in the spool is not an entry this package wrote.
+
+    It is corrupt, truncated, renamed, or a symlink. It is left in place, untouched, and
+    reported.
+    """
 
 
 class UnsafePathError(StorageError):
-    """A folder or file on the way to a recording is a symlink or otherwise leads outside its
-    root; nothing is read, written or deleted through it."""
+    """A folder or file on the way to a recording leads outside its root.
+
+    It is a symlink or otherwise escapes; nothing is read, written or deleted through it.
+    """
 
     transient = False
 
 
 class CallAudioError(AudioCaptureError):
-    """A call's stereo recording cannot be built: the call has no usable segment, its rows
-    belong to several calls, the requested format is unsupported, or it would not fit a WAV
-    file. A single unreadable segment is not this error: it is reported and left silent."""
+    """A call's stereo recording cannot be built.
+
+    The call has no usable segment, its rows belong to several calls, the requested format is
+    unsupported, or it would not fit a WAV file. A single unreadable segment is not this error:
+    it is reported and left silent.
+    """
 
 
 class MissingExtraError(AudioCaptureError, ImportError):

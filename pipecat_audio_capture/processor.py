@@ -207,8 +207,10 @@ class AudioCaptureProcessor(FrameProcessor):
 
     @property
     def playback_confirmed(self) -> bool:
-        """Whether bot segments come from what the output transport wrote (a running tap, or
-        this processor placed after the output transport)."""
+        """Whether bot segments come from what the output transport wrote.
+
+        They do with a running tap, or with this processor placed after the output transport.
+        """
         return self._bot.after_output
 
     def wall_time(self, monotonic_s: float) -> datetime:
@@ -216,8 +218,9 @@ class AudioCaptureProcessor(FrameProcessor):
         return self._timeline.wall(monotonic_s)
 
     def playback_tap(self) -> PlaybackTap:
-        """A processor to put right after ``transport.output()`` so that bot segments hold what
-        the transport wrote, with its times::
+        """Return a processor to put right after ``transport.output()``.
+
+        With it, bot segments hold what the transport wrote, with its times::
 
             Pipeline([..., tts, capture, transport.output(), capture.playback_tap(), ...])
         """

@@ -148,8 +148,10 @@ class TranscriptRecord:
 
 @dataclass
 class WriteStats:
-    """What a background writer did with the items handed to it; every writer's ``close()``
-    returns one (a :class:`~pipecat_audio_capture.capture.SessionCaptureStats` for segments).
+    """What a background writer did with the items handed to it.
+
+    Every writer's ``close()`` returns one (a
+    :class:`~pipecat_audio_capture.capture.SessionCaptureStats` for segments).
 
     Parameters:
         stored: Items written to storage.

@@ -265,8 +265,9 @@ def open_regular_under(root: Path, path: Path) -> int:
 
 
 def open_folder(folder: Path) -> int:
-    """Open a folder (following links in ``folder`` itself: the caller names it) to create files
-    in with :func:`create_new_file`.
+    """Open a folder to create files in with :func:`create_new_file`.
+
+    Links in ``folder`` itself are followed: the caller names it.
 
     Raises:
         OSError: If it does not exist or is not a folder.

@@ -33,7 +33,6 @@ _SHOWN_CHARS = 40
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
     """Return a parser of a whole number from ``low`` to ``high`` (ASCII digits only)."""
-
     expected = f"a whole number from {low} to {high}"
 
     def parse(text: str) -> int:

@@ -291,8 +291,10 @@ class MetadataIndex(SessionRetention, SessionRowCounter, Protocol):
         ...
 
     async def response_gaps(self, session_id: str, limit: int | None = None) -> list[ResponseGap]:
-        """Return a call's user turns in spoken order with the bot's response time (the first
-        ``limit`` when given)."""
+        """Return a call's user turns in spoken order with the bot's response time.
+
+        Only the first ``limit`` when given.
+        """
         ...
 
     async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
