@@ -12,6 +12,7 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
     AudioFormatError,
+    InvalidArgumentError,
     SpoolError,
     SpoolFullError,
 )
@@ -150,10 +151,10 @@ class SessionAudioCapture(BackgroundRowWriter[PendingAudioSegment, _Encoded]):
 
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
-            ValueError: If a capacity is below 1.
+            InvalidArgumentError: If a capacity is below 1.
         """
         if capacity < 1 or spill_capacity < 1:
-            raise ValueError("capacity and spill_capacity must be at least 1")
+            raise InvalidArgumentError("capacity and spill_capacity must be at least 1")
         super().__init__(
             capacity=capacity,
             write_timeout_s=write_timeout_s,

@@ -28,6 +28,7 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.bot_track import BotTrack
 from pipecat_audio_capture.clock import Clock, Timeline
 from pipecat_audio_capture.collector import AudioCaptureCollector
+from pipecat_audio_capture.errors import InvalidArgumentError
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.limits import format_supported
 from pipecat_audio_capture.open_part import FinishedPart, PartLimits, duration_s, whole_samples
@@ -172,15 +173,17 @@ class AudioCaptureProcessor(FrameProcessor):
         kwargs.setdefault("enable_direct_mode", defaults.PROCESSOR_DIRECT_MODE)
         super().__init__(**kwargs)
         if preroll_s < 0:
-            raise ValueError("preroll_s must not be negative")
+            raise InvalidArgumentError("preroll_s must not be negative")
         if max_segment_s <= 0:
-            raise ValueError("max_segment_s must be positive")
+            raise InvalidArgumentError("max_segment_s must be positive")
         if max_format_changes < 0:
-            raise ValueError("max_format_changes must not be negative")
+            raise InvalidArgumentError("max_format_changes must not be negative")
         if turn_ids is None:
             turn_ids = TurnIds() if clock is None else TurnIds(clock=clock)
         elif clock is not None and clock != turn_ids.clock:
-            raise ValueError("clock must be the clock of turn_ids: one call has one clock")
+            raise InvalidArgumentError(
+                "clock must be the clock of turn_ids: one call has one clock"
+            )
         self._collector = collector
         self._turn_ids = turn_ids
         self._timeline = Timeline(turn_ids.clock)

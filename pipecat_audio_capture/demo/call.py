@@ -62,6 +62,7 @@ from pipecat_audio_capture.demo.services import (
     SimulatedSpeaker,
     SpokenUtterance,
 )
+from pipecat_audio_capture.errors import InvalidArgumentError, SimulatedCallTimeoutError
 
 USER_SPEECH_TIMEOUT_S = 0.6
 """Pipecat's default pause after which ``SpeechTimeoutUserTurnStopStrategy`` ends the user turn."""
@@ -228,7 +229,7 @@ class SimulatedCall:
             timeout_s: Wall time after which a stuck call is cancelled.
 
         Raises:
-            TimeoutError: If the call did not end within ``timeout_s``.
+            SimulatedCallTimeoutError: If the call did not end within ``timeout_s``.
         """
         worker = self.worker
 
@@ -254,7 +255,9 @@ class SimulatedCall:
                 logger.error(f"simulated call still running after {timeout_s} s, cancelling it")
                 await runner.cancel(reason="simulated call timed out")
                 await run_task
-                raise TimeoutError(f"the simulated call did not end within {timeout_s} s")
+                raise SimulatedCallTimeoutError(
+                    f"the simulated call did not end within {timeout_s} s"
+                )
             run_task.result()
         finally:
             hang_up_task.cancel()
@@ -396,7 +399,7 @@ def build_call_services(*, script: CallScript = DEFAULT_SCRIPT, speed: float = 1
         speed: How many times faster than real time to run (1.0 is real time).
     """
     if speed <= 0:
-        raise ValueError(f"speed must be positive, got {speed}")
+        raise InvalidArgumentError(f"speed must be positive, got {speed}")
     user_turns = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=USER_SPEECH_TIMEOUT_S / speed)],

@@ -42,6 +42,7 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.time import time_now_iso8601
 
 from pipecat_audio_capture.demo.script import BOT_SAMPLE_RATE, USER_SAMPLE_RATE, CallScript
+from pipecat_audio_capture.errors import InvalidArgumentError
 
 MIC_FRAME_S = 0.02
 """The microphone sends 20 ms frames, as WebRTC and telephony transports do."""
@@ -150,7 +151,9 @@ class ScriptedMicrophone(BaseInputTransport):
             **kwargs: Passed to ``BaseInputTransport``.
         """
         if len(audio) != len(script.user_lines):
-            raise ValueError(f"{len(script.user_lines)} user lines but {len(audio)} recordings")
+            raise InvalidArgumentError(
+                f"{len(script.user_lines)} user lines but {len(audio)} recordings"
+            )
         super().__init__(
             params or TransportParams(audio_in_enabled=True, audio_in_sample_rate=USER_SAMPLE_RATE),
             **kwargs,
