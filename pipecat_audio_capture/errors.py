@@ -7,6 +7,11 @@ built-in class, the package's class subclasses it too: a refused argument is a `
 missing extra an ``ImportError``, a simulated call that overran a ``TimeoutError``, an unknown
 name of the package an ``AttributeError``. Other modules define narrow subclasses of their own
 (``CommandError`` of the command line, ``ArgumentValueError`` of its option parsers).
+
+Raised on purpose but not failures of the package, so not from the root: the HTTP responses the
+review page raises as aiohttp expects, the command line's ``SystemExit``, and botocore's
+``IncompleteReadError`` for a short S3 download, raised inside the client call so that the S3
+backend wraps it in a transient :class:`StorageError` like botocore's own.
 """
 
 
