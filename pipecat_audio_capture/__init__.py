@@ -19,16 +19,21 @@ from pipecat_audio_capture.errors import (
     AudioCaptureError,
     AudioFormatError,
     CallAudioError,
+    FolderGoneError,
+    InvalidArgumentError,
     InvalidIdError,
     MigrationError,
     MissingExtraError,
+    SimulatedCallTimeoutError,
     SpoolEntryError,
     SpoolEntryGoneError,
     SpoolError,
     SpoolFullError,
     StorageConfigError,
     StorageError,
+    UnknownAttributeError,
     UnsafePathError,
+    WavFileError,
     WriteTimeoutError,
 )
 from pipecat_audio_capture.records import (
@@ -125,6 +130,8 @@ __all__ = [
     "CaptureStats",
     "CompositeAudioStorage",
     "DeletionReport",
+    "FolderGoneError",
+    "InvalidArgumentError",
     "InvalidIdError",
     "LatencyRecorder",
     "LatencyStage",
@@ -146,6 +153,7 @@ __all__ = [
     "SegmentStorage",
     "SessionAudioCapture",
     "SessionCaptureStats",
+    "SimulatedCallTimeoutError",
     "Spool",
     "SpoolEntryError",
     "SpoolEntryGoneError",
@@ -160,7 +168,9 @@ __all__ = [
     "TurnLatencyRecord",
     "TurnLatencyStore",
     "TurnSpan",
+    "UnknownAttributeError",
     "UnsafePathError",
+    "WavFileError",
     "WriteStats",
     "WriteTimeoutError",
     "__version__",
@@ -180,7 +190,7 @@ def __getattr__(name: str) -> Any:
     """Import a name that needs Pipecat or numpy on first use (PEP 562)."""
     module = _ON_FIRST_USE.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        raise UnknownAttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value

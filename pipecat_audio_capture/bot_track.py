@@ -201,8 +201,11 @@ class BotTrack:
             )
 
     def _complete_unplayed(self) -> float | None:
-        """``unplayed_ms`` of a turn that played out whole: known to be 0 unless the processor is
-        after the output transport and sees no generated audio."""
+        """Return the ``unplayed_ms`` of a turn that played out whole.
+
+        It is known to be 0 unless the processor is after the output transport and sees no
+        generated audio.
+        """
         return None if self.after_output and not self.tapped else 0.0
 
     def _new_turn(self, frame: OutputAudioRawFrame, start: float, context_id: str | None) -> None:

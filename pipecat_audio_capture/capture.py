@@ -12,6 +12,7 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import (
     AudioCaptureError,
     AudioFormatError,
+    InvalidArgumentError,
     SpoolError,
     SpoolFullError,
 )
@@ -54,8 +55,10 @@ class SessionCaptureStats(CaptureStats, WriteStats):
 
 @dataclass(frozen=True)
 class _Encoded:
-    """A segment on its way to storage: its WAV bytes once encoded (None before, or when
-    close() gave up before encoding it)."""
+    """A segment on its way to storage, with its WAV bytes once encoded.
+
+    ``wav`` is None before encoding, or when close() gave up before encoding it.
+    """
 
     segment: PendingAudioSegment
     wav: bytes | None
@@ -129,7 +132,7 @@ class SessionAudioCapture(BackgroundRowWriter[PendingAudioSegment, _Encoded]):
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = defaults.SPOOL_MAX_BYTES,
         spill_capacity: int = defaults.SPILL_CAPACITY,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         """Initialize the capture.
 
@@ -148,10 +151,10 @@ class SessionAudioCapture(BackgroundRowWriter[PendingAudioSegment, _Encoded]):
 
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
-            ValueError: If a capacity is below 1.
+            InvalidArgumentError: If a capacity is below 1.
         """
         if capacity < 1 or spill_capacity < 1:
-            raise ValueError("capacity and spill_capacity must be at least 1")
+            raise InvalidArgumentError("capacity and spill_capacity must be at least 1")
         super().__init__(
             capacity=capacity,
             write_timeout_s=write_timeout_s,

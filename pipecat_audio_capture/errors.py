@@ -1,12 +1,60 @@
 """Exceptions raised by pipecat-audio-capture.
 
-Every exception the package raises derives from :class:`AudioCaptureError`, so callers can
-catch the package's failures with one clause and still tell them apart.
+Every exception the package raises on purpose derives from :class:`AudioCaptureError`, so callers
+can catch the package's failures with one clause and still tell them apart
+(``tests/test_exception_root.py`` checks every ``raise`` of the package). Where callers expect a
+built-in class, the package's class subclasses it too: a refused argument is a ``ValueError``, a
+missing extra an ``ImportError``, a simulated call that overran a ``TimeoutError``, an unknown
+name of the package an ``AttributeError``. Other modules define narrow subclasses of their own
+(``CommandError`` of the command line, ``ArgumentValueError`` of its option parsers).
+
+Raised on purpose but not failures of the package, so not from the root: the HTTP responses the
+review page raises as aiohttp expects, the command line's ``SystemExit``, and botocore's
+``IncompleteReadError`` for a short S3 download, raised inside the client call so that the S3
+backend wraps it in a transient :class:`StorageError` like botocore's own.
 """
 
 
 class AudioCaptureError(Exception):
     """Root of every exception raised by this package."""
+
+
+class InvalidArgumentError(AudioCaptureError, ValueError):
+    """An argument is out of range, inconsistent with another, or not one of its allowed values.
+
+    Raised by constructors and functions before they do anything (a negative ``preroll_s``, a
+    ``RetryPolicy`` with no attempts, a ``limit`` below 0). It is a ``ValueError``, as callers
+    of earlier versions caught.
+    """
+
+
+class UnknownAttributeError(AudioCaptureError, AttributeError):
+    """The package has no public name of that spelling.
+
+    Python requires a module's ``__getattr__`` to raise ``AttributeError`` (``hasattr`` and
+    ``from ... import`` rely on it), so this is one.
+    """
+
+
+class WavFileError(AudioCaptureError, ValueError):
+    """Bytes that are not a WAV file as this package writes it.
+
+    The package reads back only its own files: a 44-byte canonical header, 16-bit PCM, a format
+    within :mod:`~pipecat_audio_capture.limits` (or the one the reader expects), and as many bytes
+    of samples as the header announces.
+    """
+
+
+class FolderGoneError(AudioCaptureError, FileNotFoundError):
+    """A folder the package created or was about to read is no longer there.
+
+    Another process removed it in between (a retention run, a replay). It is a
+    ``FileNotFoundError``, so the callers that treat a missing file as such go on doing so.
+    """
+
+
+class SimulatedCallTimeoutError(AudioCaptureError, TimeoutError):
+    """The demo's simulated call did not end within its time limit; it was cancelled."""
 
 
 class InvalidIdError(AudioCaptureError, ValueError):
@@ -82,26 +130,36 @@ class SpoolFullError(SpoolError):
 
 
 class SpoolEntryGoneError(SpoolError):
-    """A spool entry was removed between listing and reading it: another replay stored it, or a
-    deletion removed it. Not a failure of the entry."""
+    """A spool entry was removed between listing and reading it.
+
+    Another replay stored it, or a deletion removed it. Not a failure of the entry.
+    """
 
 
 class SpoolEntryError(SpoolError):
-    """A file in the spool is not an entry this package wrote (corrupt, truncated, renamed, or a
-    symlink). It is left in place, untouched, and reported."""
+    """A file in the spool is not an entry this package wrote.
+
+    It is corrupt, truncated, renamed, or a symlink. It is left in place, untouched, and
+    reported.
+    """
 
 
 class UnsafePathError(StorageError):
-    """A folder or file on the way to a recording is a symlink or otherwise leads outside its
-    root; nothing is read, written or deleted through it."""
+    """A folder or file on the way to a recording leads outside its root.
+
+    It is a symlink or otherwise escapes; nothing is read, written or deleted through it.
+    """
 
     transient = False
 
 
 class CallAudioError(AudioCaptureError):
-    """A call's stereo recording cannot be built: the call has no usable segment, its rows
-    belong to several calls, the requested format is unsupported, or it would not fit a WAV
-    file. A single unreadable segment is not this error: it is reported and left silent."""
+    """A call's stereo recording cannot be built.
+
+    The call has no usable segment, its rows belong to several calls, the requested format is
+    unsupported, or it would not fit a WAV file. A single unreadable segment is not this error:
+    it is reported and left silent.
+    """
 
 
 class MissingExtraError(AudioCaptureError, ImportError):

@@ -44,6 +44,7 @@ class SQLiteTarget:
     path: Path
 
     def __str__(self) -> str:
+        """Name the index by its file, as messages show it."""
         return str(self.path)
 
 
@@ -55,6 +56,7 @@ class PostgresTarget:
     dsn: str = field(repr=False)
 
     def __str__(self) -> str:
+        """Name the index without its connection string, which may hold a password."""
         return "the PostgreSQL index"
 
 

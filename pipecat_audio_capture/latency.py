@@ -21,7 +21,7 @@ from loguru import logger
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import AudioCaptureError
+from pipecat_audio_capture.errors import AudioCaptureError, InvalidArgumentError
 from pipecat_audio_capture.ids import new_id, require_uuid
 from pipecat_audio_capture.records import LatencyStage, MeasuredFrom, TurnLatencyRecord
 from pipecat_audio_capture.retry import RetryPolicy
@@ -224,14 +224,14 @@ def _pending(breakdown: Any, heard_at: float) -> _Pending | None:
     """Read what is kept of a ``LatencyBreakdown``; None if it names no part of the wait.
 
     Raises:
-        ValueError: If a number is not finite, or a duration negative.
+        InvalidArgumentError: If a number is not finite, or a duration negative.
     """
     contributions: Sequence[Any] = breakdown.contributions
     if not contributions or breakdown.measured_from is None:
         return None
     measured_from = _MEASURED_FROM.get(str(breakdown.measured_from))
     if measured_from is None:
-        raise ValueError(f"unknown measured_from {breakdown.measured_from!r}")
+        raise InvalidArgumentError(f"unknown measured_from {breakdown.measured_from!r}")
     began = min(float(part.start_time) for part in contributions)
     stages = tuple(
         LatencyStage(
@@ -260,5 +260,5 @@ def _pending(breakdown: Any, heard_at: float) -> _Pending | None:
 def _ms(seconds: Any, *, allow_negative: bool = False) -> float:
     value = float(seconds) * 1000.0
     if not math.isfinite(value) or (value < 0 and not allow_negative):
-        raise ValueError(f"{seconds!r} is not a duration in seconds")
+        raise InvalidArgumentError(f"{seconds!r} is not a duration in seconds")
     return value

@@ -79,6 +79,7 @@ class OpenPart:
     max_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
+        """Derive the sizes of the part's format and its cap."""
         self.frame_bytes = SAMPLE_WIDTH_BYTES * self.num_channels
         self.byte_rate = self.sample_rate * self.frame_bytes
         samples = int(self.limits.max_s * self.sample_rate)
@@ -86,17 +87,22 @@ class OpenPart:
 
     @property
     def duration_s(self) -> float:
+        """Seconds of audio the part holds."""
         return self.nbytes / self.byte_rate
 
     @property
     def play_end(self) -> float:
+        """When the part's last chunk ends playing (monotonic clock)."""
         if self.starts:
             return self.starts[-1] + len(self.chunks[-1]) / self.byte_rate
         return self.play_start + self.duration_s
 
     def takes(self, size: int, sample_rate: int, num_channels: int) -> bool:
-        """Whether ``size`` bytes of audio of this format go on this part: the same format, and
-        room under the cap (an empty part takes any size)."""
+        """Whether ``size`` bytes of audio of this format go on this part.
+
+        They do when the format is the same and there is room under the cap (an empty part takes
+        any size).
+        """
         return (
             sample_rate == self.sample_rate
             and num_channels == self.num_channels

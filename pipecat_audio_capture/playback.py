@@ -232,8 +232,9 @@ def signed_url(
 def presigned_s3_url(
     audio_url: str, *, expires_s: int = SIGNED_URL_EXPIRES_S, client: S3Client | None = None
 ) -> str:
-    """Return a SigV4 presigned HTTPS URL that lets anyone holding it GET the object until it
-    expires.
+    """Return a SigV4 presigned HTTPS URL to GET the object until it expires.
+
+    Anyone holding the URL can fetch the object.
 
     The client's credentials sign, locally (no request is sent). Temporary credentials (a role
     of an instance, a task or a pod) end the URL's life when they expire, whatever

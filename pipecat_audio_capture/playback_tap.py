@@ -1,6 +1,7 @@
 """The processor that tells the capture what the output transport actually wrote."""
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -41,7 +42,7 @@ class PlaybackTap(FrameProcessor):
         self,
         started: Callable[[], None],
         played: Callable[[Frame], Awaitable[None]],
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         """Initialize the tap.
 

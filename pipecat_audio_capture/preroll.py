@@ -96,8 +96,10 @@ class PrerollBuffer:
         return int(self._seconds * sample_rate) * SAMPLE_WIDTH_BYTES * num_channels
 
     def _tail(self) -> _Tail:
-        """The newest input audio in one format (a format change starts the pre-roll afresh),
-        whole samples only, back until ``preroll_s`` is covered."""
+        """Return the newest input audio in one format, back until ``preroll_s`` is covered.
+
+        A format change starts the pre-roll afresh; only whole samples are kept.
+        """
         tail = _Tail()
         limit = 0
         for frame in reversed(self.frames):

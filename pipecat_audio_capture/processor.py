@@ -4,6 +4,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum, auto
+from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -27,6 +28,7 @@ from pipecat_audio_capture import defaults
 from pipecat_audio_capture.bot_track import BotTrack
 from pipecat_audio_capture.clock import Clock, Timeline
 from pipecat_audio_capture.collector import AudioCaptureCollector
+from pipecat_audio_capture.errors import InvalidArgumentError
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.limits import format_supported
 from pipecat_audio_capture.open_part import FinishedPart, PartLimits, duration_s, whole_samples
@@ -153,7 +155,7 @@ class AudioCaptureProcessor(FrameProcessor):
         max_segment_s: float = defaults.MAX_SEGMENT_S,
         max_format_changes: int = defaults.MAX_FORMAT_CHANGES_PER_TURN,
         clock: Clock | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         """Initialize the processor.
 
@@ -171,15 +173,17 @@ class AudioCaptureProcessor(FrameProcessor):
         kwargs.setdefault("enable_direct_mode", defaults.PROCESSOR_DIRECT_MODE)
         super().__init__(**kwargs)
         if preroll_s < 0:
-            raise ValueError("preroll_s must not be negative")
+            raise InvalidArgumentError("preroll_s must not be negative")
         if max_segment_s <= 0:
-            raise ValueError("max_segment_s must be positive")
+            raise InvalidArgumentError("max_segment_s must be positive")
         if max_format_changes < 0:
-            raise ValueError("max_format_changes must not be negative")
+            raise InvalidArgumentError("max_format_changes must not be negative")
         if turn_ids is None:
             turn_ids = TurnIds() if clock is None else TurnIds(clock=clock)
         elif clock is not None and clock != turn_ids.clock:
-            raise ValueError("clock must be the clock of turn_ids: one call has one clock")
+            raise InvalidArgumentError(
+                "clock must be the clock of turn_ids: one call has one clock"
+            )
         self._collector = collector
         self._turn_ids = turn_ids
         self._timeline = Timeline(turn_ids.clock)
@@ -206,8 +210,10 @@ class AudioCaptureProcessor(FrameProcessor):
 
     @property
     def playback_confirmed(self) -> bool:
-        """Whether bot segments come from what the output transport wrote (a running tap, or
-        this processor placed after the output transport)."""
+        """Whether bot segments come from what the output transport wrote.
+
+        They do with a running tap, or with this processor placed after the output transport.
+        """
         return self._bot.after_output
 
     def wall_time(self, monotonic_s: float) -> datetime:
@@ -215,8 +221,9 @@ class AudioCaptureProcessor(FrameProcessor):
         return self._timeline.wall(monotonic_s)
 
     def playback_tap(self) -> PlaybackTap:
-        """A processor to put right after ``transport.output()`` so that bot segments hold what
-        the transport wrote, with its times::
+        """Return a processor to put right after ``transport.output()``.
+
+        With it, bot segments hold what the transport wrote, with its times::
 
             Pipeline([..., tts, capture, transport.output(), capture.playback_tap(), ...])
         """
@@ -247,7 +254,8 @@ class AudioCaptureProcessor(FrameProcessor):
 
     async def cleanup(self) -> None:
         """Hand over whatever is still open when the pipeline is torn down."""
-        await super().cleanup()
+        # Pipecat leaves FrameProcessor.cleanup() unannotated.
+        await super().cleanup()  # type: ignore[no-untyped-call]
         finished = [*self._user.stop(interrupted=True), *self._bot.close(cancelled=False)]
         for segment in self._submit(finished):
             await self._call_event_handler("on_segment_captured", segment)

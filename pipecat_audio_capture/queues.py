@@ -24,8 +24,10 @@ async def stopped(task: "asyncio.Task[None]") -> None:
 
 
 async def settled(tasks: "set[asyncio.Task[None]]", deadline: float) -> None:
-    """Wait for ``tasks`` until the event loop's clock reaches ``deadline``; those still running
-    then go on in the background."""
+    """Wait for ``tasks`` until the event loop's clock reaches ``deadline``.
+
+    Those still running then go on in the background.
+    """
     if tasks:
         loop = asyncio.get_running_loop()
         await asyncio.wait(set(tasks), timeout=max(deadline - loop.time(), 0.0))

@@ -1,4 +1,8 @@
-"""Records that pass between the processor, the writer and the storage backends."""
+"""Records that pass between the processor, the writer and the storage backends.
+
+A record's builders live here too (:func:`metadata_for`), so every layer that makes one makes it
+the same way.
+"""
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -125,6 +129,28 @@ class SegmentMetadata:
         return data
 
 
+def metadata_for(
+    segment: PendingAudioSegment, *, audio_url: str, byte_size: int
+) -> SegmentMetadata:
+    """Build the stored metadata of a segment written to ``audio_url``."""
+    return SegmentMetadata(
+        segment_id=segment.segment_id,
+        session_id=segment.session_id,
+        turn_id=segment.turn_id,
+        speaker=segment.speaker,
+        audio_url=audio_url,
+        sample_rate=segment.sample_rate,
+        num_channels=segment.num_channels,
+        duration_ms=segment.duration_ms,
+        byte_size=byte_size,
+        interrupted=segment.interrupted,
+        unplayed_ms=segment.unplayed_ms,
+        started_at=segment.started_at,
+        ended_at=segment.ended_at,
+        playback=segment.playback,
+    )
+
+
 @dataclass
 class TranscriptRecord:
     """The transcript of one turn, linked to its audio by ``turn_id``.
@@ -148,8 +174,10 @@ class TranscriptRecord:
 
 @dataclass
 class WriteStats:
-    """What a background writer did with the items handed to it; every writer's ``close()``
-    returns one (a :class:`~pipecat_audio_capture.capture.SessionCaptureStats` for segments).
+    """What a background writer did with the items handed to it.
+
+    Every writer's ``close()`` returns one (a
+    :class:`~pipecat_audio_capture.capture.SessionCaptureStats` for segments).
 
     Parameters:
         stored: Items written to storage.

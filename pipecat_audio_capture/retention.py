@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from loguru import logger
 
-from pipecat_audio_capture.errors import AudioCaptureError
+from pipecat_audio_capture.errors import AudioCaptureError, InvalidArgumentError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import SessionAudioCounter, SessionAudioDeleter
@@ -150,7 +150,7 @@ async def plan_purge(
     lose; ``failed`` the sessions that could not be counted.
 
     Raises:
-        ValueError: If the period is negative.
+        InvalidArgumentError: If the period is negative.
         StorageError: If the cutoff is naive or the index cannot list the sessions.
     """
 
@@ -187,7 +187,7 @@ async def purge(
         The cutoff, the sessions deleted and those that failed.
 
     Raises:
-        ValueError: If the period is negative.
+        InvalidArgumentError: If the period is negative.
         StorageError: If the cutoff is naive or the index cannot list the sessions.
     """
 
@@ -235,11 +235,11 @@ def _cutoff(older_than: timedelta | datetime, now: datetime | None) -> datetime:
     """Return the purge cutoff in UTC: a period back from ``now``, or the cutoff given.
 
     Raises:
-        ValueError: If the period is negative.
+        InvalidArgumentError: If the period is negative.
         StorageError: If the cutoff is naive.
     """
     if isinstance(older_than, timedelta):
         if older_than < timedelta(0):
-            raise ValueError(f"older_than must not be negative, got {older_than}")
+            raise InvalidArgumentError(f"older_than must not be negative, got {older_than}")
         return as_utc((now or datetime.now(UTC)) - older_than, "cutoff")
     return as_utc(older_than, "cutoff")

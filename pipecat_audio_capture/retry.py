@@ -9,7 +9,7 @@ from typing import TypeVar
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import StorageError, WriteTimeoutError
+from pipecat_audio_capture.errors import InvalidArgumentError, StorageError, WriteTimeoutError
 
 T = TypeVar("T")
 
@@ -45,12 +45,12 @@ class RetryPolicy:
         """Refuse settings that would never attempt, or never stop.
 
         Raises:
-            ValueError: If ``attempts`` is below 1 or a duration is negative.
+            InvalidArgumentError: If ``attempts`` is below 1 or a duration is negative.
         """
         if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+            raise InvalidArgumentError(f"attempts must be at least 1, got {self.attempts}")
         if min(self.initial_backoff_s, self.max_backoff_s, self.deadline_s) < 0:
-            raise ValueError("backoff and deadline durations must not be negative")
+            raise InvalidArgumentError("backoff and deadline durations must not be negative")
 
     def backoff_s(self, retry: int, rng: random.Random = _jitter) -> float:
         """Return the wait before retry number ``retry`` (1 for the second attempt).

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from pipecat_audio_capture.errors import UnsafePathError
+from pipecat_audio_capture.errors import FolderGoneError, UnsafePathError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # O_NONBLOCK: opening a FIFO planted under the root returns at once (and is then refused) instead
@@ -75,7 +75,7 @@ def ensure_real_folder(root: Path, name: str) -> Path:
     else:
         fsync_folder(root)
     if existing_real_folder(root, name) is None:
-        raise FileNotFoundError(f"{folder} vanished right after it was created")
+        raise FolderGoneError(f"{folder} vanished right after it was created")
     return folder
 
 
@@ -265,8 +265,9 @@ def open_regular_under(root: Path, path: Path) -> int:
 
 
 def open_folder(folder: Path) -> int:
-    """Open a folder (following links in ``folder`` itself: the caller names it) to create files
-    in with :func:`create_new_file`.
+    """Open a folder to create files in with :func:`create_new_file`.
+
+    Links in ``folder`` itself are followed: the caller names it.
 
     Raises:
         OSError: If it does not exist or is not a folder.

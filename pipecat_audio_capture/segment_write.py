@@ -6,7 +6,7 @@ segment the same way, through :func:`store_segment`.
 
 import asyncio
 
-from pipecat_audio_capture.records import PendingAudioSegment, SegmentMetadata
+from pipecat_audio_capture.records import PendingAudioSegment, SegmentMetadata, metadata_for
 from pipecat_audio_capture.retry import RetryPolicy, retrying
 from pipecat_audio_capture.storage.base import SegmentStorage
 
@@ -58,25 +58,3 @@ async def store_segment(
         started_at=started,
     )
     return meta
-
-
-def metadata_for(
-    segment: PendingAudioSegment, *, audio_url: str, byte_size: int
-) -> SegmentMetadata:
-    """Build the stored metadata of a segment written to ``audio_url``."""
-    return SegmentMetadata(
-        segment_id=segment.segment_id,
-        session_id=segment.session_id,
-        turn_id=segment.turn_id,
-        speaker=segment.speaker,
-        audio_url=audio_url,
-        sample_rate=segment.sample_rate,
-        num_channels=segment.num_channels,
-        duration_ms=segment.duration_ms,
-        byte_size=byte_size,
-        interrupted=segment.interrupted,
-        unplayed_ms=segment.unplayed_ms,
-        started_at=segment.started_at,
-        ended_at=segment.ended_at,
-        playback=segment.playback,
-    )

@@ -34,6 +34,8 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import (
+    FolderGoneError,
+    InvalidArgumentError,
     SpoolEntryError,
     SpoolEntryGoneError,
     SpoolError,
@@ -119,10 +121,10 @@ class Spool:
             max_bytes: Largest total size of the folder's files.
 
         Raises:
-            ValueError: If ``max_bytes`` is negative.
+            InvalidArgumentError: If ``max_bytes`` is negative.
         """
         if max_bytes < 0:
-            raise ValueError(f"max_bytes must not be negative, got {max_bytes}")
+            raise InvalidArgumentError(f"max_bytes must not be negative, got {max_bytes}")
         self._root = Path(root).expanduser().resolve()
         self._max_bytes = max_bytes
 
@@ -364,7 +366,7 @@ class Spool:
         try:
             folder = existing_real_folder(self._root, session)
             if folder is None:
-                raise FileNotFoundError(f"{self._root / session} is gone")
+                raise FolderGoneError(f"{self._root / session} is gone")
             return read_regular(folder / name)
         except UnsafePathError as exc:
             raise SpoolEntryError(str(exc)) from exc

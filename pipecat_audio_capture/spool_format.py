@@ -22,7 +22,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from pipecat_audio_capture.errors import AudioFormatError, InvalidIdError, SpoolEntryError
+from pipecat_audio_capture.errors import (
+    AudioFormatError,
+    InvalidArgumentError,
+    InvalidIdError,
+    SpoolEntryError,
+)
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import (
     PLAYBACK_VALUES,
@@ -170,10 +175,10 @@ def transcript_file_name(turn_id: str, role: Role) -> str:
 
     Raises:
         InvalidIdError: If ``turn_id`` is not a UUID.
-        ValueError: If ``role`` is not ``"user"`` or ``"assistant"``.
+        InvalidArgumentError: If ``role`` is not ``"user"`` or ``"assistant"``.
     """
     if role not in ("user", "assistant"):
-        raise ValueError(f"role must be 'user' or 'assistant', got {role!r}")
+        raise InvalidArgumentError(f"role must be 'user' or 'assistant', got {role!r}")
     return f"{require_uuid(turn_id, 'turn_id')}.{role}.transcript"
 
 

@@ -1,5 +1,8 @@
-"""Helpers for users' own tests: a collector that keeps segments in memory, and a frame script that
-records both speakers with Pipecat's ``run_test``."""
+"""Helpers for users' own tests.
+
+A collector that keeps segments in memory, and a frame script that records both speakers with
+Pipecat's ``run_test``.
+"""
 
 import numpy as np
 from pipecat.frames.frames import (
@@ -104,7 +107,7 @@ def exchange_frames(
        chunks, each passed on after the time it takes to play (as the output transport does),
        then ``BotStoppedSpeakingFrame``. The microphone keeps streaming silence meanwhile.
 
-    Microphone frames are 20 ms, and ``SleepFrame``\\ s pace everything in real time, so the
+    Microphone frames are 20 ms, and ``SleepFrame`` pauses pace everything in real time, so the
     script takes about as long as the exchange. In a processor with its own input queue
     (``enable_direct_mode=False``) the pacing also keeps the order: speaking frames are system
     frames, which overtake queued audio; sent all at once, the bot's ``BotStoppedSpeakingFrame``
@@ -148,8 +151,10 @@ def exchange_frames(
 
 
 def _chunks(seconds: float, sample_rate: int, chunk_s: float, frequency_hz: float) -> list[bytes]:
-    """``seconds`` of one continuous tone in chunks of ``chunk_s``, the last one shorter if the
-    length is not a whole number of chunks."""
+    """Return ``seconds`` of one continuous tone in chunks of ``chunk_s``.
+
+    The last chunk is shorter if the length is not a whole number of chunks.
+    """
     audio = tone(seconds, sample_rate, frequency_hz)
     chunk_bytes = round(chunk_s * sample_rate) * 2
     return [audio[start : start + chunk_bytes] for start in range(0, len(audio), chunk_bytes)]

@@ -8,7 +8,7 @@ from typing import BinaryIO, TypeGuard, cast
 
 import numpy as np
 
-from pipecat_audio_capture.errors import AudioFormatError
+from pipecat_audio_capture.errors import AudioFormatError, WavFileError
 from pipecat_audio_capture.limits import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE,
@@ -211,15 +211,15 @@ def read_wav_header(file: BinaryIO) -> WavFormat:
     """Read the 44-byte header :func:`encode_wav` writes, leaving ``file`` at the first sample.
 
     Raises:
-        ValueError: If the header is not a 16-bit PCM header of that form, or its format is
+        WavFileError: If the header is not a 16-bit PCM header of that form, or its format is
             outside the package's limits.
     """
     raw = file.read(HEADER_BYTES)
     if len(raw) < HEADER_BYTES:
-        raise ValueError("too short to be a WAV file")
+        raise WavFileError("too short to be a WAV file")
     header = np.frombuffer(raw, dtype=_HEADER_DTYPE)[0]
     if header["riff"] != b"RIFF" or header["wave"] != b"WAVE" or header["data"] != b"data":
-        raise ValueError("not a canonical PCM WAV file")
+        raise WavFileError("not a canonical PCM WAV file")
     sample_rate = int(header["sample_rate"])
     num_channels = int(header["num_channels"])
     pcm16 = (
@@ -229,9 +229,9 @@ def read_wav_header(file: BinaryIO) -> WavFormat:
         and int(header["block_align"]) == SAMPLE_WIDTH_BYTES * num_channels
     )
     if not pcm16:
-        raise ValueError("not a 16-bit PCM WAV file")
+        raise WavFileError("not a 16-bit PCM WAV file")
     if not format_supported(sample_rate, num_channels):
-        raise ValueError(f"unsupported format: {sample_rate} Hz, {num_channels} channels")
+        raise WavFileError(f"unsupported format: {sample_rate} Hz, {num_channels} channels")
     return WavFormat(sample_rate, num_channels, int(header["data_size"]))
 
 
@@ -239,13 +239,13 @@ def read_wav(wav: bytes) -> WavAudio:
     """Parse a canonical 16-bit PCM WAV file (a 44-byte header, as :func:`encode_wav` writes).
 
     Raises:
-        ValueError: If ``wav`` is not such a file, its format is outside the package's limits, or
+        WavFileError: If ``wav`` is not such a file, its format is outside the package's limits, or
             its data size disagrees with its length.
     """
     header = read_wav_header(io.BytesIO(wav[:HEADER_BYTES]))
     pcm = wav[HEADER_BYTES:]
     if header.data_size != len(pcm) or len(pcm) % header.frame_bytes:
-        raise ValueError(f"data size {header.data_size} but {len(pcm)} bytes follow")
+        raise WavFileError(f"data size {header.data_size} but {len(pcm)} bytes follow")
     return WavAudio(sample_rate=header.sample_rate, num_channels=header.num_channels, pcm=pcm)
 
 
@@ -253,7 +253,7 @@ def pcm_of_wav(wav: bytes) -> np.ndarray:
     """Return the samples of a WAV file written by :func:`encode_wav` as int16 (frames x channels).
 
     Raises:
-        ValueError: If ``wav`` is not a canonical 16-bit PCM WAV file.
+        WavFileError: If ``wav`` is not a canonical 16-bit PCM WAV file.
     """
     audio = read_wav(wav)
     samples = np.frombuffer(audio.pcm, dtype="<i2")

@@ -1,5 +1,7 @@
-"""The ``pipecat-audio-capture`` command: run the demo, list calls, read one, export it, migrate,
-review calls in a browser.
+"""The ``pipecat-audio-capture`` command.
+
+It runs the demo, lists calls, reads one, exports it, migrates, and serves calls for review in
+a browser.
 
 Run ``pipecat-audio-capture --help`` (or ``python -m pipecat_audio_capture --help``).
 Expected failures (a bad id, an unknown call, no index, no server) and usage errors (an unknown

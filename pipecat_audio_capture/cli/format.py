@@ -179,8 +179,11 @@ def _fitted_table(
     wrap: Mapping[int, int] | None = None,
     shrink: Collection[int] = (),
 ) -> str:
-    """Render a table whose last column, when it is wider than ``width``, moves under each row
-    as ``{note}: {cell}``, the ``shrink`` columns wrapping to fit what is left."""
+    """Render a table that fits ``width`` by moving its last column under each row.
+
+    When the table is wider than ``width``, the last column moves under each row as
+    ``{note}: {cell}``, the ``shrink`` columns wrapping to fit what is left.
+    """
     table = render_table(headers, rows, right=right, wrap=wrap)
     if width is None or max(len(line) for line in table.splitlines()) <= width:
         return table

@@ -1,5 +1,8 @@
-"""The command line's grammar: every command, its options, and the where-the-data-is options
-a command also takes before its name."""
+"""The command line's grammar.
+
+Every command, its options, and the where-the-data-is options a command also takes before its
+name.
+"""
 
 import argparse
 import sys

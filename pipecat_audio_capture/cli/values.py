@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 
+from pipecat_audio_capture.errors import AudioCaptureError
+
 MAX_LIMIT = 10_000
 """Most calls ``sessions`` lists at once; page with ``--offset`` for more."""
 
@@ -26,6 +28,14 @@ Pipecat's own fixed timeouts."""
 MAX_RETENTION = timedelta(days=36_500)
 """Longest retention period ``purge`` takes (100 years): older cutoffs leave the calendar."""
 
+
+class ArgumentValueError(AudioCaptureError, argparse.ArgumentTypeError):
+    """An option's value is refused; argparse prints the message as the ``error:`` line.
+
+    argparse shows the message of an ``ArgumentTypeError`` only, so this is one.
+    """
+
+
 _PERIOD = re.compile(r"([0-9]{1,12})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 _SHOWN_CHARS = 40
@@ -33,17 +43,16 @@ _SHOWN_CHARS = 40
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
     """Return a parser of a whole number from ``low`` to ``high`` (ASCII digits only)."""
-
     expected = f"a whole number from {low} to {high}"
 
     def parse(text: str) -> int:
         digits = text.strip()
         # The length check comes first: int() of a 100,000-digit string is slow, then refused.
         if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(high)):
-            raise argparse.ArgumentTypeError(_expected(expected, text))
+            raise ArgumentValueError(_expected(expected, text))
         value = int(digits)
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(_expected(expected, text))
+            raise ArgumentValueError(_expected(expected, text))
         return value
 
     return parse
@@ -55,9 +64,9 @@ def speed(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(_expected(expected, text)) from None
+        raise ArgumentValueError(_expected(expected, text)) from None
     if not (math.isfinite(value) and MIN_SPEED <= value <= MAX_SPEED):
-        raise argparse.ArgumentTypeError(_expected(expected, text))
+        raise ArgumentValueError(_expected(expected, text))
     return value
 
 
@@ -66,11 +75,11 @@ def retention_period(text: str) -> timedelta:
     expected = f"a period like 30d, 12h, 90m or 3600s, from 1s to {MAX_RETENTION.days}d"
     match = _PERIOD.fullmatch(text.strip())
     if match is None:
-        raise argparse.ArgumentTypeError(_expected(expected, text))
+        raise ArgumentValueError(_expected(expected, text))
     # Checked in whole seconds: timedelta itself overflows beyond 999,999,999 days.
     seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
     if not 1 <= seconds <= MAX_RETENTION.total_seconds():
-        raise argparse.ArgumentTypeError(_expected(expected, text))
+        raise ArgumentValueError(_expected(expected, text))
     return timedelta(seconds=seconds)
 
 

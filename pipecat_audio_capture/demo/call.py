@@ -62,6 +62,7 @@ from pipecat_audio_capture.demo.services import (
     SimulatedSpeaker,
     SpokenUtterance,
 )
+from pipecat_audio_capture.errors import InvalidArgumentError, SimulatedCallTimeoutError
 
 USER_SPEECH_TIMEOUT_S = 0.6
 """Pipecat's default pause after which ``SpeechTimeoutUserTurnStopStrategy`` ends the user turn."""
@@ -228,13 +229,16 @@ class SimulatedCall:
             timeout_s: Wall time after which a stuck call is cancelled.
 
         Raises:
-            TimeoutError: If the call did not end within ``timeout_s``.
+            SimulatedCallTimeoutError: If the call did not end within ``timeout_s``.
         """
         worker = self.worker
 
-        @worker.event_handler("on_pipeline_started")
         async def _greet(worker: PipelineWorker, frame: Frame) -> None:
             await worker.queue_frame(TTSSpeakFrame(self.script.greeting.text))
+
+        # add_event_handler rather than Pipecat's unannotated @event_handler decorator, which
+        # would leave the handler untyped.
+        worker.add_event_handler("on_pipeline_started", _greet)
 
         async def hang_up() -> None:
             await self.microphone.finished.wait()
@@ -251,7 +255,9 @@ class SimulatedCall:
                 logger.error(f"simulated call still running after {timeout_s} s, cancelling it")
                 await runner.cancel(reason="simulated call timed out")
                 await run_task
-                raise TimeoutError(f"the simulated call did not end within {timeout_s} s")
+                raise SimulatedCallTimeoutError(
+                    f"the simulated call did not end within {timeout_s} s"
+                )
             run_task.result()
         finally:
             hang_up_task.cancel()
@@ -281,13 +287,13 @@ class _FrameEventObserver(BaseObserver):
 
     def __init__(
         self, *, log: _EventLog, user_aggregator: LLMUserAggregator, speaker: SimulatedSpeaker
-    ):
+    ) -> None:
         super().__init__(observe_every_push=False)
         self._log = log
         self._user_aggregator = user_aggregator
         self._speaker = speaker
 
-    async def on_push_frame(self, data: FramePushed):
+    async def on_push_frame(self, data: FramePushed) -> None:
         if data.direction != FrameDirection.DOWNSTREAM:
             return
         kind = self._kind(data.source, data.frame)
@@ -329,21 +335,17 @@ def _bot_turns(events: Sequence[CallEvent], played: Sequence[PlayedChunk]) -> li
 def _record_aggregator_events(
     log: _EventLog, user: LLMUserAggregator, assistant: LLMAssistantAggregator
 ) -> None:
-    @user.event_handler("on_user_turn_started")
     async def _user_started(aggregator: LLMUserAggregator, strategy: object) -> None:
         log.record(EventKind.USER_TURN_STARTED, aggregator)
 
-    @user.event_handler("on_user_turn_stopped")
     async def _user_stopped(
         aggregator: LLMUserAggregator, strategy: object, message: UserTurnStoppedMessage
     ) -> None:
         log.record(EventKind.USER_TURN_STOPPED, aggregator, text=message.content)
 
-    @assistant.event_handler("on_assistant_turn_started")
     async def _assistant_started(aggregator: LLMAssistantAggregator) -> None:
         log.record(EventKind.ASSISTANT_TURN_STARTED, aggregator)
 
-    @assistant.event_handler("on_assistant_turn_stopped")
     async def _assistant_stopped(
         aggregator: LLMAssistantAggregator, message: AssistantTurnStoppedMessage
     ) -> None:
@@ -353,6 +355,11 @@ def _record_aggregator_events(
             text=message.content,
             interrupted=message.interrupted,
         )
+
+    user.add_event_handler("on_user_turn_started", _user_started)
+    user.add_event_handler("on_user_turn_stopped", _user_stopped)
+    assistant.add_event_handler("on_assistant_turn_started", _assistant_started)
+    assistant.add_event_handler("on_assistant_turn_stopped", _assistant_stopped)
 
 
 @dataclass
@@ -392,7 +399,7 @@ def build_call_services(*, script: CallScript = DEFAULT_SCRIPT, speed: float = 1
         speed: How many times faster than real time to run (1.0 is real time).
     """
     if speed <= 0:
-        raise ValueError(f"speed must be positive, got {speed}")
+        raise InvalidArgumentError(f"speed must be positive, got {speed}")
     user_turns = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=USER_SPEECH_TIMEOUT_S / speed)],

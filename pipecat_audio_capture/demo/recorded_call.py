@@ -78,16 +78,19 @@ async def record_demo_call(
         transcripts = TranscriptRecorder(session_id, turn_ids, store=index)
         latency = LatencyRecorder(session_id, turn_ids, store=index)
 
-        @capture.event_handler("on_segment_stored")
         async def on_segment_stored(_: SessionAudioCapture, meta: SegmentMetadata) -> None:
             cut = " (interrupted)" if meta.interrupted else ""
             say(
                 f"  {meta.speaker:<4} audio {meta.duration_ms / 1000:5.2f} s{cut}  {meta.audio_url}"
             )
 
-        @transcripts.event_handler("on_transcript_stored")
         async def on_transcript_stored(_: TranscriptRecorder, record: TranscriptRecord) -> None:
             say(f"  {record.role:<9} said: {record.text}")
+
+        # add_event_handler rather than Pipecat's unannotated @event_handler decorator, which
+        # would leave the handlers untyped.
+        capture.add_event_handler("on_segment_stored", on_segment_stored)
+        transcripts.add_event_handler("on_transcript_stored", on_transcript_stored)
 
         def attach(user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
             transcripts.attach(user, assistant)

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from pipecat_audio_capture.errors import WavFileError
 from pipecat_audio_capture.wav import read_wav
 
 USER_SAMPLE_RATE = 16000
@@ -124,7 +125,7 @@ def _read_asset(name: str, sample_rate: int) -> bytes:
     path = resources.files(_ASSETS_PACKAGE).joinpath(_ASSETS_DIR, name)
     wav = read_wav(path.read_bytes())
     if (wav.sample_rate, wav.num_channels) != (sample_rate, 1):
-        raise ValueError(
+        raise WavFileError(
             f"{name}: expected {sample_rate} Hz mono, got {wav.sample_rate} Hz, "
             f"{wav.num_channels} channels"
         )

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -41,6 +42,7 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.time import time_now_iso8601
 
 from pipecat_audio_capture.demo.script import BOT_SAMPLE_RATE, USER_SAMPLE_RATE, CallScript
+from pipecat_audio_capture.errors import InvalidArgumentError
 
 MIC_FRAME_S = 0.02
 """The microphone sends 20 ms frames, as WebRTC and telephony transports do."""
@@ -137,8 +139,8 @@ class ScriptedMicrophone(BaseInputTransport):
         audio: Sequence[bytes],
         speed: float = 1.0,
         params: TransportParams | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """Initialize the microphone.
 
         Args:
@@ -149,7 +151,9 @@ class ScriptedMicrophone(BaseInputTransport):
             **kwargs: Passed to ``BaseInputTransport``.
         """
         if len(audio) != len(script.user_lines):
-            raise ValueError(f"{len(script.user_lines)} user lines but {len(audio)} recordings")
+            raise InvalidArgumentError(
+                f"{len(script.user_lines)} user lines but {len(audio)} recordings"
+            )
         super().__init__(
             params or TransportParams(audio_in_enabled=True, audio_in_sample_rate=USER_SAMPLE_RATE),
             **kwargs,
@@ -162,11 +166,11 @@ class ScriptedMicrophone(BaseInputTransport):
         # The frame count at which each bot turn started / stopped, in turn order.
         self._bot_started: list[int] = []
         self._bot_stopped: list[int] = []
-        self._stream_task: asyncio.Task | None = None
+        self._stream_task: asyncio.Task[None] | None = None
         self.utterances: list[SpokenUtterance] = []
         self.finished = asyncio.Event()
 
-    async def start(self, frame: StartFrame):
+    async def start(self, frame: StartFrame) -> None:
         """Start streaming once the pipeline has started.
 
         Args:
@@ -177,7 +181,7 @@ class ScriptedMicrophone(BaseInputTransport):
         if not self._stream_task:
             self._stream_task = self.create_task(self._stream())
 
-    async def stop(self, frame: EndFrame):
+    async def stop(self, frame: EndFrame) -> None:
         """Stop streaming at the end of the call.
 
         Args:
@@ -186,7 +190,7 @@ class ScriptedMicrophone(BaseInputTransport):
         await self._stop_streaming()
         await super().stop(frame)
 
-    async def cancel(self, frame: CancelFrame):
+    async def cancel(self, frame: CancelFrame) -> None:
         """Stop streaming at once.
 
         Args:
@@ -195,17 +199,18 @@ class ScriptedMicrophone(BaseInputTransport):
         await self._stop_streaming()
         await super().cancel(frame)
 
-    async def cleanup(self):
+    async def cleanup(self) -> None:
         """Stop streaming if the pipeline is torn down without ending."""
         await self._stop_streaming()
-        await super().cleanup()
+        # Pipecat leaves BaseInputTransport.cleanup() unannotated.
+        await super().cleanup()  # type: ignore[no-untyped-call]
 
     async def _stop_streaming(self) -> None:
         if self._stream_task:
             await self.cancel_task(self._stream_task)
             self._stream_task = None
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Follow the bot's turns, which the output transport reports upstream.
 
         Args:
@@ -272,7 +277,7 @@ class ScriptedSTTService(SegmentedSTTService):
     recording being one VAD segment (see ``UserLine.text``). Transcripts are final and instant.
     """
 
-    def __init__(self, *, transcripts: Sequence[str], **kwargs):
+    def __init__(self, *, transcripts: Sequence[str], **kwargs: Any) -> None:
         """Initialize the service.
 
         Args:
@@ -319,7 +324,9 @@ class ScriptedLLM(FrameProcessor):
     enabled it reports its time to first token as a TTFB metric, as they do.
     """
 
-    def __init__(self, *, answers: Sequence[str], first_token_delay_s: float = 0.0, **kwargs):
+    def __init__(
+        self, *, answers: Sequence[str], first_token_delay_s: float = 0.0, **kwargs: Any
+    ) -> None:
         """Initialize the LLM.
 
         Args:
@@ -339,7 +346,7 @@ class ScriptedLLM(FrameProcessor):
         """
         return True
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Answer context frames; pass everything else on.
 
         Args:
@@ -382,7 +389,9 @@ class ScriptedTTSService(TTSService):
     the output transport, so the assistant transcript holds only sentences that finished playing.
     """
 
-    def __init__(self, *, recordings: Mapping[str, bytes], chunk_ms: int = 40, **kwargs):
+    def __init__(
+        self, *, recordings: Mapping[str, bytes], chunk_ms: int = 40, **kwargs: Any
+    ) -> None:
         """Initialize the service.
 
         Args:
@@ -438,7 +447,9 @@ class SimulatedSpeaker(BaseOutputTransport):
     the bot audio it played in :attr:`played`.
     """
 
-    def __init__(self, *, speed: float = 1.0, params: TransportParams | None = None, **kwargs):
+    def __init__(
+        self, *, speed: float = 1.0, params: TransportParams | None = None, **kwargs: Any
+    ) -> None:
         """Initialize the speaker.
 
         Args:
@@ -454,7 +465,7 @@ class SimulatedSpeaker(BaseOutputTransport):
         self._pacer = _Pacer(speed, resync_after_gaps=True)
         self.played: list[PlayedChunk] = []
 
-    async def start(self, frame: StartFrame):
+    async def start(self, frame: StartFrame) -> None:
         """Start the media senders.
 
         Args:

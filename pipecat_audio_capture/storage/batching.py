@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import StorageError
+from pipecat_audio_capture.errors import InvalidArgumentError, StorageError
 from pipecat_audio_capture.retry import is_transient
 
 Statement = tuple[str, dict[str, Any]]
@@ -123,12 +123,12 @@ class IndexBatcher:
             name: Names the task and log lines.
 
         Raises:
-            ValueError: If ``max_rows`` is below 1 or a duration is negative.
+            InvalidArgumentError: If ``max_rows`` is below 1 or a duration is negative.
         """
         if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+            raise InvalidArgumentError(f"max_rows must be at least 1, got {max_rows}")
         if min(max_delay_s, writer_idle_s) < 0 or timeout_s <= 0:
-            raise ValueError("batch delays must not be negative, nor the timeout zero")
+            raise InvalidArgumentError("batch delays must not be negative, nor the timeout zero")
         self._write = write
         self._row_errors = row_errors
         self._transient = transient

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from loguru import logger
 
-from pipecat_audio_capture.errors import StorageError
+from pipecat_audio_capture.errors import InvalidArgumentError, StorageError
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.records import (
     LatencyStage,
@@ -291,8 +291,10 @@ class MetadataIndex(SessionRetention, SessionRowCounter, Protocol):
         ...
 
     async def response_gaps(self, session_id: str, limit: int | None = None) -> list[ResponseGap]:
-        """Return a call's user turns in spoken order with the bot's response time (the first
-        ``limit`` when given)."""
+        """Return a call's user turns in spoken order with the bot's response time.
+
+        Only the first ``limit`` when given.
+        """
         ...
 
     async def save_turn_latency(self, record: TurnLatencyRecord) -> None:
@@ -497,10 +499,12 @@ def check_page(limit: int, offset: int) -> None:
     """Refuse a negative page size or offset.
 
     Raises:
-        ValueError: If ``limit`` or ``offset`` is negative.
+        InvalidArgumentError: If ``limit`` or ``offset`` is negative.
     """
     if limit < 0 or offset < 0:
-        raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        raise InvalidArgumentError(
+            f"limit and offset must be >= 0, got limit={limit}, offset={offset}"
+        )
 
 
 ALL_ROWS = 2**62
@@ -589,7 +593,7 @@ class IndexReader(ABC):
         """Return a page of calls from ``session_summary``, newest first.
 
         Raises:
-            ValueError: If ``limit`` or ``offset`` is negative.
+            InvalidArgumentError: If ``limit`` or ``offset`` is negative.
             StorageError: If the query fails.
         """
         check_page(limit, offset)
@@ -605,7 +609,7 @@ class IndexReader(ABC):
 
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
-            ValueError: If ``limit`` is negative.
+            InvalidArgumentError: If ``limit`` is negative.
             StorageError: If the query fails.
         """
         params = (require_uuid(session_id, "session_id"), _row_limit(limit))
@@ -621,7 +625,7 @@ class IndexReader(ABC):
 
         Raises:
             InvalidIdError: If ``session_id`` is not a UUID.
-            ValueError: If ``limit`` is negative.
+            InvalidArgumentError: If ``limit`` is negative.
             StorageError: If the query fails.
         """
         params = (require_uuid(session_id, "session_id"), _row_limit(limit))

@@ -225,6 +225,8 @@ timeout, a stale NFS handle, space freed by the spool's own cleanup)."""
 
 
 def is_transient_os_error(exc: OSError) -> bool:
-    """Whether another attempt can cure a failed file write (a missing folder or a refused
-    permission cannot)."""
+    """Whether another attempt can cure a failed file write.
+
+    A missing folder or a refused permission cannot be cured.
+    """
     return isinstance(exc, TimeoutError | ConnectionError) or exc.errno in _TRANSIENT_ERRNOS

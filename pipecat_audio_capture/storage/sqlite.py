@@ -14,7 +14,12 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from pipecat_audio_capture import defaults
-from pipecat_audio_capture.errors import MigrationError, StorageConfigError, StorageError
+from pipecat_audio_capture.errors import (
+    InvalidArgumentError,
+    MigrationError,
+    StorageConfigError,
+    StorageError,
+)
 from pipecat_audio_capture.ids import require_uuid
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, pending_migrations
 from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord, TurnLatencyRecord
@@ -136,10 +141,12 @@ class SQLiteAudioMetaStorage(BatchedWrites, IndexReader):
             read_connections: Most read-only connections open at once (at least 1).
 
         Raises:
-            ValueError: If ``read_connections`` is below 1.
+            InvalidArgumentError: If ``read_connections`` is below 1.
         """
         if read_connections < 1:
-            raise ValueError(f"read_connections must be at least 1, got {read_connections}")
+            raise InvalidArgumentError(
+                f"read_connections must be at least 1, got {read_connections}"
+            )
         self._path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
         self._busy_timeout_s = busy_timeout_s
         # One writing connection serves every thread; the lock keeps its calls one at a time.

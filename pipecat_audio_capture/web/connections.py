@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipecat_audio_capture.errors import InvalidArgumentError
 from pipecat_audio_capture.web.log_limit import LogThrottle
 
 HEAD_END = b"\r\n\r\n"
@@ -77,11 +78,11 @@ class ConnectionGuard:
             log: Where closings are logged.
 
         Raises:
-            ValueError: If ``max_connections`` is below 1 or ``header_timeout_s`` is not
+            InvalidArgumentError: If ``max_connections`` is below 1 or ``header_timeout_s`` is not
                 positive.
         """
         if max_connections < 1 or not header_timeout_s > 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"max_connections must be >= 1 and header_timeout_s > 0, got "
                 f"{max_connections} and {header_timeout_s}"
             )

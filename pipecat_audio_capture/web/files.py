@@ -26,8 +26,10 @@ class DescriptorResponse(web.StreamResponse):
         self.content_type = content_type
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
-        """Send the headers and the bytes asked for (aiohttp calls this once, after the
-        handler and the middlewares)."""
+        """Send the headers and the bytes asked for.
+
+        aiohttp calls this once, after the handler and the middlewares.
+        """
         try:
             return await self._send(request)
         finally:
@@ -70,8 +72,10 @@ class DescriptorResponse(web.StreamResponse):
 
 
 def _byte_span(request: BaseRequest, size: int) -> tuple[int, int, bool] | None:
-    """Return the ``[start, stop)`` bytes to send and whether that is a range (``206``), or None
-    if the range asked for is not satisfiable."""
+    """Return the ``[start, stop)`` bytes to send and whether that is a range (``206``).
+
+    None if the range asked for is not satisfiable.
+    """
     if hdrs.RANGE not in request.headers or hdrs.IF_RANGE in request.headers:
         return 0, size, False
     try:

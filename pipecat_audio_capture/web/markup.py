@@ -11,6 +11,8 @@ import html
 import re
 from collections.abc import Mapping
 
+from pipecat_audio_capture.errors import InvalidArgumentError
+
 _NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9:-]*")
 _VOID = frozenset({"meta", "link", "br", "hr", "img", "input"})
 
@@ -41,8 +43,8 @@ def element(name: str, attrs: Mapping[str, Attribute] | None = None, *children: 
         *children: Its content; plain strings are escaped, :class:`Html` is kept.
 
     Raises:
-        ValueError: If a tag or attribute name is not a plain name, or a void element (``meta``,
-            ``link``...) is given children.
+        InvalidArgumentError: If a tag or attribute name is not a plain name, or a void element
+            (``meta``, ``link``...) is given children.
     """
     rendered = [_check_name(name)]
     for key, value in (attrs or {}).items():
@@ -53,12 +55,12 @@ def element(name: str, attrs: Mapping[str, Attribute] | None = None, *children: 
     opening = f"<{' '.join(rendered)}>"
     if name in _VOID:
         if children:
-            raise ValueError(f"<{name}> cannot have children")
+            raise InvalidArgumentError(f"<{name}> cannot have children")
         return Html(opening)
     return Html(f"{opening}{fragment(*children)}</{name}>")
 
 
 def _check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise ValueError(f"not a tag or attribute name: {name!r}")
+        raise InvalidArgumentError(f"not a tag or attribute name: {name!r}")
     return name

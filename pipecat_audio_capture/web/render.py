@@ -79,8 +79,10 @@ def session_page(
     latencies: Sequence[TurnLatency] = (),
     whole_call: WholeCall | None = None,
 ) -> Html:
-    """Return one call: the whole-call player, a picture of who spoke when (with each
-    response's latency), then every turn in spoken order, then the latency table.
+    """Return the page of one call.
+
+    The whole-call player, a picture of who spoke when (with each response's latency), then
+    every turn in spoken order, then the latency table.
 
     Args:
         session_id: The call's UUID.

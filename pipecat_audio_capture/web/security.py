@@ -203,16 +203,20 @@ def _token_required(token: str, cookie_max_age_s: int) -> _Admit:
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Add :data:`SECURITY_HEADERS` to a response about to be sent (an ``on_response_prepare``
-    signal handler, so error responses and files get them too)."""
+    """Add :data:`SECURITY_HEADERS` to a response about to be sent.
+
+    An ``on_response_prepare`` signal handler, so error responses and files get them too.
+    """
     response.headers.update(SECURITY_HEADERS)
 
 
 def security_headers_adder(
     media_origins: tuple[str, ...],
 ) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    """Return an ``on_response_prepare`` handler like :func:`add_security_headers` whose policy
-    also lets the player load ``media_origins``."""
+    """Return an ``on_response_prepare`` handler like :func:`add_security_headers`.
+
+    Its policy also lets the player load ``media_origins``.
+    """
     if not media_origins:
         return add_security_headers
     headers = {

@@ -138,8 +138,11 @@ def _latency_bars(
     latencies: Mapping[str, TurnLatency],
     span_s: float,
 ) -> list[Html]:
-    """One bar per drawn bot turn that has a breakdown, as long as the wait and ending where the
-    turn starts, and the row's label; nothing when no drawn turn has one."""
+    """Return one bar per drawn bot turn that has a breakdown, and the row's label.
+
+    Each bar is as long as the wait and ends where the turn starts; nothing is returned when no
+    drawn turn has a breakdown.
+    """
     bars = []
     for turn in turns:
         if turn.entry.role != "assistant" or turn.entry.turn_id is None:
