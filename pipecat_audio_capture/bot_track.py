@@ -89,7 +89,10 @@ class BotTrack:
         if self.after_output:
             tail = self._tail_pending and frame.interruptible
             if tail:
+                # Its BotStartedSpeakingFrame, if the transport sent one, marked this chunk, not
+                # the start of the next answer.
                 self._tail_pending = False
+                self._speaking_since = None
             if tail or not self._speaking:
                 self._stats.ignored_bot_audio_ms += seconds * 1000.0
                 return _NONE

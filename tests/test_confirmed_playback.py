@@ -230,6 +230,10 @@ def chunks(value: int, count: int) -> list[TTSAudioRawFrame]:
     return [TTSAudioRawFrame(audio=audio, sample_rate=RATE, num_channels=1) for _ in range(count)]
 
 
+GAP_S = 0.3
+"""Between the late chunk and the next answer."""
+
+
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_the_chunk_written_after_a_barge_in_is_counted_not_glued_to_the_next_answer(
     placement: str,
@@ -252,7 +256,7 @@ async def test_the_chunk_written_after_a_barge_in_is_counted_not_glued_to_the_ne
         InterruptionFrame(),
         BotStoppedSpeakingFrame(),
         BotStartedSpeakingFrame(),
-        SleepFrame(0.05),
+        SleepFrame(GAP_S),
         TTSStartedFrame(context_id="short"),
         *chunks(2, 3),
         SleepFrame(0.05),
@@ -271,6 +275,8 @@ async def test_the_chunk_written_after_a_barge_in_is_counted_not_glued_to_the_ne
     assert list(samples_of(barged)) == [1] * 5 * chunk
     assert list(samples_of(whole)) == [2] * 3 * chunk
     assert processor.stats.ignored_bot_audio_ms == pytest.approx(CHUNK_S * 1000)
+    # The next answer starts when its audio is written, not at the late chunk's start.
+    assert whole[0].started_at - barged[-1].ended_at >= timedelta(seconds=GAP_S - TOLERANCE_S)
 
 
 def samples_of(turn: list[PendingAudioSegment]) -> np.ndarray:
