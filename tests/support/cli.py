@@ -135,6 +135,7 @@ class Recorded:
 
 
 def index_args_of(backend: IndexBackend, request: pytest.FixtureRequest) -> list[str]:
+    """The ``--db`` or ``--dsn`` arguments that point the CLI at ``backend``."""
     if isinstance(backend, SQLiteBackend):
         return ["--db", str(backend.path)]
     schema: PgSchema = request.getfixturevalue("pg_schema")
@@ -142,6 +143,7 @@ def index_args_of(backend: IndexBackend, request: pytest.FixtureRequest) -> list
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return its exit code, stdout and stderr."""
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
@@ -160,6 +162,7 @@ async def run_in_thread(*argv: str) -> tuple[int, str, str]:
 
 
 def assert_fails(code: int, err: str, message: str) -> None:
+    """Check a usage error: exit 2 and one ``error:`` line holding ``message``, no traceback."""
     assert code == 2
     assert err.startswith("pipecat-audio-capture: error: ")
     assert message in err

@@ -19,12 +19,8 @@ from pipecat_audio_capture.wav import encode_wav
 from support.index import IndexBackend, at, make_segment, make_transcript, new_id
 
 SAMPLE_RATE = 16_000
-
-
 TOKEN = "6oyr-yAHIyiXVlMhA1SyyjZdSmkcaIgzKRdoxemdbPI"
 """A token as TOKEN_RECIPE makes one."""
-
-
 SCRIPT = '<script>window.__xss=1</script> & "quoted" </title><b>'
 """A transcript that would run, close an SVG title or break an attribute if it were not escaped."""
 
