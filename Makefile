@@ -20,10 +20,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The browser tests drive any installed Chromium or Chrome (tests/browser_finder.py says where it
-# looks); without one, Playwright downloads its own Chromium once.
+# The browser tests drive any installed Chromium or Chrome (tests/support/browser_finder.py says
+# where it looks); without one, Playwright downloads its own Chromium once.
 browser: $(STAMP)
-	@$(BIN)/python tests/browser_finder.py --install --log $(VENV)/playwright-install.log
+	@$(BIN)/python tests/support/browser_finder.py --install --log $(VENV)/playwright-install.log
 
 test: lint typecheck browser
 	$(BIN)/pytest -q

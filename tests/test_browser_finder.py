@@ -4,11 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import browser_finder
 import pytest
-from browser_finder import BROWSER_ENV, BROWSER_NAMES, NoBrowserError, find_chromium
 
-FINDER = Path(__file__).with_name("browser_finder.py")
+from support import browser_finder
+from support.browser_finder import BROWSER_ENV, BROWSER_NAMES, NoBrowserError, find_chromium
+
+FINDER = Path(browser_finder.__file__)
 
 
 def _executable(folder: Path, name: str) -> Path:
@@ -77,7 +78,7 @@ def test_nothing_found_says_in_one_line_what_to_install(empty_path: Path) -> Non
 
 
 def run_finder(path: Path, home: Path) -> "subprocess.CompletedProcess[str]":
-    """Run ``python tests/browser_finder.py`` with only ``path`` on PATH and an empty
+    """Run ``python tests/support/browser_finder.py`` with only ``path`` on PATH and an empty
     Playwright browser cache."""
     return subprocess.run(
         [sys.executable, str(FINDER)],

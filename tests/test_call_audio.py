@@ -7,10 +7,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-import index_support
 import numpy as np
 import pytest
-from index_support import T0, IndexBackend, new_id
 
 from pipecat_audio_capture import (
     CallAudioError,
@@ -33,11 +31,7 @@ from pipecat_audio_capture.wav import (
     wav_header,
 )
 
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import T0, IndexBackend, make_segment, new_id
 
 USER_RATE = 16_000
 BOT_RATE = 24_000
@@ -187,11 +181,11 @@ async def test_session_segments_lists_every_part_in_time_order(index: IndexBacke
     session_id, other_session = new_id(), new_id()
     turn = new_id()
     rows = [
-        index_support.make_segment(session_id, turn_id=turn, speaker="bot", start_ms=2000),
-        index_support.make_segment(session_id, speaker="user", start_ms=2000, duration_ms=10),
-        index_support.make_segment(session_id, turn_id=turn, speaker="bot", start_ms=1000),
-        index_support.make_segment(session_id, speaker="user", start_ms=0),
-        index_support.make_segment(other_session, start_ms=500),
+        make_segment(session_id, turn_id=turn, speaker="bot", start_ms=2000),
+        make_segment(session_id, speaker="user", start_ms=2000, duration_ms=10),
+        make_segment(session_id, turn_id=turn, speaker="bot", start_ms=1000),
+        make_segment(session_id, speaker="user", start_ms=0),
+        make_segment(other_session, start_ms=500),
     ]
     for row in rows:
         await index.store.save_metadata(row.session_id, row)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from frames_support import mic_frames, tts_frames
 from loguru import logger
 from pipecat.frames.frames import CancelFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
 from pipecat.tests.utils import SleepFrame, run_test
@@ -25,6 +24,8 @@ from pipecat_audio_capture import (
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.wav import encode_wav, pcm_of_wav, wav_header
+
+from support.frames import mic_frames, tts_frames
 
 
 def segment(seconds: float = 0.1, *, rate: int = 16000, channels: int = 1, session_id=None):

@@ -7,62 +7,21 @@ import select
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from test_cli import RecordedCall, run_in_thread
 
-from pipecat_audio_capture import (
-    CompositeAudioStorage,
-    LocalAudioStorage,
-    RetryPolicy,
-    SessionAudioCapture,
-    StorageError,
-)
 from pipecat_audio_capture.cli import main
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
-
-class DownStorage(LocalAudioStorage):
-    """Local storage whose disk refuses every write, as during an outage."""
-
-    async def store_segment(self, *args, **kwargs) -> str:
-        raise StorageError("disk unavailable")
-
-
-async def recorded(root: Path, start: datetime) -> RecordedCall:
-    call = RecordedCall(start)
-    index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-    await call.record(LocalAudioStorage(root), index)
-    await index.close()
-    return call
-
-
-async def spooled_call(tmp_path):
-    """A call whose every segment went to the spool (storage was down): in no index, no folder."""
-    root, spool = tmp_path / "recordings", tmp_path / "spool"
-    index = SQLiteAudioMetaStorage(root / "index.sqlite3")
-    await index.run_migrations()
-    call = RecordedCall(datetime.now(UTC))
-    storage = CompositeAudioStorage(files=DownStorage(root), metadata=index)
-    capture = SessionAudioCapture(
-        call.session_id, storage, spool_dir=spool, retry=RetryPolicy(attempts=1)
-    )
-    for segment in call.segments:
-        capture.record_segment(segment)
-    stats = await capture.close()
-    await index.close()
-    assert stats.spooled == len(call.segments) and stats.stored == 0
-    return call, root, spool
-
-
-def wavs(root: Path, session_id: str) -> list[Path]:
-    return sorted((root / session_id).glob("*.wav"))
+from support.cli import record_local_call, run_in_thread, spooled_call, wavs
 
 
 async def test_delete_removes_a_sessions_audio_and_rows_and_can_run_again(tmp_path):
     root = tmp_path / "recordings"
-    kept, gone = await recorded(root, datetime.now(UTC)), await recorded(root, datetime.now(UTC))
+    kept, gone = (
+        await record_local_call(root, datetime.now(UTC)),
+        await record_local_call(root, datetime.now(UTC)),
+    )
     db = str(root / "index.sqlite3")
 
     code, out, _ = await run_in_thread("delete", gone.session_id, "--db", db)
@@ -80,8 +39,8 @@ async def test_delete_removes_a_sessions_audio_and_rows_and_can_run_again(tmp_pa
 
 async def test_purge_deletes_only_sessions_older_than_the_period(tmp_path):
     root = tmp_path / "recordings"
-    old = await recorded(root, datetime.now(UTC) - timedelta(days=40))
-    new = await recorded(root, datetime.now(UTC) - timedelta(days=2))
+    old = await record_local_call(root, datetime.now(UTC) - timedelta(days=40))
+    new = await record_local_call(root, datetime.now(UTC) - timedelta(days=2))
     db = str(root / "index.sqlite3")
 
     code, out, _ = await run_in_thread("purge", "--older-than", "30d", "--db", db)
@@ -129,7 +88,7 @@ def assert_one_line_error(code, out, err, message):
 
 async def test_deleting_a_mistyped_session_exits_2_and_deletes_nothing(tmp_path):
     root = tmp_path / "recordings"
-    kept = await recorded(root, datetime.now(UTC))
+    kept = await record_local_call(root, datetime.now(UTC))
     db = str(root / "index.sqlite3")
     typo = "00000000-0000-0000-0000-000000000000"
 
@@ -141,7 +100,7 @@ async def test_deleting_a_mistyped_session_exits_2_and_deletes_nothing(tmp_path)
 
 async def test_replaying_a_missing_spool_folder_exits_2(tmp_path):
     root = tmp_path / "recordings"
-    await recorded(root, datetime.now(UTC))
+    await record_local_call(root, datetime.now(UTC))
     db = str(root / "index.sqlite3")
 
     code, out, err = await run_in_thread("replay", "--spool", "/no/such/folder", "--db", db)
@@ -153,7 +112,7 @@ async def test_replaying_a_missing_spool_folder_exits_2(tmp_path):
 async def test_a_mistyped_spool_folder_stops_a_deletion_before_anything_goes(tmp_path, command):
     # Deleting the audio but not the spooled entries would let a replay bring the call back.
     root = tmp_path / "recordings"
-    call = await recorded(root, datetime.now(UTC) - timedelta(days=40))
+    call = await record_local_call(root, datetime.now(UTC) - timedelta(days=40))
     db = str(root / "index.sqlite3")
     which = [call.session_id] if command == "delete" else ["--older-than", "30d"]
 
@@ -167,7 +126,7 @@ async def test_a_mistyped_spool_folder_stops_a_deletion_before_anything_goes(tmp
 
 async def test_delete_dry_run_counts_what_would_go_and_deletes_nothing(tmp_path):
     root = tmp_path / "recordings"
-    call = await recorded(root, datetime.now(UTC))
+    call = await record_local_call(root, datetime.now(UTC))
     db = str(root / "index.sqlite3")
     counts = "5 audio files, 5 segment rows, 4 transcript rows, 0 spool entries"
 
@@ -198,8 +157,8 @@ async def test_a_call_kept_only_in_the_spool_is_found_counted_and_deleted(tmp_pa
 
 async def test_purge_dry_run_lists_each_session_it_would_delete_and_deletes_nothing(tmp_path):
     root = tmp_path / "recordings"
-    old = await recorded(root, datetime.now(UTC) - timedelta(days=40))
-    new = await recorded(root, datetime.now(UTC) - timedelta(days=2))
+    old = await record_local_call(root, datetime.now(UTC) - timedelta(days=40))
+    new = await record_local_call(root, datetime.now(UTC) - timedelta(days=2))
     db = str(root / "index.sqlite3")
 
     code, out, err = await run_in_thread("purge", "--older-than", "30d", "--dry-run", "--db", db)
@@ -216,7 +175,7 @@ async def test_purge_dry_run_lists_each_session_it_would_delete_and_deletes_noth
 
 async def test_purge_with_nothing_old_enough_says_so(tmp_path):
     root = tmp_path / "recordings"
-    await recorded(root, datetime.now(UTC))
+    await record_local_call(root, datetime.now(UTC))
 
     code, out, _ = await run_in_thread(
         "purge", "--older-than", "30d", "--db", str(root / "index.sqlite3")
@@ -278,7 +237,7 @@ def run_on_terminal(argv, answer):
 @pytest.mark.parametrize("answer", [b"n\n", b"\n", b"\x04"], ids=["no", "enter", "end-of-input"])
 async def test_delete_on_a_terminal_asks_and_anything_but_yes_keeps_the_call(tmp_path, answer):
     root = tmp_path / "recordings"
-    call = await recorded(root, datetime.now(UTC))
+    call = await record_local_call(root, datetime.now(UTC))
     db = str(root / "index.sqlite3")
 
     code, out, shown = await asyncio.to_thread(
@@ -293,7 +252,7 @@ async def test_delete_on_a_terminal_asks_and_anything_but_yes_keeps_the_call(tmp
 
 async def test_purge_on_a_terminal_deletes_after_a_yes(tmp_path):
     root = tmp_path / "recordings"
-    old = await recorded(root, datetime.now(UTC) - timedelta(days=40))
+    old = await record_local_call(root, datetime.now(UTC) - timedelta(days=40))
     db = str(root / "index.sqlite3")
 
     code, out, shown = await asyncio.to_thread(
@@ -307,7 +266,7 @@ async def test_purge_on_a_terminal_deletes_after_a_yes(tmp_path):
 
 async def test_yes_deletes_on_a_terminal_without_asking(tmp_path):
     root = tmp_path / "recordings"
-    call = await recorded(root, datetime.now(UTC))
+    call = await record_local_call(root, datetime.now(UTC))
     db = str(root / "index.sqlite3")
 
     code, out, shown = await asyncio.to_thread(

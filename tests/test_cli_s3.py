@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from test_cli import RecordedCall, assert_fails, run_in_thread
-from test_cli_maintenance import spooled_call
 
 from pipecat_audio_capture.storage.s3 import S3AudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
+from support.cli import RecordedCall, assert_fails, run_in_thread, spooled_call
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-pytest_plugins = ["s3_support"]
 
 
 def keys(client: "S3Client", bucket: str, session_id: str) -> list[str]:

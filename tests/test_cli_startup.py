@@ -14,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_cli import RecordedCall
 
 from pipecat_audio_capture import LocalAudioStorage
 from pipecat_audio_capture.cli.invocation import invocation
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
+
+from support.cli import RecordedCall
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).with_name("pipecat-audio-capture")

@@ -10,25 +10,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import index_support
 import pytest
-import test_cli
-from index_support import new_id
-from test_cli import Recorded, assert_fails, run
-from test_cli_maintenance import recorded as record_call
-from test_cli_maintenance import run_in_thread, wavs
 
 from pipecat_audio_capture.cli import main
 
-# The fixtures live in index_support and test_cli; a module attribute is what makes pytest see
-# them here.
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
-recorded = test_cli.recorded
-no_index_in_environment = test_cli.no_index_in_environment
+from support.cli import Recorded, assert_fails, record_local_call, run, run_in_thread, wavs
+from support.index import new_id
+
+pytestmark = pytest.mark.usefixtures("no_index_in_environment")
 
 SESSION = "6f1c1b7e-3b8e-4a5e-9d7e-2f3c4d5e6f70"
 
@@ -128,7 +117,7 @@ async def test_audio_and_spool_options_work_before_the_command(tmp_path: Path) -
     root = tmp_path / "recordings"
     spool = tmp_path / "spool"
     spool.mkdir()
-    call = await record_call(root, datetime.now(UTC))
+    call = await record_local_call(root, datetime.now(UTC))
     db = str(root / "index.sqlite3")
 
     where = ["--db", db, "--recordings", str(root), "--spool", str(spool)]

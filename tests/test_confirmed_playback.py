@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from output_transports import PACES, PacedOutput, Write, real_time, slow
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -29,6 +28,8 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_audio_capture import AudioCaptureProcessor, PendingAudioSegment, TurnIds
 from pipecat_audio_capture.testing import InMemoryAudioCollector
+
+from support.output_transports import PACES, PacedOutput, Write, real_time, slow
 
 RATE = 16000
 CHUNK_S = 0.04

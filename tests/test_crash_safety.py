@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_support import wav_is_complete
 
 from pipecat_audio_capture import LocalAudioStorage, Spool, replay_spool
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.safe_files import TEMP_SUFFIX
+
+from support.reliability import wav_is_complete
 
 SEGMENT_BYTES = 8 << 20
 """8 MiB of PCM per segment (about 4 minutes of 16 kHz mono): a write takes long enough to be

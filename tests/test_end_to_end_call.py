@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import index_support
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -38,6 +37,8 @@ from pipecat_audio_capture.demo.call import CallResult, run_simulated_call
 from pipecat_audio_capture.demo.script import DEFAULT_SCRIPT, load_bot_audio, load_user_audio
 from pipecat_audio_capture.storage.index import CallLogEntry
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage, migrate_postgres
+
+from support.index import fresh_pg_schema
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -102,7 +103,7 @@ class LateUserTranscripts:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def call(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Call]:
     tmp = tmp_path_factory.mktemp("call")
-    async with index_support.fresh_pg_schema() as schema:
+    async with fresh_pg_schema() as schema:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(schema.dsn, open=False)
         async with pool:
             await migrate_postgres(pool)

@@ -13,12 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-import index_support
 import numpy as np
 import pytest
-from gcs_support import FakeGCS, Fault, FaultProxy
 from google.cloud import storage
-from index_support import T0, IndexBackend, PgSchema, make_segment, new_id
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -28,18 +25,13 @@ from pipecat_audio_capture import (
     TranscriptRecord,
 )
 from pipecat_audio_capture.cli import main
-from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 from pipecat_audio_capture.records import Speaker
 from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.index import MetadataIndex
 from pipecat_audio_capture.wav import read_wav_header
 
-pytest_plugins = ["gcs_support"]
-
-# The fixtures live in index_support; a module attribute is what makes pytest see them here.
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.gcs import FakeGCS, Fault, FaultProxy
+from support.index import T0, IndexBackend, PgSchema, make_segment, new_id
 
 PREFIX = "calls/"
 SECRET = b"TOP SECRET: not a recording"
@@ -67,10 +59,7 @@ class GCSCall:
         return ["export", self.session_id, "--out", str(out_dir), *self.index_args]
 
 
-@pytest.fixture(autouse=True)
-def no_index_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(DB_ENV, raising=False)
-    monkeypatch.delenv(DSN_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_index_in_environment")
 
 
 @pytest.fixture

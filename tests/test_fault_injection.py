@@ -14,14 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import index_support
 import pytest
-from gcs_support import FakeGCS, Fault, FaultProxy
 from google.cloud import storage
 from loguru import logger
-from pg_fault_support import PgFaultProxy
 from psycopg_pool import AsyncConnectionPool
-from reliability_support import T0, Conversation, LoopLagProbe, Speech, digest
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -38,9 +34,9 @@ from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.wav import encode_wav
 
-pytest_plugins = ["gcs_support", "pg_fault_support"]
-
-pg_schema = index_support.pg_schema
+from support.gcs import FakeGCS, Fault, FaultProxy
+from support.pg_fault import PgFaultProxy
+from support.reliability import T0, Conversation, LoopLagProbe, Speech, digest
 
 MAX_LOOP_LAG_S = 0.05
 """The audio path's bound: the loop never stalls longer than this (a 20 ms frame is 0.02 s)."""

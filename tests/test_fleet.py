@@ -1,8 +1,8 @@
 """A fleet: four worker processes recording calls at once into one PostgreSQL and one S3 bucket.
 
-Each worker (tests/fleet_worker.py) migrates the same empty schema at startup, racing the others,
-then records several calls concurrently. Afterwards every segment and transcript row must be in
-the index exactly once, and every segment's object in the bucket exactly once (one version).
+Each worker (tests/support/fleet_worker.py) migrates the same empty schema at startup, racing the
+others, then records several calls concurrently. Afterwards every segment and transcript row must
+be in the index exactly once, and every segment's object in the bucket exactly once (one version).
 """
 
 import asyncio
@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from index_support import fresh_pg_schema
-from s3_support import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, new_bucket
 
 from pipecat_audio_capture.migrations import MIGRATIONS_TABLE, load_migrations
+
+from support.index import fresh_pg_schema
+from support.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, new_bucket
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytest_plugins = ["s3_support"]
 
 WORKERS = 4
 CALLS_PER_WORKER = 3
@@ -31,7 +31,7 @@ TURNS_PER_CALL = 3
 
 WORKER_TIMEOUT_S = 90
 PREFIX = "fleet/"
-WORKER = Path(__file__).resolve().parent / "fleet_worker.py"
+WORKER = Path(__file__).resolve().parent / "support" / "fleet_worker.py"
 
 
 async def run_worker(settings: dict[str, Any]) -> dict[str, Any]:

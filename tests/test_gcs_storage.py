@@ -15,10 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import google.auth.credentials
 import pytest
-from bucket_support import SEGMENT, SESSION, TURN, assert_logs_metadata_as_json, invalid_ids
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from gcs_support import FakeGCS, Fault, FaultProxy
 from google.api_core.exceptions import PreconditionFailed
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
@@ -32,7 +30,8 @@ from pipecat_audio_capture.storage.base import AudioStorage
 from pipecat_audio_capture.storage.gcs import CHECK_PREFIX, GCSAudioStorage
 from pipecat_audio_capture.wav import encode_wav
 
-pytest_plugins = ["gcs_support"]
+from support.bucket import SEGMENT, SESSION, TURN, assert_logs_metadata_as_json, invalid_ids
+from support.gcs import FakeGCS, Fault, FaultProxy
 
 ProxyFactory = Callable[..., FaultProxy]
 

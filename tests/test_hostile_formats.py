@@ -9,7 +9,6 @@ after ``MAX_FORMAT_CHANGES_PER_TURN`` changes.
 from pathlib import Path
 
 import pytest
-from frames_support import mic_frames, tone
 from pipecat.frames.frames import (
     AudioRawFrame,
     Frame,
@@ -30,6 +29,8 @@ from pipecat_audio_capture import (
 from pipecat_audio_capture.defaults import MAX_FORMAT_CHANGES_PER_TURN
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.testing import InMemoryAudioCollector
+
+from support.frames import mic_frames, tone
 
 ATTACKS = {
     "sample rate 2**31": (2**31, 1),

@@ -13,11 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import index_support
 import pytest
-from index_support import IndexBackend, make_segment
 from pipecat.processors.aggregators.llm_response_universal import UserTurnStoppedMessage
-from reliability_support import T0, Conversation, FaultyStore, events_of, pending_segment
 
 from pipecat_audio_capture import (
     AudioCaptureError,
@@ -38,11 +35,8 @@ from pipecat_audio_capture.limits import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMP
 from pipecat_audio_capture.records import PendingAudioSegment
 from pipecat_audio_capture.wav import encode_wav, pcm_of_wav, wav_header
 
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import IndexBackend, SQLiteBackend, make_segment
+from support.reliability import T0, Conversation, FaultyStore, events_of, pending_segment
 
 ONCE = RetryPolicy(attempts=1)
 
@@ -63,7 +57,7 @@ OUT_OF_LIMITS = [
 
 
 async def row_count(store: FaultyStore) -> int:
-    backend = index_support.SQLiteBackend(Path(store.index.path))
+    backend = SQLiteBackend(Path(store.index.path))
     await backend.migrate()
     return await backend.count("session_audio_segments")
 
@@ -384,7 +378,7 @@ async def test_a_transcript_row_that_raises_fails_alone_and_the_recorder_goes_on
         "one",
         [{"type": "text", "text": "four"}],
     ]
-    texts = await index_support.SQLiteBackend(tmp_path / "index.sqlite3").fetch(
+    texts = await SQLiteBackend(tmp_path / "index.sqlite3").fetch(
         "SELECT text FROM session_transcripts ORDER BY text"
     )
     assert texts == [("five",), ("three",), ("two",)]
@@ -405,7 +399,7 @@ async def test_a_turn_whose_timestamp_is_not_text_is_stored_at_the_time_it_ended
     await asyncio.wait_for(recorder.close(timeout_s=3), timeout=10)
 
     assert (recorder.stored, recorder.failed) == (1, 0)
-    [(occurred_at,)] = await index_support.SQLiteBackend(tmp_path / "index.sqlite3").fetch(
+    [(occurred_at,)] = await SQLiteBackend(tmp_path / "index.sqlite3").fetch(
         "SELECT occurred_at FROM session_transcripts"
     )
     assert datetime.fromisoformat(occurred_at) >= before

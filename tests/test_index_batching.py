@@ -11,10 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import index_support
 import pytest
-from index_support import IndexBackend, make_segment, make_transcript, new_id
-from pg_fault_support import PgFaultProxy
 from psycopg_pool import AsyncConnectionPool
 
 from pipecat_audio_capture import (
@@ -30,13 +27,8 @@ from pipecat_audio_capture.storage.batching import write_rows_as
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
-pytest_plugins = ["pg_fault_support"]
-
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import IndexBackend, make_segment, make_transcript, new_id
+from support.pg_fault import PgFaultProxy
 
 CALLS = 50
 SEGMENTS_PER_CALL = 4

@@ -8,9 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import index_support
 import pytest
-from index_support import T0, IndexBackend, at, make_segment, make_transcript, new_id
 
 from pipecat_audio_capture.errors import InvalidIdError, StorageError
 from pipecat_audio_capture.migrations import load_migrations
@@ -20,76 +18,7 @@ from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 
-# The fixtures live in index_support; a module attribute is what makes pytest see them here.
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
-
-
-class Call:
-    """A hand-built call whose every number is known (times in ms after T0).
-
-    ======  =========  ====================================  ==============================
-    turn    speaker    audio                                 transcript
-    ======  =========  ====================================  ==============================
-    U1      user       0 - 1500.125                          "hello", at 2500 (late STT)
-    B1      bot        2250.5 - 4250.5, 4250.5 - 5250.5 (2   "Sure, let me", interrupted,
-                       segments; interrupted, 800 unplayed)  at 2200
-    U2      user       5000 - 5600 (barge-in)                none
-    B2      bot        none                                  "Go on.", at 6500
-    U3      user       none                                  "wait", at 8000
-    U4      user       9000 - 9500                           "ok", at 9000
-    B3      bot        9400 - 10400, interrupted             none
-    ======  =========  ====================================  ==============================
-    """
-
-    def __init__(self) -> None:
-        self.session_id = new_id()
-        self.turns = {name: new_id() for name in ("U1", "B1", "U2", "B2", "U3", "U4", "B3")}
-        turn, session = self.turns, self.session_id
-        self.segments = {
-            "U1": make_segment(session, turn_id=turn["U1"], duration_ms=1500.125),
-            "B1a": make_segment(
-                session, turn_id=turn["B1"], speaker="bot", start_ms=2250.5, duration_ms=2000
-            ),
-            "B1b": make_segment(
-                session,
-                turn_id=turn["B1"],
-                speaker="bot",
-                start_ms=4250.5,
-                duration_ms=1000,
-                interrupted=True,
-                unplayed_ms=800.0,
-            ),
-            "U2": make_segment(session, turn_id=turn["U2"], start_ms=5000, duration_ms=600),
-            "U4": make_segment(session, turn_id=turn["U4"], start_ms=9000, duration_ms=500),
-            "B3": make_segment(
-                session,
-                turn_id=turn["B3"],
-                speaker="bot",
-                start_ms=9400,
-                duration_ms=1000,
-                interrupted=True,
-            ),
-        }
-        self.transcripts = [
-            make_transcript(session, turn["U1"], "user", "hello", at_ms=2500),
-            make_transcript(
-                session, turn["B1"], "assistant", "Sure, let me", at_ms=2200, interrupted=True
-            ),
-            make_transcript(session, turn["B2"], "assistant", "Go on.", at_ms=6500),
-            make_transcript(session, turn["U3"], "user", "wait", at_ms=8000),
-            make_transcript(session, turn["U4"], "user", "ok", at_ms=9000),
-        ]
-
-    async def save(self, index: IndexBackend) -> None:
-        # The second part of B1 is saved first: "first segment" must mean first in time.
-        for key in ("B1b", "U1", "B1a", "U2", "U4", "B3"):
-            await index.store.save_metadata(self.session_id, self.segments[key])
-        for record in self.transcripts:
-            await index.store.save_transcript(record)
+from support.index import T0, Call, IndexBackend, at, make_segment, make_transcript, new_id
 
 
 async def test_it_is_the_metadata_side_of_a_composite_storage(

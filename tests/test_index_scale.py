@@ -8,19 +8,11 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-import index_support
-from index_support import IndexBackend, at, make_segment, make_transcript, new_id
 from psycopg_pool import AsyncConnectionPool
-from test_index_contract import Call
 
 from pipecat_audio_capture.storage.index import CallLogEntry, SessionSummary, view_queries
 
-# The fixtures live in index_support; a module attribute is what makes pytest see them here.
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import Call, IndexBackend, at, make_segment, make_transcript, new_id
 
 
 def summary_of(entries: list[CallLogEntry]) -> SessionSummary:

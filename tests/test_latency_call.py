@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from latency_support import record_call_with_latency
 
 from pipecat_audio_capture import LatencyRecorder, SQLiteAudioMetaStorage
 from pipecat_audio_capture.demo import CallResult, EventKind
 from pipecat_audio_capture.demo.call import LLM_FIRST_TOKEN_S, USER_SPEECH_TIMEOUT_S
 from pipecat_audio_capture.demo.script import DEFAULT_SCRIPT
 from pipecat_audio_capture.storage.index import LATENCY_STAGES, CallLogEntry, TurnLatency
+
+from support.latency import record_call_with_latency
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

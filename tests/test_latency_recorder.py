@@ -4,10 +4,7 @@ import asyncio
 import time
 from pathlib import Path
 
-import index_support
 import pytest
-from index_support import IndexBackend, new_id
-from latency_support import STOP_SECS, Pipeline
 from pipecat.observers.user_bot_latency_observer import (
     LatencyBreakdown,
     LatencyContribution,
@@ -15,7 +12,6 @@ from pipecat.observers.user_bot_latency_observer import (
     MeasuredFrom,
     UserBotLatencyObserver,
 )
-from reliability_support import events_of
 
 from pipecat_audio_capture import LatencyRecorder, RetryPolicy, TurnIds
 from pipecat_audio_capture.errors import StorageError
@@ -25,11 +21,9 @@ from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.storage.base import TurnLatencyStore
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import IndexBackend, new_id
+from support.latency import STOP_SECS, Pipeline
+from support.reliability import events_of
 
 NO_RETRY = RetryPolicy(attempts=1)
 

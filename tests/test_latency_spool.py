@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from index_support import new_id
-from latency_support import Pipeline, make_latency
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 
 from pipecat_audio_capture import LatencyRecorder, RetryPolicy, TurnIds, migrations
@@ -18,6 +16,9 @@ from pipecat_audio_capture.migrations import load_migrations
 from pipecat_audio_capture.records import TurnLatencyRecord
 from pipecat_audio_capture.spool import Spool
 from pipecat_audio_capture.spool_format import decode_latency, encode_latency
+
+from support.index import new_id
+from support.latency import Pipeline, make_latency
 
 SPOOLED_AT = datetime(2025, 3, 1, tzinfo=UTC)
 

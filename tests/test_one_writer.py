@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-from latency_support import Pipeline
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
-from reliability_support import T0, Conversation, pending_segment
 
 from pipecat_audio_capture import (
     LatencyRecorder,
@@ -17,6 +15,9 @@ from pipecat_audio_capture import (
 )
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import TranscriptRecord, TurnLatencyRecord
+
+from support.latency import Pipeline
+from support.reliability import T0, Conversation, pending_segment
 
 QUICK = RetryPolicy(attempts=2, initial_backoff_s=0.01, max_backoff_s=0.02, deadline_s=2.0)
 

@@ -4,10 +4,8 @@ import asyncio
 import time
 from typing import Any
 
-import index_support
 import psycopg
 import pytest
-from index_support import PgSchema, make_segment, make_transcript
 from psycopg_pool import AsyncConnectionPool
 
 from pipecat_audio_capture import migrations
@@ -19,9 +17,7 @@ from pipecat_audio_capture.storage.postgres import (
     migrate_postgres,
 )
 
-# The fixtures live in index_support; a module attribute is what makes pytest see them here.
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import PgSchema, make_segment, make_transcript, new_id, pg_dsn
 
 TABLES = {
     "audio_capture_migrations",
@@ -123,7 +119,7 @@ async def test_versions_from_a_newer_release_are_left_alone(
 
 
 async def test_connect_migrates_and_owns_its_pool(pg_schema: PgSchema) -> None:
-    meta = make_segment(index_support.new_id())
+    meta = make_segment(new_id())
 
     async with await PostgresAudioMetaStorage.connect(pg_schema.dsn) as storage:
         await storage.save_metadata(meta.session_id, meta)
@@ -164,7 +160,7 @@ async def test_unanswering_server_times_out(monkeypatch: pytest.MonkeyPatch) -> 
     started = time.monotonic()
 
     with pytest.raises(StorageConfigError, match="did not answer"):
-        await PostgresAudioMetaStorage.connect(index_support.pg_dsn(), connect_timeout_s=0.3)
+        await PostgresAudioMetaStorage.connect(pg_dsn(), connect_timeout_s=0.3)
 
     assert time.monotonic() - started < 2
 

@@ -5,14 +5,6 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from frames_support import (
-    BOT_RATE,
-    USER_RATE,
-    PacedOutputTransport,
-    mic_frames,
-    tone,
-    tts_frames,
-)
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -34,6 +26,15 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_audio_capture import AudioCaptureProcessor, TurnIds
 from pipecat_audio_capture.testing import InMemoryAudioCollector
+
+from support.frames import (
+    BOT_RATE,
+    USER_RATE,
+    PacedOutputTransport,
+    mic_frames,
+    tone,
+    tts_frames,
+)
 
 
 def samples(segment) -> np.ndarray:

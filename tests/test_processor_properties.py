@@ -18,15 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
-from frame_strategies import (
-    DOWN,
-    UP,
-    Script,
-    Step,
-    input_audio,
-    scripts,
-    tts_audio,
-)
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pipecat.clocks.system_clock import SystemClock
@@ -53,6 +44,16 @@ from pipecat_audio_capture import AudioCaptureProcessor, TurnIds
 from pipecat_audio_capture.defaults import MAX_FORMAT_CHANGES_PER_TURN
 from pipecat_audio_capture.records import PendingAudioSegment
 from pipecat_audio_capture.testing import InMemoryAudioCollector
+
+from support.frame_strategies import (
+    DOWN,
+    UP,
+    Script,
+    Step,
+    input_audio,
+    scripts,
+    tts_audio,
+)
 
 TOLERANCE_S = 0.001
 """Float and microsecond rounding allowed when comparing segment times."""

@@ -41,18 +41,13 @@ from pathlib import Path
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
-import index_support
 import psycopg
 import pytest
-from browser_support import running_review
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from index_support import PgSchema, make_segment, make_transcript, new_id
-from latency_support import make_latency
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.transports.base_transport import BaseTransport
-from s3_support import versions as s3_versions
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -72,13 +67,14 @@ from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.wav import read_wav_header
 from pipecat_audio_capture.web.security import TOKEN_ENV
 
+from support.browser import running_review
+from support.index import PgSchema, make_segment, make_transcript, new_id
+from support.latency import make_latency
+from support.s3 import versions as s3_versions
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytest_plugins = ["gcs_support", "s3_support"]
-
-# The fixtures live in index_support; a module attribute is what makes pytest see them here.
-pg_schema = index_support.pg_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

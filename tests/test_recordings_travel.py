@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from browser_support import running_review
 
 from pipecat_audio_capture import PendingAudioSegment, Spool
 from pipecat_audio_capture.cli import main
 from pipecat_audio_capture.demo.recorded_call import INDEX_FILE, record_demo_call
 from pipecat_audio_capture.ids import new_id
-from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
+
+from support.browser import running_review
 
 SPEED = 2.0
 SECRET = b"TOP SECRET: not a recording"
@@ -78,10 +78,7 @@ class MovedCall:
         return MovedCall(folder, self.original, self.session_id, self.segments)
 
 
-@pytest.fixture(autouse=True)
-def no_index_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(DB_ENV, raising=False)
-    monkeypatch.delenv(DSN_ENV, raising=False)
+pytestmark = pytest.mark.usefixtures("no_index_in_environment")
 
 
 @pytest.fixture(scope="module")

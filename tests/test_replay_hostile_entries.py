@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from index_support import SQLiteBackend
-from reliability_support import T0, FaultyStore, pending_segment, spool_entry
 
 from pipecat_audio_capture import (
     RetryPolicy,
@@ -20,6 +18,9 @@ from pipecat_audio_capture import (
 )
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import TranscriptRecord
+
+from support.index import SQLiteBackend
+from support.reliability import T0, FaultyStore, pending_segment, spool_entry
 
 ONCE = RetryPolicy(attempts=1)
 

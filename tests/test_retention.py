@@ -4,12 +4,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import index_support
 import pytest
-from gcs_support import FakeGCS, Fault, FaultProxy
 from google.cloud import storage
-from index_support import T0, IndexBackend, at, make_segment, make_transcript
-from reliability_support import pending_segment
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -30,13 +26,9 @@ from pipecat_audio_capture.storage.gcs import GCSAudioStorage
 from pipecat_audio_capture.storage.index import DeletedRows, SessionRetention
 from pipecat_audio_capture.wav import encode_wav
 
-pytest_plugins = ["gcs_support"]
-
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.gcs import FakeGCS, Fault, FaultProxy
+from support.index import T0, IndexBackend, at, make_segment, make_transcript
+from support.reliability import pending_segment
 
 WAV = encode_wav([b"\x01\x00" * 1600], 16000, 1)
 

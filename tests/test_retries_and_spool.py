@@ -11,17 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import index_support
 import pytest
-from index_support import IndexBackend, make_segment, make_transcript
-from reliability_support import (
-    T0,
-    Conversation,
-    Speech,
-    events_of,
-    pending_segment,
-    spool_entry,
-)
 
 from pipecat_audio_capture import (
     InvalidIdError,
@@ -51,11 +41,15 @@ from pipecat_audio_capture.records import (
 from pipecat_audio_capture.retry import retrying
 from pipecat_audio_capture.wav import encode_wav
 
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import IndexBackend, SQLiteBackend, make_segment, make_transcript
+from support.reliability import (
+    T0,
+    Conversation,
+    Speech,
+    events_of,
+    pending_segment,
+    spool_entry,
+)
 
 QUICK = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02, deadline_s=2.0)
 ONCE = RetryPolicy(attempts=1)
@@ -112,7 +106,7 @@ class CountingStorage:
 
     async def rows(self, table: str) -> int:
         await self.index.run_migrations()  # the file is created on first use
-        backend = index_support.SQLiteBackend(Path(self.index.path))
+        backend = SQLiteBackend(Path(self.index.path))
         return await backend.count(table)
 
     def wav_files(self) -> list[Path]:

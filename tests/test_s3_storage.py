@@ -12,9 +12,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
-from bucket_support import SEGMENT, SESSION, TURN, assert_logs_metadata_as_json, invalid_ids
-from gcs_support import Fault, FaultProxy
-from s3_support import MotoS3, new_bucket, versions
 
 from pipecat_audio_capture.errors import InvalidIdError, StorageConfigError, StorageError
 from pipecat_audio_capture.playback import playable_url, presigned_s3_url
@@ -27,10 +24,13 @@ from pipecat_audio_capture.storage.base import (
 from pipecat_audio_capture.storage.s3 import CHECK_PREFIX, S3AudioStorage
 from pipecat_audio_capture.wav import encode_wav
 
+from support.bucket import SEGMENT, SESSION, TURN, assert_logs_metadata_as_json, invalid_ids
+from support.gcs import Fault, FaultProxy
+from support.s3 import MotoS3, new_bucket, versions
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytest_plugins = ["s3_support"]
 
 ProxyFactory = Callable[..., FaultProxy]
 

@@ -11,15 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
-import index_support
 import pytest
 import pytest_asyncio
-import test_web
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from index_support import T0, IndexBackend, at, make_segment, new_id
 from loguru import logger
-from test_web import SCRIPT, Review, call_log_entry, parse, record_call
 
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
@@ -29,14 +25,8 @@ from pipecat_audio_capture.web.log_limit import MAX_KINDS, LogThrottle, Throttle
 from pipecat_audio_capture.web.server import Listener, listening
 from pipecat_audio_capture.web.timeline import MAX_TICKS, WIDTH, timeline
 
-# The fixtures live in index_support and test_web; a module attribute makes pytest see them.
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
-make_client = test_web.make_client
-review = test_web.review
+from support.index import T0, IndexBackend, at, make_segment, new_id
+from support.web import SCRIPT, Review, call_log_entry, parse, record_call
 
 TOKEN = "a-token-for-the-serve-limit-tests"
 

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from bucket_support import SEGMENT, SESSION, TURN
-from gcs_support import FakeGCS, Fault, FaultProxy
 from google.cloud import storage
-from index_support import DEFAULT_DSN, DSN_ENV, make_segment
 from psycopg import errors as pg_errors
-from reliability_support import events_of, pending_segment
-from s3_support import MotoS3
 
 from pipecat_audio_capture import (
     InvalidIdError,
@@ -35,7 +30,11 @@ from pipecat_audio_capture.storage.s3 import S3AudioStorage
 from pipecat_audio_capture.storage.sqlite import is_transient_sqlite_error
 from pipecat_audio_capture.wav import encode_wav
 
-pytest_plugins = ["gcs_support", "s3_support"]
+from support.bucket import SEGMENT, SESSION, TURN
+from support.gcs import FakeGCS, Fault, FaultProxy
+from support.index import DEFAULT_DSN, DSN_ENV, make_segment
+from support.reliability import events_of, pending_segment
+from support.s3 import MotoS3
 
 ProxyFactory = Callable[..., FaultProxy]
 

@@ -4,10 +4,7 @@ import math
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
 
-import index_support
 import pytest
-from index_support import T0, IndexBackend, at, make_segment, make_transcript, new_id
-from latency_support import STAGES, TOTAL_MS, make_latency, stage
 
 from pipecat_audio_capture.errors import InvalidIdError, StorageError
 from pipecat_audio_capture.retention import delete_session
@@ -15,11 +12,8 @@ from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.index import LATENCY_STAGES, TurnLatency
 from pipecat_audio_capture.storage.local import LocalAudioStorage
 
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
+from support.index import T0, IndexBackend, at, make_segment, make_transcript, new_id
+from support.latency import STAGES, TOTAL_MS, make_latency, stage
 
 
 async def test_a_breakdown_reads_back_as_one_row_with_each_stage_in_ms(

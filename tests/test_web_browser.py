@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from browser_support import RunningReview, chromium, require_chromium, running_review
-from latency_support import record_call_with_latency
 
 from pipecat_audio_capture.demo.recorded_call import DemoResult, record_demo_call
 from pipecat_audio_capture.ids import new_id
@@ -26,6 +24,9 @@ from pipecat_audio_capture.records import SegmentMetadata, TranscriptRecord
 from pipecat_audio_capture.storage.index import CallLogEntry
 from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.web.security import TOKEN_ENV
+
+from support.browser import RunningReview, chromium, require_chromium, running_review
+from support.latency import record_call_with_latency
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -10,26 +10,11 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import index_support
 import numpy as np
 import pytest
 import pytest_asyncio
 from google.cloud import storage
-from index_support import IndexBackend, make_segment, new_id
-from latency_support import make_latency, stage
 from loguru import logger
-from test_web import (
-    SAMPLE_RATE,
-    TOKEN,
-    MakeClient,
-    Review,
-    call_log_entry,
-    make_client,
-    parse,
-    record_call,
-    review,
-    sqlite_only,
-)
 
 from pipecat_audio_capture.call_audio import write_call_audio
 from pipecat_audio_capture.call_audio_session import local_segment_opener
@@ -42,14 +27,18 @@ from pipecat_audio_capture.web import call_audio as web_call_audio
 from pipecat_audio_capture.web.call_audio import CallAudioCache
 from pipecat_audio_capture.web.timeline import timeline
 
-pytest_plugins = ["gcs_support"]
-
-index = index_support.index
-sqlite_index = index_support.sqlite_index
-postgres_index = index_support.postgres_index
-pg_pool = index_support.pg_pool
-pg_schema = index_support.pg_schema
-__all__ = ["make_client", "review"]
+from support.index import IndexBackend, make_segment, new_id
+from support.latency import make_latency, stage
+from support.web import (
+    SAMPLE_RATE,
+    TOKEN,
+    MakeClient,
+    Review,
+    call_log_entry,
+    parse,
+    record_call,
+    sqlite_only,
+)
 
 BUILT = "built the recording of call"
 

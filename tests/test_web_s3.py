@@ -10,9 +10,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from browser_support import running_review
-from reliability_support import pending_segment
-from s3_support import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 from pipecat_audio_capture import CompositeAudioStorage, SessionAudioCapture
 from pipecat_audio_capture.ids import new_id
@@ -21,10 +18,12 @@ from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 from pipecat_audio_capture.web.app import create_app
 from pipecat_audio_capture.web.security import CONTENT_SECURITY_POLICY
 
+from support.browser import running_review
+from support.reliability import pending_segment
+from support.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-pytest_plugins = ["s3_support"]
 
 
 async def record_to_s3(db: Path, files: S3AudioStorage) -> str:

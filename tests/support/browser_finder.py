@@ -10,9 +10,10 @@ Looked for, in order:
 3. the first of :data:`BROWSER_NAMES` on ``PATH`` (Debian's and Ubuntu's snap ``chromium``,
    ``chromium-browser``, Google Chrome).
 
-``make test`` runs this file first (``python tests/browser_finder.py --install``): when nothing is
-found, it downloads Playwright's Chromium, and where that fails (no internet) it says in one line
-what to install. It imports neither pytest nor the package, so the check stays quiet and quick.
+``make test`` runs this file first (``python tests/support/browser_finder.py --install``): when
+nothing is found, it downloads Playwright's Chromium, and where that fails (no internet) it says
+in one line what to install. It imports neither pytest nor the package, so the check stays quiet
+and quick.
 """
 
 import argparse

@@ -5,7 +5,6 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from index_support import at
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     Frame,
@@ -37,6 +36,8 @@ from pipecat_audio_capture.demo import CallResult, run_simulated_call
 from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.records import LatencyStage, TurnLatencyRecord
 from pipecat_audio_capture.turn_ids import TurnIds
+
+from support.index import at
 
 CLOSE_TIMEOUT_S = 10.0
 

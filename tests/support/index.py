@@ -1,11 +1,9 @@
-"""Fixtures and record builders for the metadata index tests.
-
-Test modules load it with ``pytest_plugins = ["index_support"]`` and import the builders.
+"""Record builders and backends for the metadata index tests (their fixtures are in conftest.py).
 
 PostgreSQL tests run against a real server: ``AUDIO_CAPTURE_TEST_DSN``, or a local server with
-trust auth by default. Each test gets a fresh schema, selected through the connections'
-``search_path`` and dropped afterwards. An unreachable server fails the tests: they never skip,
-so a green run always means PostgreSQL was tested.
+trust auth by default. Each test gets a fresh schema (:func:`fresh_pg_schema`), selected through
+the connections' ``search_path`` and dropped afterwards. An unreachable server fails the tests:
+they never skip, so a green run always means PostgreSQL was tested.
 """
 
 import os
@@ -20,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
-import pytest_asyncio
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
@@ -126,23 +122,6 @@ async def fresh_pg_schema() -> AsyncIterator[PgSchema]:
             await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
-@pytest_asyncio.fixture
-async def pg_schema() -> AsyncIterator[PgSchema]:
-    """A fresh schema for one test."""
-    async with fresh_pg_schema() as schema:
-        yield schema
-
-
-@pytest_asyncio.fixture
-async def pg_pool(pg_schema: PgSchema) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """An open pool on the test schema, not yet migrated."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_schema.dsn, min_size=1, max_size=4, open=False
-    )
-    async with pool:
-        yield pool
-
-
 class IndexBackend(ABC):
     """One backend under the contract suite: its store plus the test's back door into it."""
 
@@ -229,26 +208,65 @@ class PostgresBackend(IndexBackend):
             await conn.execute(statement)
 
 
-@pytest_asyncio.fixture
-async def sqlite_index(tmp_path: Path) -> AsyncIterator[IndexBackend]:
-    """A migrated, empty SQLite index in a folder that does not exist yet."""
-    backend = SQLiteBackend(tmp_path / "index" / "audio.sqlite3")
-    await backend.migrate()
-    yield backend
-    await backend.store.close()
+class Call:
+    """A hand-built call whose every number is known (times in ms after T0).
 
+    ======  =========  ====================================  ==============================
+    turn    speaker    audio                                 transcript
+    ======  =========  ====================================  ==============================
+    U1      user       0 - 1500.125                          "hello", at 2500 (late STT)
+    B1      bot        2250.5 - 4250.5, 4250.5 - 5250.5 (2   "Sure, let me", interrupted,
+                       segments; interrupted, 800 unplayed)  at 2200
+    U2      user       5000 - 5600 (barge-in)                none
+    B2      bot        none                                  "Go on.", at 6500
+    U3      user       none                                  "wait", at 8000
+    U4      user       9000 - 9500                           "ok", at 9000
+    B3      bot        9400 - 10400, interrupted             none
+    ======  =========  ====================================  ==============================
+    """
 
-@pytest_asyncio.fixture
-async def postgres_index(pg_pool: AsyncConnectionPool[Any]) -> AsyncIterator[IndexBackend]:
-    """A migrated, empty PostgreSQL index in a schema of its own."""
-    backend = PostgresBackend(pg_pool)
-    await backend.migrate()
-    yield backend
-    await backend.store.close()
+    def __init__(self) -> None:
+        self.session_id = new_id()
+        self.turns = {name: new_id() for name in ("U1", "B1", "U2", "B2", "U3", "U4", "B3")}
+        turn, session = self.turns, self.session_id
+        self.segments = {
+            "U1": make_segment(session, turn_id=turn["U1"], duration_ms=1500.125),
+            "B1a": make_segment(
+                session, turn_id=turn["B1"], speaker="bot", start_ms=2250.5, duration_ms=2000
+            ),
+            "B1b": make_segment(
+                session,
+                turn_id=turn["B1"],
+                speaker="bot",
+                start_ms=4250.5,
+                duration_ms=1000,
+                interrupted=True,
+                unplayed_ms=800.0,
+            ),
+            "U2": make_segment(session, turn_id=turn["U2"], start_ms=5000, duration_ms=600),
+            "U4": make_segment(session, turn_id=turn["U4"], start_ms=9000, duration_ms=500),
+            "B3": make_segment(
+                session,
+                turn_id=turn["B3"],
+                speaker="bot",
+                start_ms=9400,
+                duration_ms=1000,
+                interrupted=True,
+            ),
+        }
+        self.transcripts = [
+            make_transcript(session, turn["U1"], "user", "hello", at_ms=2500),
+            make_transcript(
+                session, turn["B1"], "assistant", "Sure, let me", at_ms=2200, interrupted=True
+            ),
+            make_transcript(session, turn["B2"], "assistant", "Go on.", at_ms=6500),
+            make_transcript(session, turn["U3"], "user", "wait", at_ms=8000),
+            make_transcript(session, turn["U4"], "user", "ok", at_ms=9000),
+        ]
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def index(request: pytest.FixtureRequest) -> IndexBackend:
-    """Each backend in turn, migrated and empty."""
-    backend: IndexBackend = request.getfixturevalue(f"{request.param}_index")
-    return backend
+    async def save(self, index: IndexBackend) -> None:
+        # The second part of B1 is saved first: "first segment" must mean first in time.
+        for key in ("B1b", "U1", "B1a", "U2", "U4", "B3"):
+            await index.store.save_metadata(self.session_id, self.segments[key])
+        for record in self.transcripts:
+            await index.store.save_transcript(record)

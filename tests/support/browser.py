@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from browser_finder import NoBrowserError, find_chromium, playwright_chromium_path
 
 from pipecat_audio_capture.index_access import DB_ENV, DSN_ENV
 from pipecat_audio_capture.web.security import TOKEN_ENV
+
+from support.browser_finder import NoBrowserError, find_chromium, playwright_chromium_path
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

@@ -8,10 +8,9 @@ does never runs on the event loop under test. Its modes:
 - ``hang()``: the server stops answering: connections open, but no byte moves either way.
 - ``cut()``: a network blip or a server restart: open connections are reset, new ones work.
 
-Load the fixtures with ``pytest_plugins = ["pg_fault_support"]``: ``pg_fault_proxy`` starts a proxy
-in front of the test server and closes it after the test.
-
-PYTEST_DONT_REWRITE: no assertions here.
+The ``pg_fault_proxy`` fixture (conftest.py) starts a proxy in front of the test server and
+closes it after the test; ``proxied_pool`` is the bot's pool through it, ``direct_pool`` one
+straight to the server.
 """
 
 from __future__ import annotations
@@ -22,17 +21,11 @@ import selectors
 import socket
 import struct
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
-import pytest
-import pytest_asyncio
-from gcs_support import LOOPBACK
-from index_support import PgSchema, pg_dsn
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
 
-from pipecat_audio_capture.storage.postgres import migrate_postgres
+from support.gcs import LOOPBACK
+from support.index import pg_dsn
 
 POLL_S = 0.02
 """How often proxy threads look at the mode; a mode change takes effect within this."""
@@ -213,41 +206,3 @@ def pg_upstream() -> tuple[str, int]:
     params = conninfo_to_dict(pg_dsn())
     host = str(params.get("hostaddr") or params.get("host") or LOOPBACK)
     return host, int(params.get("port") or 5432)
-
-
-@pytest.fixture
-def pg_fault_proxy() -> Iterator[PgFaultProxy]:
-    """A forwarding proxy in front of the test server, closed after the test."""
-    proxy = PgFaultProxy(pg_upstream()).start()
-    yield proxy
-    proxy.close()
-
-
-@pytest_asyncio.fixture
-async def direct_pool(pg_schema: PgSchema) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """A pool straight to the test schema, migrated; the replay and the checks use it."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_schema.dsn, min_size=1, max_size=2, open=False
-    )
-    async with pool:
-        await migrate_postgres(pool)
-        yield pool
-
-
-@pytest_asyncio.fixture
-async def proxied_pool(
-    pg_schema: PgSchema, pg_fault_proxy: PgFaultProxy, direct_pool: AsyncConnectionPool[Any]
-) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """The bot's pool, through the fault proxy, as configured in production (checked on use)."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        pg_fault_proxy.dsn(pg_schema.dsn),
-        min_size=1,
-        max_size=2,
-        timeout=POOL_TIMEOUT_S,
-        kwargs={"connect_timeout": 2},
-        check=AsyncConnectionPool.check_connection,
-        open=False,
-    )
-    await pool.open(wait=True, timeout=5)
-    yield pool
-    await pool.close(timeout=1)

@@ -1,11 +1,9 @@
 """One bot worker of the fleet test: several calls at once into one PostgreSQL and one S3 bucket.
 
-Run by tests/test_fleet.py as ``python tests/fleet_worker.py SETTINGS_JSON``. It opens the index
-(running the migrations, as every worker does at startup, racing the others), checks the bucket,
-records ``calls`` calls concurrently through SessionAudioCapture and TranscriptRecorder, closes
-them, and prints one JSON line: the ids it recorded and the counters of every call.
-
-PYTEST_DONT_REWRITE: no assertions here; the test checks what is printed.
+Run by tests/test_fleet.py as ``python tests/support/fleet_worker.py SETTINGS_JSON``. It opens
+the index (running the migrations, as every worker does at startup, racing the others), checks the
+bucket, records ``calls`` calls concurrently through SessionAudioCapture and TranscriptRecorder,
+closes them, and prints one JSON line: the ids it recorded and the counters of every call.
 """
 
 from __future__ import annotations
@@ -16,9 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from reliability_support import T0, Conversation, Speech
+# Run as a script, it sees only its own folder; the support package is one level up, in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipecat_audio_capture import (
     CompositeAudioStorage,
@@ -30,6 +27,8 @@ from pipecat_audio_capture.ids import new_id
 from pipecat_audio_capture.storage.postgres import PostgresAudioMetaStorage
 from pipecat_audio_capture.storage.s3 import S3AudioStorage
 from pipecat_audio_capture.turn_ids import TurnIds
+
+from support.reliability import T0, Conversation, Speech
 
 
 async def one_call(
