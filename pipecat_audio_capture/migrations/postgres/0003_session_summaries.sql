@@ -25,9 +25,11 @@ CREATE INDEX session_summaries_newest_idx ON session_summaries (started_at DESC,
 -- Recomputes the rows of the given calls, and removes those of calls with no rows left, in
 -- two statements whatever the number of calls. Its queries see what committed before they
 -- run (a volatile function takes a new snapshot per query), and it resolves names in the
--- schema it was created in, whatever the writer's search_path. PL/pgSQL keeps the plans for
--- the connection's lifetime: a SQL function would plan them again at every call, through the
--- whole session_call_log view, which cost more than running them.
+-- schema it was created in, whatever the writer's search_path. Planning these queries
+-- (through the whole session_call_log view) cost more than running them on a batch's calls,
+-- so they are planned once per connection: PL/pgSQL keeps its plans where a SQL function
+-- plans again at every invocation, and generic ones, since the "session_id = call" index
+-- lookups need no parameter values (a custom plan is made again for every array).
 CREATE FUNCTION session_summary_refresh(calls UUID[]) RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
