@@ -64,7 +64,8 @@ $$;
 -- the row), and a deferred trigger on that list refreshes the listed calls at commit, then
 -- empties it. Every write path (batches, deletes, purges, raw SQL) is covered, and a second
 -- transaction listing the same call waits for the first to commit, so it recomputes after the
--- first one's rows are visible.
+-- first one's rows are visible. The trigger functions keep generic plans too: they run once per
+-- row or per transaction, and their lookups by key need no parameter values either.
 CREATE TABLE session_summary_dirty (session_id UUID PRIMARY KEY);
 
 CREATE FUNCTION session_summary_mark_trigger() RETURNS trigger
