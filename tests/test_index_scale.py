@@ -7,12 +7,23 @@ check what makes them fast (the query plans) and that the faster path gives the 
 import asyncio
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 from psycopg_pool import AsyncConnectionPool
 
+from pipecat_audio_capture import migrations
+from pipecat_audio_capture.migrations import load_migrations
 from pipecat_audio_capture.storage.index import CallLogEntry, SessionSummary, view_queries
 
-from support.index import Call, IndexBackend, at, make_segment, make_transcript, new_id
+from support.index import (
+    Call,
+    IndexBackend,
+    PostgresBackend,
+    at,
+    make_segment,
+    make_transcript,
+    new_id,
+)
 
 
 def summary_of(entries: list[CallLogEntry]) -> SessionSummary:
@@ -208,3 +219,63 @@ async def test_rows_deleted_by_raw_sql_outside_the_package_update_the_summary(
     assert [after] == await expected_summaries(index, [call.session_id])
     assert after.user_talk_ms < before.user_talk_ms
     assert await index.count(PENDING_CALLS[index.name]) == 0
+
+
+async def test_upgrading_a_postgres_index_from_before_0003_summarizes_the_calls_it_holds(
+    pg_pool: AsyncConnectionPool[Any],
+) -> None:
+    old = PostgresBackend(pg_pool)
+    earlier = tuple(m for m in load_migrations("postgres") if m.version <= 2)
+    # The migration runner looks the list up where it is defined.
+    with mock.patch.object(migrations, "load_migrations", lambda dialect: earlier):
+        await old.migrate()
+    await old.store.close()
+    sessions = [new_id() for _ in range(3)]
+    for number, session in enumerate(sessions):
+        # Written as the release before 0003 wrote them: a turn split in two segments, an
+        # interrupted bot turn, a transcript-only turn and a segment without a turn.
+        split, bot, spoken = new_id(), new_id(), new_id()
+        start = f"TIMESTAMPTZ '2026-01-0{number + 1} 10:00:00+00'"
+        segments = [
+            (split, "user", 0, 900, False),
+            (split, "user", 900, 1500, False),
+            (bot, "bot", 2000, 3100, True),
+            (None, "user", 4000, 4400, False),
+        ]
+        await old.execute(
+            "INSERT INTO session_audio_segments (segment_id, session_id, turn_id, speaker, "
+            "audio_url, sample_rate, num_channels, duration_ms, byte_size, interrupted, "
+            "started_at, ended_at) VALUES "
+            + ", ".join(
+                f"('{new_id()}', '{session}', {_sql_text(turn)}, '{speaker}', "
+                f"'file:///{new_id()}.wav', 16000, 1, {end - begin}, {(end - begin) * 32}, "
+                f"{interrupted}, {start} + {begin} * INTERVAL '1 ms', "
+                f"{start} + {end} * INTERVAL '1 ms')"
+                for turn, speaker, begin, end, interrupted in segments
+            )
+        )
+        await old.execute(
+            "INSERT INTO session_transcripts (session_id, turn_id, role, text, interrupted, "
+            "occurred_at) VALUES "
+            + ", ".join(
+                f"('{session}', '{turn}', '{role}', 'words', {interrupted}, "
+                f"{start} + {at_ms} * INTERVAL '1 ms')"
+                for turn, role, at_ms, interrupted in (
+                    (split, "user", 1500, False),
+                    (bot, "assistant", 3100, True),
+                    (spoken, "assistant", -300, False),
+                )
+            )
+        )
+    upgraded = PostgresBackend(pg_pool)
+
+    await upgraded.migrate()
+
+    summaries = await upgraded.store.list_sessions()
+    assert summaries == await expected_summaries(upgraded, sessions)
+    assert [(s.turns, s.segments, s.interruptions) for s in summaries] == [(4, 4, 1)] * 3
+    await upgraded.store.close()
+
+
+def _sql_text(value: str | None) -> str:
+    return "NULL" if value is None else f"'{value}'"

@@ -22,29 +22,41 @@ CREATE TABLE session_summaries (
 -- The list's order, newest first, read straight from the index.
 CREATE INDEX session_summaries_newest_idx ON session_summaries (started_at DESC, session_id);
 
--- Recomputes one call's row, or removes it when the call has no rows left. Its queries see
--- what committed before they run (a volatile function takes a new snapshot per query), and
--- it resolves names in the schema it was created in, whatever the writer's search_path.
-CREATE FUNCTION session_summary_refresh(call UUID) RETURNS void
-LANGUAGE sql SET search_path FROM CURRENT AS $$
-    DELETE FROM session_summaries WHERE session_id = call;
+-- Recomputes the rows of the given calls, and removes those of calls with no rows left, in
+-- two statements whatever the number of calls. Its queries see what committed before they
+-- run (a volatile function takes a new snapshot per query), and it resolves names in the
+-- schema it was created in, whatever the writer's search_path. Planning these queries
+-- (through the whole session_call_log view) cost more than running them on a batch's calls,
+-- so they are planned once per connection: PL/pgSQL keeps its plans where a SQL function
+-- plans again at every invocation, and generic ones, since the "session_id = call" index
+-- lookups need no parameter values (a custom plan is made again for every array).
+CREATE FUNCTION session_summary_refresh(calls UUID[]) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    DELETE FROM session_summaries WHERE session_id = ANY (calls);
     INSERT INTO session_summaries (
         session_id, started_at, ended_at, turns, segments, user_talk_ms, bot_talk_ms,
         interruptions, bytes
     )
-    SELECT
-        session_id,
-        min(occurred_at),
-        max(COALESCE(ended_at, occurred_at)),
-        count(*),
-        sum(segment_count)::bigint,
-        COALESCE(sum(duration_ms) FILTER (WHERE role = 'user'), 0),
-        COALESCE(sum(duration_ms) FILTER (WHERE role = 'assistant'), 0),
-        count(*) FILTER (WHERE audio_interrupted OR transcript_interrupted),
-        COALESCE(sum(byte_size), 0)::bigint
-    FROM session_call_log
-    WHERE session_id = call
-    GROUP BY session_id;
+    SELECT listed.call, summary.*
+    FROM unnest(calls) AS listed (call)
+    -- LATERAL reads each call with "session_id = call", which reaches both sides of
+    -- session_call_log's join through the indexes ("= ANY" would scan one of them whole).
+    CROSS JOIN LATERAL (
+        SELECT
+            min(occurred_at),
+            max(COALESCE(ended_at, occurred_at)),
+            count(*),
+            sum(segment_count)::bigint,
+            COALESCE(sum(duration_ms) FILTER (WHERE role = 'user'), 0),
+            COALESCE(sum(duration_ms) FILTER (WHERE role = 'assistant'), 0),
+            count(*) FILTER (WHERE audio_interrupted OR transcript_interrupted),
+            COALESCE(sum(byte_size), 0)::bigint
+        FROM session_call_log
+        WHERE session_id = listed.call
+        HAVING count(*) > 0
+    ) AS summary;
+END;
 $$;
 
 -- A batch writes many rows of one call in one transaction, so the row triggers only list the
@@ -52,11 +64,12 @@ $$;
 -- the row), and a deferred trigger on that list refreshes the listed calls at commit, then
 -- empties it. Every write path (batches, deletes, purges, raw SQL) is covered, and a second
 -- transaction listing the same call waits for the first to commit, so it recomputes after the
--- first one's rows are visible.
+-- first one's rows are visible. The trigger functions keep generic plans too: they run once per
+-- row or per transaction, and their lookups by key need no parameter values either.
 CREATE TABLE session_summary_dirty (session_id UUID PRIMARY KEY);
 
 CREATE FUNCTION session_summary_mark_trigger() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         INSERT INTO session_summary_dirty (session_id) VALUES (OLD.session_id)
@@ -74,10 +87,9 @@ $$;
 -- work; the others find the list empty). The locks are taken in call order so
 -- two transactions listing the same calls cannot deadlock on them.
 CREATE FUNCTION session_summary_dirty_trigger() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     calls UUID[];
-    call UUID;
 BEGIN
     SELECT array_agg(session_id ORDER BY session_id) INTO calls FROM session_summary_dirty;
     IF calls IS NULL THEN
@@ -87,11 +99,7 @@ BEGIN
     FROM unnest(calls) AS listed
     ORDER BY listed;
     DELETE FROM session_summary_dirty WHERE session_id = ANY (calls);
-    -- One call at a time: only "session_id = call" reaches both sides of session_call_log's
-    -- join through the indexes ("= ANY" scans one of them whole).
-    FOREACH call IN ARRAY calls LOOP
-        PERFORM session_summary_refresh(call);
-    END LOOP;
+    PERFORM session_summary_refresh(calls);
     RETURN NULL;
 END;
 $$;
@@ -110,7 +118,7 @@ AFTER INSERT OR UPDATE OR DELETE ON session_transcripts
 FOR EACH ROW EXECUTE FUNCTION session_summary_mark_trigger();
 
 -- The calls already indexed.
-SELECT session_summary_refresh(session_id)
+SELECT session_summary_refresh(array_agg(session_id))
 FROM (
     SELECT session_id FROM session_audio_segments
     UNION
