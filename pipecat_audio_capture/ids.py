@@ -1,8 +1,16 @@
 """Validation of the ids that reach paths, object keys and SQL rows."""
 
+import re
 import uuid
 
 from pipecat_audio_capture.errors import InvalidIdError
+
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The form ``str(uuid.UUID(...))`` gives, which the package writes.
+
+Checked without parsing: three ids per index row, where parsing was a tenth of a batched row's
+cost.
+"""
 
 
 def require_uuid(value: str, what: str = "id") -> str:
@@ -22,6 +30,8 @@ def require_uuid(value: str, what: str = "id") -> str:
         return str(value)
     if not isinstance(value, str):
         raise InvalidIdError(f"{what} must be a UUID string, got {type(value).__name__}")
+    if _CANONICAL.fullmatch(value):
+        return value
     try:
         parsed = uuid.UUID(value)
     except ValueError as exc:

@@ -21,7 +21,7 @@ from pipecat_audio_capture import (
     StorageError,
     TurnIds,
 )
-from pipecat_audio_capture.ids import new_id
+from pipecat_audio_capture.ids import new_id, require_uuid
 from pipecat_audio_capture.records import SegmentMetadata
 from pipecat_audio_capture.wav import encode_wav, pcm_of_wav, wav_header
 
@@ -107,7 +107,18 @@ async def test_local_storage_writes_under_session_folder_and_is_idempotent(tmp_p
 
 
 @pytest.mark.parametrize(
-    "bad", ["../../etc/passwd", "", "not-a-uuid", "{" + str(uuid.uuid4()) + "}", "/abs"]
+    "bad",
+    [
+        "../../etc/passwd",
+        "",
+        "not-a-uuid",
+        "{" + str(uuid.uuid4()) + "}",
+        "/abs",
+        "urn:uuid:" + str(uuid.uuid4()),
+        uuid.uuid4().hex,
+        str(uuid.uuid4()) + "\n",
+        str(uuid.uuid4()) + "/..",
+    ],
 )
 async def test_local_storage_refuses_ids_that_are_not_uuids(tmp_path, bad):
     storage = LocalAudioStorage(tmp_path)
@@ -249,3 +260,8 @@ async def test_close_times_out_and_reports_what_was_never_written(tmp_path):
 def test_capture_refuses_a_session_id_that_is_not_a_uuid(tmp_path):
     with pytest.raises(InvalidIdError):
         SessionAudioCapture("../etc", LocalAudioStorage(tmp_path))
+
+
+def test_an_upper_case_uuid_is_written_in_its_canonical_lower_case_form():
+    value = uuid.uuid4()
+    assert require_uuid(str(value).upper()) == require_uuid(str(value)) == str(value)

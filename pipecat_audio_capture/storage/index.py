@@ -488,6 +488,8 @@ def as_utc(value: datetime, what: str) -> datetime:
     Raises:
         StorageError: If ``value`` is naive: its zone would be a guess.
     """
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise StorageError(
             f"{what} must be timezone-aware, got {value.isoformat()}", transient=False
