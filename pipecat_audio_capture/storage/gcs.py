@@ -5,7 +5,6 @@ Needs the ``gcs`` extra (``google-cloud-storage``); without it, importing this m
 module, so the package works without that library installed.
 """
 
-import asyncio
 import base64
 import hashlib
 import threading
@@ -16,17 +15,11 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
-from pipecat_audio_capture.records import Speaker
-from pipecat_audio_capture.storage.metadata_log import MetadataLog
 from pipecat_audio_capture.storage.objects import (
     CHECK_PAYLOAD,
     CHECK_PREFIX,
     CONTENT_TYPE,
-    bucket_name,
-    folder_prefix,
-    object_metadata,
-    segment_key,
-    session_folder,
+    BucketStorage,
 )
 
 try:
@@ -68,7 +61,7 @@ transient errors), 429, 5xx (but 501), a lost connection or a timeout, and bytes
 in transit."""
 
 
-class GCSAudioStorage(MetadataLog):
+class GCSAudioStorage(BucketStorage):
     """Stores each segment as ``gs://{bucket}/{prefix}{session_id}/{segment_id}.wav``.
 
     Uploads are create-only (``if_generation_match=0``): an object is never overwritten, so
@@ -86,7 +79,15 @@ class GCSAudioStorage(MetadataLog):
     :meth:`check` also tries ``storage.objects.delete`` to remove its probe object, but does not
     require it. :meth:`delete_session` (retention) needs ``storage.objects.list`` and
     ``storage.objects.delete``; :meth:`download_segment` (export) only ``storage.objects.get``.
+    A download is checked against the object's stored crc32c, and a retry resumes where the
+    bytes stopped.
     """
+
+    scheme = "gs"
+    service = "GCS"
+
+    object_name = BucketStorage.object_key
+    """GCS calls a key an object name."""
 
     def __init__(
         self,
@@ -114,13 +115,11 @@ class GCSAudioStorage(MetadataLog):
         Raises:
             StorageConfigError: If an option is invalid.
         """
-        bucket = bucket_name(bucket)
+        super().__init__(bucket, prefix)
         if client is not None and project is not None:
             raise StorageConfigError("pass either client or project, not both")
         if timeout_s <= 0 or retry_deadline_s <= 0:
             raise StorageConfigError("timeout_s and retry_deadline_s must be positive")
-        self._bucket_name = bucket
-        self._prefix = folder_prefix(prefix)
         self._client = client
         self._project = project
         self._timeout_s = timeout_s
@@ -131,124 +130,6 @@ class GCSAudioStorage(MetadataLog):
         # deadline bounds how long one segment can take.
         self._retry: Retry = DEFAULT_RETRY.with_timeout(retry_deadline_s)
         self._client_lock = threading.Lock()
-
-    @property
-    def bucket_name(self) -> str:
-        """The bucket's name."""
-        return self._bucket_name
-
-    @property
-    def prefix(self) -> str:
-        """The folder inside the bucket: empty or ending with ``/``."""
-        return self._prefix
-
-    def object_name(self, session_id: str, segment_id: str) -> str:
-        """Return the object name of a segment's WAV file.
-
-        Raises:
-            InvalidIdError: If either id is not a UUID.
-        """
-        return segment_key(self._prefix, session_id, segment_id)
-
-    def url_for(self, object_name: str) -> str:
-        """Return the ``gs://`` URL of an object in the bucket."""
-        return f"gs://{self._bucket_name}/{object_name}"
-
-    async def check(self) -> None:
-        """Write, read back and delete a probe object, so bad settings fail at startup.
-
-        Write a probe (not ``test_iam_permissions``) because it exercises everything an upload
-        does: credentials, bucket, IAM with its conditions, organisation policies, and the
-        network path. The probe goes to ``{prefix}_startup_check/{uuid}``. The delete is best
-        effort: a worker without ``storage.objects.delete``, or a bucket with a retention
-        policy, keeps the probe and logs a warning. A lifecycle rule on that folder can clear
-        these probes.
-
-        Raises:
-            StorageConfigError: If there are no usable credentials, the bucket does not exist,
-                the credentials may not create or read objects, or the service cannot be reached
-                before the retry deadline.
-        """
-        await asyncio.to_thread(self._check)
-        logger.info(f"GCS audio storage ready at {self.url_for(self._prefix)}")
-
-    async def store_segment(
-        self,
-        session_id: str,
-        segment_id: str,
-        speaker: Speaker,
-        data: bytes,
-        *,
-        turn_id: str | None = None,
-    ) -> str:
-        """Upload the WAV bytes create-only and return their ``gs://`` URL.
-
-        Raises:
-            InvalidIdError: If an id is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If the upload fails, or the object already exists with other bytes.
-        """
-        name = self.object_name(session_id, segment_id)
-        metadata = object_metadata(session_id, speaker, turn_id)
-        await asyncio.to_thread(self._upload, name, data, metadata)
-        return self.url_for(name)
-
-    async def delete_session(self, session_id: str) -> int:
-        """Delete every object under the session's folder, every generation of each.
-
-        In a bucket with object versioning, deleting only the live object would keep the audio
-        as a noncurrent version, so each listed generation is deleted by number. An object
-        already gone is skipped, so a re-run after a partial failure finishes the job. Needs
-        ``storage.objects.list`` and ``storage.objects.delete``.
-
-        Returns:
-            How many object generations were deleted.
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If listing or deleting fails.
-        """
-        folder = session_folder(self._prefix, session_id)
-        removed = await asyncio.to_thread(self._delete_folder, folder)
-        logger.info(f"deleted {removed} objects under {self.url_for(folder)}")
-        return removed
-
-    async def count_session(self, session_id: str) -> int:
-        """Return how many object generations :meth:`delete_session` would delete now.
-
-        Deletes nothing. Needs ``storage.objects.list``.
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If listing fails.
-        """
-        folder = session_folder(self._prefix, session_id)
-        return len(await asyncio.to_thread(self._generations, folder))
-
-    async def download_segment(self, session_id: str, segment_id: str, target: BinaryIO) -> int:
-        """Write a segment's WAV object into ``target``, checked against its stored crc32c.
-
-        Transient failures are retried until ``retry_deadline_s`` (a retry resumes where the
-        bytes stopped). What was written before a failure stays in ``target``: discard it.
-
-        Args:
-            session_id: UUID of the session.
-            segment_id: UUID of the segment.
-            target: A binary file open for writing; it is written from a worker thread.
-
-        Returns:
-            The bytes written.
-
-        Raises:
-            InvalidIdError: If an id is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If the object does not exist, or the download fails or arrives
-                corrupted.
-        """
-        name = self.object_name(session_id, segment_id)
-        return await asyncio.to_thread(self._download, name, target)
 
     def _get_client(self) -> storage.Client:
         # Finding default credentials can query the metadata server, so the client is built in
@@ -331,6 +212,9 @@ class GCSAudioStorage(MetadataLog):
             raise StorageError(
                 f"could not list {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
             ) from exc
+
+    def _count_folder(self, folder: str) -> int:
+        return len(self._generations(folder))
 
     def _delete_folder(self, folder: str) -> int:
         bucket = self._get_client().bucket(self._bucket_name)

@@ -7,7 +7,6 @@ module at import time, so the package works without that library installed.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import threading
@@ -21,18 +20,12 @@ from loguru import logger
 
 from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import MissingExtraError, StorageConfigError, StorageError
-from pipecat_audio_capture.records import Speaker
 from pipecat_audio_capture.retry import RetryPolicy
-from pipecat_audio_capture.storage.metadata_log import MetadataLog
 from pipecat_audio_capture.storage.objects import (
     CHECK_PAYLOAD,
     CHECK_PREFIX,
     CONTENT_TYPE,
-    bucket_name,
-    folder_prefix,
-    object_metadata,
-    segment_key,
-    session_folder,
+    BucketStorage,
 )
 
 try:
@@ -147,7 +140,7 @@ def make_client(
     return client
 
 
-class S3AudioStorage(MetadataLog):
+class S3AudioStorage(BucketStorage):
     """Stores each segment as ``s3://{bucket}/{prefix}{session_id}/{segment_id}.wav``.
 
     Uploads are create-only (``If-None-Match: *``): an object is never overwritten, so retrying
@@ -166,7 +159,14 @@ class S3AudioStorage(MetadataLog):
     its probe, but does not require it. :meth:`delete_session` (retention) needs
     ``s3:ListBucket``, ``s3:ListBucketVersions``, ``s3:DeleteObject`` and
     ``s3:DeleteObjectVersion``; :meth:`download_segment` (export) only ``s3:GetObject``.
+    Deleting a session removes every version and delete marker (markers are not counted); a
+    store without the versions API (some S3-compatible ones) is listed and deleted by key. A
+    download is checked by botocore against the SHA-256 stored with the object as it streams,
+    and its size against the object's.
     """
+
+    scheme = "s3"
+    service = "S3"
 
     def __init__(
         self,
@@ -196,13 +196,11 @@ class S3AudioStorage(MetadataLog):
         Raises:
             StorageConfigError: If an option is invalid.
         """
-        bucket = bucket_name(bucket)
+        super().__init__(bucket, prefix)
         if client is not None and (endpoint_url is not None or region_name is not None):
             raise StorageConfigError("pass either client or endpoint_url/region_name, not both")
         if timeout_s <= 0 or retry_deadline_s <= 0:
             raise StorageConfigError("timeout_s and retry_deadline_s must be positive")
-        self._bucket_name = bucket
-        self._prefix = folder_prefix(prefix)
         self._client = client
         self._endpoint_url = endpoint_url
         self._region_name = region_name
@@ -214,126 +212,6 @@ class S3AudioStorage(MetadataLog):
             deadline_s=retry_deadline_s,
         )
         self._client_lock = threading.Lock()
-
-    @property
-    def bucket_name(self) -> str:
-        """The bucket's name."""
-        return self._bucket_name
-
-    @property
-    def prefix(self) -> str:
-        """The folder inside the bucket: empty or ending with ``/``."""
-        return self._prefix
-
-    def object_key(self, session_id: str, segment_id: str) -> str:
-        """Return the object key of a segment's WAV file.
-
-        Raises:
-            InvalidIdError: If either id is not a UUID.
-        """
-        return segment_key(self._prefix, session_id, segment_id)
-
-    def url_for(self, key: str) -> str:
-        """Return the ``s3://`` URL of an object in the bucket."""
-        return f"s3://{self._bucket_name}/{key}"
-
-    async def check(self) -> None:
-        """Write, read back and delete a probe object, so bad settings fail at startup.
-
-        A probe write exercises everything an upload does: credentials, bucket, bucket policy,
-        conditional writes and the network path. The probe goes to
-        ``{prefix}_startup_check/{uuid}``; its delete (of the very version written, so no
-        delete marker or noncurrent version is left) is best effort and logs a warning when
-        refused.
-
-        Raises:
-            StorageConfigError: If there are no usable credentials, the bucket does not exist,
-                the credentials may not create or read objects, or the service cannot be reached
-                before the retry deadline.
-        """
-        await asyncio.to_thread(self._check)
-        logger.info(f"S3 audio storage ready at {self.url_for(self._prefix)}")
-
-    async def store_segment(
-        self,
-        session_id: str,
-        segment_id: str,
-        speaker: Speaker,
-        data: bytes,
-        *,
-        turn_id: str | None = None,
-    ) -> str:
-        """Upload the WAV bytes create-only and return their ``s3://`` URL.
-
-        Raises:
-            InvalidIdError: If an id is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If the upload fails, or the object already exists with other bytes.
-        """
-        key = self.object_key(session_id, segment_id)
-        metadata = object_metadata(session_id, speaker, turn_id)
-        await asyncio.to_thread(self._upload, key, data, metadata)
-        return self.url_for(key)
-
-    async def delete_session(self, session_id: str) -> int:
-        """Delete every object under the session's folder, every version of each.
-
-        In a versioned bucket, deleting only the live object would keep the audio as a
-        noncurrent version, so each listed version is deleted by id, and so are delete markers.
-        A version already gone is skipped, so a re-run after a partial failure finishes the job.
-        A store without the versions API (some S3-compatible ones) is listed and deleted by key.
-
-        Returns:
-            How many object versions holding data were deleted (delete markers not counted).
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If listing or deleting fails.
-        """
-        folder = session_folder(self._prefix, session_id)
-        removed = await asyncio.to_thread(self._delete_folder, folder)
-        logger.info(f"deleted {removed} objects under {self.url_for(folder)}")
-        return removed
-
-    async def count_session(self, session_id: str) -> int:
-        """Return how many object versions :meth:`delete_session` would delete now.
-
-        Deletes nothing. Needs ``s3:ListBucketVersions`` (or ``s3:ListBucket``).
-
-        Raises:
-            InvalidIdError: If ``session_id`` is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If listing fails.
-        """
-        folder = session_folder(self._prefix, session_id)
-        listed = await asyncio.to_thread(self._versions, folder)
-        return sum(1 for version in listed if version.holds_data)
-
-    async def download_segment(self, session_id: str, segment_id: str, target: BinaryIO) -> int:
-        """Write a segment's WAV object into ``target``, checked against its stored SHA-256.
-
-        botocore checks the body against the checksum stored with the object as it streams;
-        the size is checked against the object's. Transient failures are retried until
-        ``retry_deadline_s``, each retry writing from where ``target`` stood at the start.
-        What was written before a final failure stays in ``target``: discard it.
-
-        Args:
-            session_id: UUID of the session.
-            segment_id: UUID of the segment.
-            target: A seekable binary file open for writing; written from a worker thread.
-
-        Returns:
-            The bytes written.
-
-        Raises:
-            InvalidIdError: If an id is not a UUID.
-            StorageConfigError: If no credentials can be found.
-            StorageError: If the object does not exist, or the download fails or arrives
-                corrupted.
-        """
-        key = self.object_key(session_id, segment_id)
-        return await asyncio.to_thread(self._download, key, target)
 
     def _get_client(self) -> S3Client:
         # Building a client reads configuration files, so it happens in a worker thread, once.
@@ -470,6 +348,9 @@ class S3AudioStorage(MetadataLog):
             raise StorageError(
                 f"could not list {self.url_for(folder)}: {exc}", transient=_is_transient(exc)
             ) from exc
+
+    def _count_folder(self, folder: str) -> int:
+        return sum(1 for version in self._versions(folder) if version.holds_data)
 
     def _delete_folder(self, folder: str) -> int:
         versions = self._versions(folder)
