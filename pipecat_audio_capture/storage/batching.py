@@ -45,7 +45,14 @@ def row_params(record: Any) -> dict[str, Any]:
     Shallow, unlike ``dataclasses.asdict``, whose deep copy of every value was the largest cost
     of preparing a row.
     """
-    return {item.name: getattr(record, item.name) for item in fields(record)}
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(item.name for item in fields(record))
+    return {name: getattr(record, name) for name in names}
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+"""Field names by record type: ``dataclasses.fields`` walks the class at every call."""
 
 
 def grouped(rows: Sequence[Statement]) -> list[tuple[str, list[dict[str, Any]]]]:
