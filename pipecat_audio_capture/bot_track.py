@@ -30,6 +30,8 @@ class BotTrack:
     - **After the output transport** (noticed from downstream speaking frames): the audio the
       processor sees was just written; the same as a tap, except that generated audio is not
       seen, so ``unplayed_ms`` is unknown.
+    - In both confirmed ways, the chunk the transport still writes after a barge-in, before the
+      next answer's ``TTSStartedFrame``, is counted in ``ignored_bot_audio_ms``, not recorded.
     - **Estimated**, between TTS and the output transport without a tap: audio arrives faster
       than real time, and a play-out clock predicts it (audio plays back to back from when it
       arrives, re-anchored when the transport reports ``BotStartedSpeakingFrame``).
