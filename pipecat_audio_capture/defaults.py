@@ -66,6 +66,10 @@ SQLITE_READ_CONNECTIONS = 4
 """Read-only connections ``SQLiteAudioMetaStorage`` reads through, side by side (WAL lets them
 read while a write is under way); reads beyond this wait for one to be free."""
 
+SQLITE_WAL_CHECKPOINT_PAGES = 10_000
+"""Pages the write-ahead log of ``SQLiteAudioMetaStorage`` may hold before a commit copies them
+into the database file (SQLite's own default is 1,000): about 40 MiB of log at 4 KiB pages."""
+
 GCS_TIMEOUT_S = 10.0
 """Per-request timeout of ``GCSAudioStorage``: how long one HTTP request may wait to connect or
 to read."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipecat_audio_capture import defaults
 from pipecat_audio_capture.errors import InvalidIdError, StorageError
 from pipecat_audio_capture.migrations import load_migrations
 from pipecat_audio_capture.records import SegmentMetadata
@@ -17,6 +18,7 @@ from pipecat_audio_capture.storage.base import TranscriptStore
 from pipecat_audio_capture.storage.composite import CompositeAudioStorage
 from pipecat_audio_capture.storage.index import CallLogEntry, MetadataIndex
 from pipecat_audio_capture.storage.local import LocalAudioStorage
+from pipecat_audio_capture.storage.sqlite import SQLiteAudioMetaStorage
 
 from support.index import T0, Call, IndexBackend, at, make_segment, make_transcript, new_id
 
@@ -110,6 +112,19 @@ async def test_timestamps_in_other_zones_come_back_as_utc(index: IndexBackend) -
     assert stored.started_at == meta.started_at
     assert stored.started_at.utcoffset() == timedelta(0)
     assert stored.ended_at.utcoffset() == timedelta(0)
+
+
+async def test_timestamps_before_the_year_1000_come_back_unchanged(index: IndexBackend) -> None:
+    meta = make_segment(new_id())
+    early = timedelta(days=365 * 1100)
+    meta = replace(meta, started_at=meta.started_at - early, ended_at=meta.ended_at - early)
+    assert meta.started_at.year < 1000
+
+    await index.store.save_metadata(meta.session_id, meta)
+
+    stored = await index.store.segment(meta.segment_id)
+    assert stored is not None
+    assert (stored.started_at, stored.ended_at) == (meta.started_at, meta.ended_at)
 
 
 async def test_saving_a_segment_twice_keeps_the_first(index: IndexBackend) -> None:
@@ -331,6 +346,19 @@ async def test_concurrent_saves_are_all_kept(index: IndexBackend) -> None:
 
 async def test_sqlite_index_is_in_wal_mode(sqlite_index: IndexBackend) -> None:
     assert await sqlite_index.fetch("PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_sqlite_writer_checkpoints_its_wal_at_the_default_page_count(
+    sqlite_index: IndexBackend,
+) -> None:
+    store = sqlite_index.store
+    assert isinstance(store, SQLiteAudioMetaStorage)
+
+    (pages,) = await asyncio.to_thread(
+        store._locked, lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    )
+
+    assert pages == defaults.SQLITE_WAL_CHECKPOINT_PAGES != 1000
 
 
 def test_the_index_types_and_sqlite_backend_need_no_psycopg() -> None:
