@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -234,13 +233,13 @@ class _SQLiteOneByOne:
             row = asdict(checked_segment(meta.session_id, meta))
             return {
                 **row,
-                "started_at": _text(row["started_at"]),
-                "ended_at": _text(row["ended_at"]),
+                "started_at": sqlite_backend._to_text(row["started_at"]),
+                "ended_at": sqlite_backend._to_text(row["ended_at"]),
             }
 
         def transcript_row(record: TranscriptRecord) -> dict[str, Any]:
             row = asdict(checked_transcript(record))
-            return {**row, "occurred_at": _text(row["occurred_at"])}
+            return {**row, "occurred_at": sqlite_backend._to_text(row["occurred_at"])}
 
         return Writer(
             segment=lambda meta: self._execute(sqlite_backend._INSERT_SEGMENT, segment_row(meta)),
@@ -260,10 +259,6 @@ class _SQLiteOneByOne:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _text(value: Any) -> str:
-    return str(value.astimezone(UTC).strftime(sqlite_backend.TIMESTAMP_FORMAT))
 
 
 def _section(

@@ -189,10 +189,15 @@ def fault_proxy(
     fake_gcs: FakeGCS, no_background_requests: None
 ) -> Iterator[Callable[..., FaultProxy]]:
     """Return ``start(*faults, then=Fault.FORWARD)``, which runs a proxy in front of the server."""
+    yield from _fault_proxies(fake_gcs.port)
+
+
+def _fault_proxies(port: int) -> Iterator[Callable[..., FaultProxy]]:
+    """Yield a starter of fault proxies in front of ``port``; close them all afterwards."""
     proxies: list[FaultProxy] = []
 
     def start(*faults: Fault, then: Fault = Fault.FORWARD) -> FaultProxy:
-        proxy = FaultProxy((LOOPBACK, fake_gcs.port), faults, then=then)
+        proxy = FaultProxy((LOOPBACK, port), faults, then=then)
         proxies.append(proxy)
         return proxy.start()
 
@@ -246,16 +251,7 @@ def s3_env(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def s3_fault_proxy(moto_s3: MotoS3) -> Iterator[Callable[..., FaultProxy]]:
     """Return ``start(*faults, then=Fault.FORWARD)``, which runs a proxy in front of the server."""
-    proxies: list[FaultProxy] = []
-
-    def start(*faults: Fault, then: Fault = Fault.FORWARD) -> FaultProxy:
-        proxy = FaultProxy((LOOPBACK, moto_s3.port), faults, then=then)
-        proxies.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in proxies:
-        proxy.close()
+    yield from _fault_proxies(moto_s3.port)
 
 
 # --- command line ------------------------------------------------------------------------------
